@@ -1,0 +1,368 @@
+//! HTTP/1.1 without sockets ("sans-IO").
+//!
+//! This module turns bytes that arrived on a connection into the bytes of
+//! the responses, and nothing else: it never reads, writes, polls or sleeps.
+//! The reactor owns the sockets and hands bytes in; a [`Session`] keeps what
+//! one connection has said so far and appends each answer to an output
+//! buffer. Because no socket is in here, the same code runs under the mio
+//! reactor, under the tokio version in the benchmarks, in unit tests that
+//! split a request at every byte, and in a fuzzer.
+//!
+//! - [`parse`]: where a request ends (head, Content-Length, chunked), and the limits.
+//! - [`response`]: status lines and headers written into a reused buffer.
+//! - [`routes`]: what each URL answers.
+
+pub mod parse;
+pub mod response;
+pub mod routes;
+
+use std::fmt;
+use std::mem;
+use std::net::SocketAddr;
+
+use parse::{BodyKind, ChunkedDecoder, Limits, Parsed, Reject, RequestHead, HEADER_SLOTS};
+use response::{write_error, Answer, Status};
+use routes::Route;
+
+use crate::table::ConnTable;
+
+/// Settings of the protocol that do not change while the server runs.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub limits: Limits,
+    /// Write one `info` line per request to the `access` log target.
+    pub access_log: bool,
+}
+
+/// One connection's 5-tuple (the protocol is always TCP) and its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The reactor's name for the connection: its slab key and mio token.
+    pub token: usize,
+    /// The server's end: the listening port, on the address the client reached.
+    pub local: SocketAddr,
+    /// The client's end: its address and its ephemeral source port.
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tcp {} <- {}", self.local, self.remote)
+    }
+}
+
+/// What the protocol may ask of the server around it.
+pub trait Host {
+    /// A snapshot of every connection, with `me`'s row marked.
+    fn table(&self, me: usize) -> ConnTable;
+}
+
+/// Everything a request may look at besides its own bytes.
+pub struct Ctx<'a> {
+    pub peer: Peer,
+    pub host: &'a dyn Host,
+    /// The `Date` header value (see [`response::Clock`]).
+    pub date: &'a str,
+    pub config: &'a Config,
+    /// The server is shutting down: answer what was asked, then close.
+    pub draining: bool,
+}
+
+/// What one call to [`Session::feed`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Responses appended to the output.
+    pub responses: u64,
+    /// Close the connection once the output has been written.
+    pub close: bool,
+}
+
+/// The protocol state of one connection.
+///
+/// Idle, it holds no heap memory at all: `held` only allocates while a
+/// request is split across reads, and is freed when that request is done.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Bytes received but not used yet: the start of a request head whose end
+    /// has not arrived.
+    held: Vec<u8>,
+    reading: Reading,
+    /// The answer owed to a request whose body is still arriving.
+    owed: Option<Owed>,
+}
+
+#[derive(Debug, Default)]
+enum Reading {
+    /// Waiting for (the rest of) a request head.
+    #[default]
+    Head,
+    /// Skipping a `Content-Length` body: this many bytes to go.
+    Body(u64),
+    /// Skipping a chunked body.
+    Chunked(ChunkedDecoder),
+    /// The connection is to close: everything else it sends is ignored.
+    Done,
+}
+
+/// A response decided at the head and written after the body.
+#[derive(Debug)]
+struct Owed {
+    route: Route,
+    answer: Answer,
+    /// The request line for the access log, kept only when the log is on.
+    request_line: Option<String>,
+}
+
+impl Session {
+    /// Takes bytes read from the connection, appends the responses to every
+    /// complete request among them to `out`, and keeps any unfinished rest.
+    pub fn feed(&mut self, input: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
+        let mut progress = Progress::default();
+        if self.held.is_empty() {
+            // The common case: the read holds whole requests. Parse them where
+            // they lie in the reactor's buffer, and copy only a trailing piece.
+            let used = self.run(input, ctx, out, &mut progress);
+            if used < input.len() {
+                self.held.extend_from_slice(&input[used..]);
+            }
+            return progress;
+        }
+        let may_complete = input.contains(&b'\n')
+            || self.held.len() + input.len() > ctx.config.limits.max_request_line;
+        self.held.extend_from_slice(input);
+        if matches!(self.reading, Reading::Head) && !may_complete {
+            // A head ends with a newline: without a new one it cannot be complete.
+            return progress;
+        }
+        let mut held = mem::take(&mut self.held);
+        let used = self.run(&held, ctx, out, &mut progress);
+        if used < held.len() {
+            held.drain(..used);
+            self.held = held;
+        }
+        progress
+    }
+
+    /// The client closed its side. Returns how many bytes of an unfinished
+    /// request were dropped, so the caller can report them.
+    pub fn on_eof(&mut self, ctx: &Ctx<'_>) -> usize {
+        let dropped = self.held.len();
+        let mid_body = !matches!(self.reading, Reading::Head | Reading::Done);
+        if (dropped > 0 || mid_body) && log::log_enabled!(log::Level::Info) {
+            log::info!(
+                "{} closed its side in the middle of a request, after {} unanswerable bytes: \"{}\"",
+                ctx.peer.remote,
+                dropped,
+                Escaped(&self.held[..dropped.min(80)])
+            );
+        }
+        self.held = Vec::new();
+        self.reading = Reading::Done;
+        self.owed = None;
+        dropped
+    }
+
+    /// What the session is doing, for the connection table.
+    pub fn phase(&self) -> &'static str {
+        match self.reading {
+            Reading::Head if self.held.is_empty() => "idle",
+            Reading::Head | Reading::Body(_) | Reading::Chunked(_) => "reading",
+            Reading::Done => "closing",
+        }
+    }
+
+    /// True while part of a request has arrived and its answer is not written.
+    pub fn mid_request(&self) -> bool {
+        !self.held.is_empty() || matches!(self.reading, Reading::Body(_) | Reading::Chunked(_))
+    }
+
+    /// Parses and answers requests from `data` until it runs out or the
+    /// connection must close. Returns how many bytes were used.
+    fn run(
+        &mut self,
+        data: &[u8],
+        ctx: &Ctx<'_>,
+        out: &mut Vec<u8>,
+        progress: &mut Progress,
+    ) -> usize {
+        let limits = &ctx.config.limits;
+        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        let mut pos = 0;
+        while !progress.close {
+            match &mut self.reading {
+                Reading::Head => {
+                    if pos == data.len() {
+                        return pos;
+                    }
+                    match parse::parse_head(&data[pos..], &mut slots, limits) {
+                        Ok(Parsed::Partial) => return pos,
+                        Ok(Parsed::Complete(head, len)) => {
+                            pos += len;
+                            self.on_head(&head, ctx, out, progress);
+                        }
+                        Err(reject) => self.reject(reject, &data[pos..], ctx, out, progress),
+                    }
+                }
+                Reading::Body(left) => {
+                    let take = (data.len() - pos).min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    pos += take;
+                    *left -= take as u64;
+                    if *left > 0 {
+                        return pos;
+                    }
+                    self.pay_owed(ctx, out, progress);
+                }
+                Reading::Chunked(decoder) => match decoder.decode(&data[pos..], limits) {
+                    Ok((used, true)) => {
+                        pos += used;
+                        self.pay_owed(ctx, out, progress);
+                    }
+                    Ok((used, false)) => return pos + used,
+                    Err(reject) => {
+                        self.owed = None;
+                        self.reject(reject, b"", ctx, out, progress);
+                    }
+                },
+                Reading::Done => break,
+            }
+        }
+        self.reading = Reading::Done;
+        data.len()
+    }
+
+    /// A whole head has arrived: answer now, or after its body.
+    fn on_head(
+        &mut self,
+        head: &RequestHead<'_, '_>,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<u8>,
+        progress: &mut Progress,
+    ) {
+        let route = routes::resolve(head.method, head.target);
+        let answer = Answer {
+            head_only: head.method == "HEAD",
+            minor: head.minor,
+            close: !head.keep_alive || ctx.draining,
+        };
+        let next = match head.body {
+            BodyKind::None => {
+                let (status, bytes) = routes::respond(&route, &answer, ctx, out);
+                access_log(ctx, RequestLine::Head(head), status, bytes);
+                progress.responses += 1;
+                progress.close |= answer.close;
+                return;
+            }
+            BodyKind::Length(n) => Reading::Body(n),
+            BodyKind::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+        };
+        if head.expects_continue {
+            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let request_line = access_log_on(ctx).then(|| RequestLine::Head(head).to_string());
+        self.owed = Some(Owed {
+            route,
+            answer,
+            request_line,
+        });
+        self.reading = next;
+    }
+
+    /// The body of the request in `owed` has been read: write its answer.
+    fn pay_owed(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>, progress: &mut Progress) {
+        self.reading = Reading::Head;
+        if let Some(owed) = self.owed.take() {
+            let (status, bytes) = routes::respond(&owed.route, &owed.answer, ctx, out);
+            if let Some(line) = owed.request_line {
+                access_log(ctx, RequestLine::Text(&line), status, bytes);
+            }
+            progress.responses += 1;
+            progress.close |= owed.answer.close;
+        }
+    }
+
+    /// Answers a request that cannot be framed, and ends the connection.
+    fn reject(
+        &mut self,
+        reject: Reject,
+        rest: &[u8],
+        ctx: &Ctx<'_>,
+        out: &mut Vec<u8>,
+        progress: &mut Progress,
+    ) {
+        let answer = Answer {
+            head_only: false,
+            minor: 1,
+            close: true,
+        };
+        let bytes = write_error(out, &answer, reject.status, ctx.date, &[], reject.reason);
+        if access_log_on(ctx) {
+            let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            log::info!(
+                target: "access",
+                "{} \"{}\" {} {} ({})",
+                ctx.peer.remote,
+                Escaped(&rest[..line_end.min(200)]),
+                reject.status.code,
+                bytes,
+                reject.reason
+            );
+        }
+        progress.responses += 1;
+        progress.close = true;
+        self.reading = Reading::Done;
+    }
+}
+
+fn access_log_on(ctx: &Ctx<'_>) -> bool {
+    ctx.config.access_log && log::log_enabled!(target: "access", log::Level::Info)
+}
+
+/// One access-log line: client, request line, status, body bytes.
+fn access_log(ctx: &Ctx<'_>, line: RequestLine<'_, '_, '_>, status: Status, bytes: u64) {
+    if access_log_on(ctx) {
+        log::info!(target: "access", "{} \"{}\" {} {}", ctx.peer.remote, line, status.code, bytes);
+    }
+}
+
+/// A request line for the log, from a parsed head or kept as text.
+enum RequestLine<'a, 'h, 'b> {
+    Head(&'a RequestHead<'h, 'b>),
+    Text(&'a str),
+}
+
+impl fmt::Display for RequestLine<'_, '_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestLine::Head(h) => write!(
+                f,
+                "{} {} HTTP/1.{}",
+                Escaped(h.method.as_bytes()),
+                Escaped(h.target.as_bytes()),
+                h.minor
+            ),
+            RequestLine::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Bytes shown safely in a log line: printable ASCII as is, `"` and `\`
+/// escaped, anything else as `\xNN`, so a client cannot forge log lines or
+/// send terminal escape sequences to whoever reads the log.
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            match b {
+                b'"' => f.write_str("\\\"")?,
+                b'\\' => f.write_str("\\\\")?,
+                0x20..=0x7e => fmt::Write::write_char(f, b as char)?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

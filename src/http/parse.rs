@@ -1,0 +1,624 @@
+//! Framing: where one request ends and the next begins.
+//!
+//! HTTP/1.1 on a keep-alive connection is a stream of requests with no
+//! separators of its own, so the server must find each request's end exactly:
+//! the head ends at the first empty line, and the body is as long as
+//! `Content-Length` says or as the chunks of `Transfer-Encoding: chunked`
+//! say. Getting this wrong by a single byte lets a client hide a second
+//! request inside the first one (request smuggling), so everything that is
+//! ambiguous is rejected rather than guessed.
+//!
+//! [`parse_head`] works like httparse underneath it: given the bytes so far,
+//! it answers "complete, and it used n bytes", "partial: wait for more", or
+//! "rejected, with this status". It never copies the request: the
+//! [`RequestHead`] borrows from the caller's buffer.
+
+use super::response::Status;
+
+/// Size and count limits on what a client may send, with the defaults
+/// `fivetuple serve` uses. They bound the memory one connection can make the
+/// server hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest request line (method, target, version): longer gets 414.
+    /// 8 KiB, as nginx's `large_client_header_buffers`.
+    pub max_request_line: usize,
+    /// Longest request head, request line and headers together: longer gets 431.
+    pub max_head: usize,
+    /// Most header fields in one request: more gets 431.
+    pub max_headers: usize,
+    /// Largest request body: larger gets 413. None of the built-in routes
+    /// takes a body, so 1 MiB (nginx's `client_max_body_size`) is plenty.
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_head: 16 * 1024,
+            max_headers: 64,
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+/// The most header slots httparse is given; `Limits::max_headers` may be lower.
+pub const HEADER_SLOTS: usize = 100;
+
+/// Why a request was refused: the status to answer and a short reason for
+/// the error page and the log. The connection is always closed afterwards,
+/// because after a framing error nobody knows where the next request starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub status: Status,
+    pub reason: &'static str,
+}
+
+impl Reject {
+    const fn new(status: Status, reason: &'static str) -> Reject {
+        Reject { status, reason }
+    }
+    fn bad(reason: &'static str) -> Reject {
+        Reject::new(Status::BAD_REQUEST, reason)
+    }
+}
+
+/// How the body that follows a head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body at all (no Content-Length, or `Content-Length: 0`).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head, borrowing from the bytes it was parsed from.
+#[derive(Debug)]
+pub struct RequestHead<'h, 'b> {
+    pub method: &'b str,
+    /// The request target as sent (origin-form `/path?q`, absolute-form, or `*`).
+    pub target: &'b str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Whether the client wants the connection kept open after the response.
+    pub keep_alive: bool,
+    pub body: BodyKind,
+    /// `Expect: 100-continue` was sent: the client waits before its body.
+    pub expects_continue: bool,
+    pub headers: &'h [httparse::Header<'b>],
+}
+
+impl RequestHead<'_, '_> {
+    /// The value of the first header with this name (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// The outcome of trying to parse a request head from the bytes so far.
+#[derive(Debug)]
+pub enum Parsed<'h, 'b> {
+    /// A whole head, which took this many bytes of the input.
+    Complete(RequestHead<'h, 'b>, usize),
+    /// The head is not finished yet: wait for more bytes.
+    Partial,
+}
+
+/// Parses one request head from the start of `buf`, using `slots` for the
+/// header array so that nothing is allocated.
+pub fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut [httparse::Header<'b>],
+    limits: &Limits,
+) -> Result<Parsed<'h, 'b>, Reject> {
+    // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
+    // request line (some clients send CRLF after a POST body).
+    let skip = leading_empty_lines(buf);
+    let buf_after = &buf[skip..];
+    let slots_len = slots.len().min(limits.max_headers);
+    let mut req = httparse::Request::new(&mut slots[..slots_len]);
+    let len = match req.parse(buf_after) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return partial(buf_after, limits),
+        Err(e) => return Err(reject_parse_error(e, buf_after)),
+    };
+    check_size(buf_after, len, limits)?;
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let minor = req.version.unwrap_or(1);
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+    let framing = Framing::read(headers, minor)?;
+    let body = framing.body(limits)?;
+    if minor == 1 && framing.hosts != 1 {
+        return Err(Reject::bad(if framing.hosts == 0 {
+            "HTTP/1.1 request without a Host header"
+        } else {
+            "more than one Host header"
+        }));
+    }
+    let keep_alive = match minor {
+        1 => !framing.close,
+        _ => framing.keep_alive && !framing.close,
+    };
+    Ok(Parsed::Complete(
+        RequestHead {
+            method,
+            target,
+            minor,
+            keep_alive,
+            body,
+            expects_continue: framing.expects_continue,
+            headers,
+        },
+        skip + len,
+    ))
+}
+
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    while i < buf.len() {
+        if buf[i..].starts_with(b"\r\n") {
+            i += 2;
+        } else if buf[i] == b'\n' {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// A partial head is fine unless it has already outgrown the limits.
+fn partial<'h, 'b>(buf: &[u8], limits: &Limits) -> Result<Parsed<'h, 'b>, Reject> {
+    check_size(buf, buf.len(), limits)?;
+    Ok(Parsed::Partial)
+}
+
+/// Rejects a head of `head_len` bytes (at the start of `buf`) whose request
+/// line or whole size is over the limits: 414 for the line, 431 otherwise.
+fn check_size(buf: &[u8], head_len: usize, limits: &Limits) -> Result<(), Reject> {
+    let line_len = buf[..head_len]
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(head_len);
+    if line_len > limits.max_request_line {
+        Err(Reject::new(
+            Status::URI_TOO_LONG,
+            "request line longer than the limit",
+        ))
+    } else if head_len > limits.max_head {
+        Err(Reject::new(
+            Status::HEADERS_TOO_LARGE,
+            "request headers larger than the limit",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn reject_parse_error(e: httparse::Error, buf: &[u8]) -> Reject {
+    match e {
+        httparse::Error::TooManyHeaders => {
+            Reject::new(Status::HEADERS_TOO_LARGE, "too many header fields")
+        }
+        httparse::Error::Version if names_other_http_version(buf) => Reject::new(
+            Status::VERSION_NOT_SUPPORTED,
+            "only HTTP/1.0 and HTTP/1.1 are spoken here",
+        ),
+        httparse::Error::Version => Reject::bad("not an HTTP/1.x request line"),
+        httparse::Error::HeaderName => Reject::bad("invalid header name"),
+        httparse::Error::HeaderValue => Reject::bad("invalid header value"),
+        httparse::Error::NewLine => Reject::bad("invalid line ending"),
+        httparse::Error::Token => Reject::bad("invalid method or request target"),
+        httparse::Error::Status => Reject::bad("invalid request line"),
+    }
+}
+
+/// True when the request line is well formed but names an HTTP version
+/// other than 1.x (`HTTP/2.0`, `HTTP/3`): that deserves 505, not 400.
+fn names_other_http_version(buf: &[u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Some(digits) = version.strip_prefix(b"HTTP/") else {
+        return false;
+    };
+    !method.is_empty()
+        && !target.is_empty()
+        && !digits.is_empty()
+        && digits.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+        && !digits.starts_with(b"1.")
+}
+
+/// What the headers say about framing and the connection, gathered in one pass.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<u64>,
+    transfer_encoding: Option<bool>, // Some(true) when it is exactly `chunked`
+    close: bool,
+    keep_alive: bool,
+    hosts: usize,
+    expects_continue: bool,
+}
+
+impl Framing {
+    fn read(headers: &[httparse::Header<'_>], minor: u8) -> Result<Framing, Reject> {
+        let mut f = Framing::default();
+        for h in headers {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                if f.content_length.is_some() {
+                    return Err(Reject::bad("more than one Content-Length"));
+                }
+                f.content_length = Some(parse_content_length(h.value)?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                if f.transfer_encoding.is_some() {
+                    return Err(Reject::bad("more than one Transfer-Encoding"));
+                }
+                f.transfer_encoding = Some(trim(h.value).eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',').map(trim) {
+                    f.close |= token.eq_ignore_ascii_case(b"close");
+                    f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case("host") {
+                f.hosts += 1;
+            } else if name.eq_ignore_ascii_case("expect") {
+                if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                    return Err(Reject::new(
+                        Status::EXPECTATION_FAILED,
+                        "only Expect: 100-continue is understood",
+                    ));
+                }
+                f.expects_continue = minor == 1;
+            }
+        }
+        if f.transfer_encoding.is_some() && minor == 0 {
+            return Err(Reject::bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if f.transfer_encoding.is_some() && f.content_length.is_some() {
+            return Err(Reject::bad("both Content-Length and Transfer-Encoding"));
+        }
+        Ok(f)
+    }
+
+    fn body(&self, limits: &Limits) -> Result<BodyKind, Reject> {
+        match (self.transfer_encoding, self.content_length) {
+            (Some(true), _) => Ok(BodyKind::Chunked),
+            (Some(false), _) => Err(Reject::bad(
+                "Transfer-Encoding other than exactly \"chunked\"",
+            )),
+            (None, Some(n)) if n > limits.max_body => Err(Reject::new(
+                Status::PAYLOAD_TOO_LARGE,
+                "request body larger than the limit",
+            )),
+            (None, Some(0)) | (None, None) => Ok(BodyKind::None),
+            (None, Some(n)) => Ok(BodyKind::Length(n)),
+        }
+    }
+}
+
+/// `Content-Length` is 1*DIGIT and nothing else: no sign, no `0x`, no
+/// underscores, no list, no spaces inside, and no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, Reject> {
+    let digits = trim(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Reject::bad("malformed Content-Length"));
+    }
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// A strict decoder for `Transfer-Encoding: chunked` bodies that only
+/// counts and discards: none of the routes reads a body.
+///
+/// It is written by hand rather than with `httparse::parse_chunk_size`
+/// because that function accepts an empty size line, and a lenient chunk
+/// parser in front of a strict one is exactly how smuggling happens.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    /// The size of the chunk whose size line is being read.
+    size: u64,
+    /// Hex digits seen on this size line.
+    digits: u8,
+    /// Bytes of body seen so far, bounded by `Limits::max_body`.
+    total: u64,
+    /// Bytes of the current line (size line with extensions, or trailer).
+    line: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// In a chunk extension (`;name=value`), skipped up to CR.
+    Extension,
+    SizeLf,
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Longest chunk-size line or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl ChunkedDecoder {
+    /// Consumes as much of `input` as belongs to the body. Returns the bytes
+    /// used and whether the body is complete.
+    pub fn decode(&mut self, input: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.digits == 16 {
+                            return Err(Reject::bad("chunk size overflows"));
+                        }
+                        self.digits += 1;
+                        self.size = self.size * 16 + u64::from(hex_value(b));
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = ChunkState::Extension,
+                    b'\r' if self.digits > 0 => self.state = ChunkState::SizeLf,
+                    _ => return Err(Reject::bad("invalid chunk size")),
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' | 0 => return Err(Reject::bad("invalid chunk extension")),
+                    _ => {}
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(Reject::bad("chunk size line without CRLF"));
+                    }
+                    self.total = self.total.saturating_add(self.size);
+                    if self.total > limits.max_body {
+                        return Err(Reject::new(
+                            Status::PAYLOAD_TOO_LARGE,
+                            "request body larger than the limit",
+                        ));
+                    }
+                    self.state = if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data(self.size)
+                    };
+                    self.size = 0;
+                    self.digits = 0;
+                    self.line = 0;
+                }
+                ChunkState::Data(left) => {
+                    let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataCr
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    i += take;
+                    continue;
+                }
+                ChunkState::DataCr if b == b'\r' => self.state = ChunkState::DataLf,
+                ChunkState::DataLf if b == b'\n' => self.state = ChunkState::Size,
+                ChunkState::DataCr | ChunkState::DataLf => {
+                    return Err(Reject::bad("chunk data longer than its size"))
+                }
+                ChunkState::TrailerStart => match b {
+                    b'\r' => self.state = ChunkState::EndLf,
+                    b'\n' => return Err(Reject::bad("bare LF in chunked trailer")),
+                    _ => self.state = ChunkState::Trailer,
+                },
+                ChunkState::Trailer => match b {
+                    b'\r' => self.state = ChunkState::TrailerLf,
+                    b'\n' | 0 => return Err(Reject::bad("invalid chunked trailer")),
+                    _ => {}
+                },
+                ChunkState::TrailerLf if b == b'\n' => {
+                    self.line = 0;
+                    self.state = ChunkState::TrailerStart;
+                }
+                ChunkState::TrailerLf => return Err(Reject::bad("invalid chunked trailer")),
+                ChunkState::EndLf if b == b'\n' => {
+                    self.state = ChunkState::Done;
+                    return Ok((i + 1, true));
+                }
+                ChunkState::EndLf => return Err(Reject::bad("chunked body not ended by CRLF")),
+                ChunkState::Done => return Ok((i, true)),
+            }
+            self.line += 1;
+            if self.line > MAX_CHUNK_LINE {
+                return Err(Reject::bad("chunk line too long"));
+            }
+            i += 1;
+        }
+        Ok((i, self.state == ChunkState::Done))
+    }
+}
+
+fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8]) -> Result<(String, usize, BodyKind, bool), Reject> {
+        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        match parse_head(bytes, &mut slots, &Limits::default())? {
+            Parsed::Complete(h, n) => Ok((h.target.to_string(), n, h.body, h.keep_alive)),
+            Parsed::Partial => Ok((String::new(), 0, BodyKind::None, false)),
+        }
+    }
+
+    fn status(bytes: &[u8]) -> u16 {
+        match head(bytes) {
+            Ok(_) => 200,
+            Err(r) => r.status.code,
+        }
+    }
+
+    #[test]
+    fn a_simple_get_is_complete() {
+        let req = b"GET /_/hello HTTP/1.1\r\nHost: x\r\n\r\nGET";
+        let (target, n, body, keep) = head(req).unwrap();
+        assert_eq!(target, "/_/hello");
+        assert_eq!(n, req.len() - 3);
+        assert_eq!(body, BodyKind::None);
+        assert!(keep);
+    }
+
+    #[test]
+    fn keep_alive_defaults_differ_by_version() {
+        assert!(!head(b"GET / HTTP/1.0\r\n\r\n").unwrap().3);
+        assert!(
+            head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .unwrap()
+                .3
+        );
+        assert!(
+            !head(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .3
+        );
+    }
+
+    #[test]
+    fn framing_table() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 200),
+            (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n: x\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\n\r\n", 505),
+            (b"GET / HTTP/3\r\n\r\n", 505),
+            (b"Test payload.\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", 417),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(status(bytes), *want, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(status(long_line.as_bytes()), 414);
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "X-A: b\r\n".repeat(70)
+        );
+        assert_eq!(status(many.as_bytes()), 431);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n",
+            "b".repeat(17000)
+        );
+        assert_eq!(status(big.as_bytes()), 431);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let (target, n, _, _) = head(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(target, "/x");
+        assert_eq!(n, 4 + 28);
+    }
+
+    fn chunked(input: &[u8]) -> Result<(usize, bool), Reject> {
+        ChunkedDecoder::default().decode(input, &Limits::default())
+    }
+
+    #[test]
+    fn chunked_bodies_decode_strictly() {
+        assert_eq!(chunked(b"5\r\nhello\r\n0\r\n\r\nNEXT").unwrap(), (15, true));
+        assert_eq!(
+            chunked(b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n").unwrap(),
+            (33, true)
+        );
+        assert_eq!(chunked(b"5\r\nhel").unwrap(), (6, false));
+        for bad in [
+            &b"\r\n"[..],
+            b"-5\r\n",
+            b"+5\r\n",
+            b"0x5\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"11111111111111111\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\n",
+        ] {
+            assert!(chunked(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let big = format!("{:x}\r\n", 2 * 1024 * 1024);
+        assert_eq!(chunked(big.as_bytes()).unwrap_err().status.code, 413);
+    }
+
+    #[test]
+    fn chunked_decodes_the_same_at_any_split() {
+        let body = b"5\r\nhello\r\n3;x\r\nabc\r\n0\r\nT: v\r\n\r\n";
+        for split in 0..body.len() {
+            let mut d = ChunkedDecoder::default();
+            let (a, done_a) = d.decode(&body[..split], &Limits::default()).unwrap();
+            assert_eq!(a, split);
+            assert!(!done_a);
+            let (b, done_b) = d.decode(&body[split..], &Limits::default()).unwrap();
+            assert_eq!(a + b, body.len());
+            assert!(done_b);
+        }
+    }
+}

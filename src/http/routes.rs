@@ -1,0 +1,213 @@
+//! What each URL answers.
+//!
+//! The built-in endpoints live under `/_/` so that a served directory can
+//! own `/`. Resolving a request to a [`Route`] is separate from answering
+//! it: a request with a body is resolved when its head arrives and answered
+//! when its body has been read, so the route must be a small owned value.
+
+use super::response::{html_escape_into, write_error, write_response, Answer, Status};
+use super::Ctx;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/`: a page that says what this server is and links the endpoints.
+    Index,
+    /// `/_/hello`: 13 bytes of plain text, the benchmark endpoint.
+    Hello,
+    /// `/_/whoami`: the caller's own 5-tuple as the server sees it.
+    Whoami,
+    /// `/_/conns`: the live connection table as text.
+    Conns,
+    /// `/_/conns.json`: the same table as JSON.
+    ConnsJson,
+    /// `OPTIONS`: which methods are allowed.
+    Options,
+    /// A method other than GET, HEAD or OPTIONS.
+    MethodNotAllowed,
+    /// A request target that is not a path.
+    BadTarget,
+    NotFound,
+}
+
+/// The methods every route answers, for `Allow`.
+const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
+const NO_STORE: (&str, &str) = ("Cache-Control", "no-store");
+
+/// Picks the route for a method and request target.
+pub fn resolve(method: &str, target: &str) -> Route {
+    match method {
+        "GET" | "HEAD" => {}
+        "OPTIONS" => return Route::Options,
+        _ => return Route::MethodNotAllowed,
+    }
+    let Some(path) = path_of(target) else {
+        return Route::BadTarget;
+    };
+    match path {
+        "/" => Route::Index,
+        "/_/hello" => Route::Hello,
+        "/_/whoami" => Route::Whoami,
+        "/_/conns" => Route::Conns,
+        "/_/conns.json" => Route::ConnsJson,
+        _ => Route::NotFound,
+    }
+}
+
+/// The path of a request target, without query or fragment. Accepts
+/// origin-form (`/a?b`) and absolute-form (`http://host/a?b`, which a
+/// server must accept, RFC 9112 §3.2.2); anything else is not a path.
+pub fn path_of(target: &str) -> Option<&str> {
+    let rest = if target.starts_with('/') {
+        target
+    } else {
+        let after_scheme = target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("https://"))?;
+        match after_scheme.find('/') {
+            Some(slash) => &after_scheme[slash..],
+            None => "/",
+        }
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// Writes the answer for `route` into `out`; returns its status and body size.
+pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>) -> (Status, u64) {
+    let date = ctx.date;
+    let ok = |out: &mut Vec<u8>, content_type: &str, extra: &[(&str, &str)], body: &[u8]| {
+        (
+            Status::OK,
+            write_response(out, answer, Status::OK, date, content_type, extra, body),
+        )
+    };
+    match route {
+        Route::Hello => ok(out, "text/plain", &[], b"Hello, World!"),
+        Route::Whoami => {
+            let p = &ctx.peer;
+            let text = format!("tcp {} <- {}, token {}\n", p.local, p.remote, p.token);
+            ok(
+                out,
+                "text/plain; charset=utf-8",
+                &[NO_STORE],
+                text.as_bytes(),
+            )
+        }
+        Route::Conns => {
+            let text = ctx.host.table(ctx.peer.token).render_text();
+            ok(
+                out,
+                "text/plain; charset=utf-8",
+                &[NO_STORE],
+                text.as_bytes(),
+            )
+        }
+        Route::ConnsJson => {
+            let json = ctx.host.table(ctx.peer.token).render_json();
+            ok(out, "application/json", &[NO_STORE], json.as_bytes())
+        }
+        Route::Index => ok(
+            out,
+            "text/html; charset=utf-8",
+            &[],
+            index_page(ctx).as_bytes(),
+        ),
+        Route::Options => {
+            let status = Status::NO_CONTENT;
+            super::response::write_head(out, answer, status, date, None, &[ALLOW], 0);
+            (status, 0)
+        }
+        Route::MethodNotAllowed => error(
+            out,
+            answer,
+            ctx,
+            Status::METHOD_NOT_ALLOWED,
+            &[ALLOW],
+            "This server answers GET, HEAD and OPTIONS.",
+        ),
+        Route::BadTarget => error(
+            out,
+            answer,
+            ctx,
+            Status::BAD_REQUEST,
+            &[],
+            "The request target is not a path.",
+        ),
+        Route::NotFound => error(
+            out,
+            answer,
+            ctx,
+            Status::NOT_FOUND,
+            &[],
+            "Nothing here. Try /_/conns, /_/whoami or /_/hello.",
+        ),
+    }
+}
+
+fn error(
+    out: &mut Vec<u8>,
+    answer: &Answer,
+    ctx: &Ctx<'_>,
+    status: Status,
+    extra: &[(&str, &str)],
+    reason: &str,
+) -> (Status, u64) {
+    (
+        status,
+        write_error(out, answer, status, ctx.date, extra, reason),
+    )
+}
+
+fn index_page(ctx: &Ctx<'_>) -> String {
+    let mut you = String::new();
+    html_escape_into(
+        &mut you,
+        &format!("tcp {} <- {}", ctx.peer.local, ctx.peer.remote),
+    );
+    format!(
+        r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>fivetuple</title></head>
+<body>
+<h1>fivetuple</h1>
+<p>One listening port, many connections. The kernel tells TCP connections apart
+by their 5-tuple (protocol, local address, local port, remote address, remote port),
+and every client brings its own ephemeral source port, so all of them can share
+this server's one port.</p>
+<p>Your connection, as this server sees it: <code>{you}</code></p>
+<ul>
+<li><a href="/_/conns">/_/conns</a>: every connection this server holds, one row each
+(<a href="/_/conns.json">as JSON</a>)</li>
+<li><a href="/_/whoami">/_/whoami</a>: your own 5-tuple</li>
+<li><a href="/_/hello">/_/hello</a>: 13 bytes of text, for benchmarks</li>
+</ul>
+</body></html>
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_table() {
+        let cases = [
+            ("GET", "/", Route::Index),
+            ("HEAD", "/_/hello", Route::Hello),
+            ("GET", "/_/hello?x=1", Route::Hello),
+            ("GET", "/_/whoami#frag", Route::Whoami),
+            ("GET", "/_/conns", Route::Conns),
+            ("GET", "/_/conns.json", Route::ConnsJson),
+            ("GET", "http://example.com/_/hello", Route::Hello),
+            ("GET", "http://example.com", Route::Index),
+            ("GET", "*", Route::BadTarget),
+            ("GET", "/nope", Route::NotFound),
+            ("POST", "/_/hello", Route::MethodNotAllowed),
+            ("OPTIONS", "*", Route::Options),
+        ];
+        for (method, target, want) in cases {
+            assert_eq!(resolve(method, target), want, "{method} {target}");
+        }
+    }
+}

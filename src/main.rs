@@ -1,0 +1,131 @@
+//! The `fivetuple` command line: parse the arguments, call the library, and
+//! turn any error into one line on stderr and an exit code (2 when the user
+//! can fix it by asking differently, 1 when the machine said no).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use fivetuple::http::parse::Limits;
+use fivetuple::listener::{self, ListenOptions};
+use fivetuple::reactor::{Reactor, ServerConfig};
+use fivetuple::{client, http, procnet, Error, Result};
+
+/// How can a server handle many connections on the same port? Watch it happen.
+#[derive(Debug, Parser)]
+#[command(name = "fivetuple", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: one thread, one epoll, every connection on one port.
+    Serve(ServeArgs),
+    /// Open connections to a server and show each one's own 5-tuple.
+    Connect(client::ConnectArgs),
+    /// Show the kernel's TCP table (/proc/net/tcp), like netstat -atn.
+    Conns(procnet::ConnsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address and port to listen on; [::]:PORT takes IPv4 and IPv6 clients.
+    #[arg(short, long, default_value = "0.0.0.0:500", value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// Length of the kernel's queue of connections not yet accepted.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    backlog: i32,
+    /// With an IPv6 address, refuse IPv4 clients (no IPv4-mapped addresses).
+    #[arg(long)]
+    ipv6_only: bool,
+    /// No access log (one line per request); for benchmarks.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Most connections held at once [default: the open-files limit less 64].
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// Seconds that in-flight requests get to finish after SIGINT or SIGTERM.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    shutdown_grace: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    let result = match &cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Connect(args) => client::run(args),
+        Command::Conns(args) => procnet::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fivetuple: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<ExitCode> {
+    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
+        return Err(Error::usage(
+            "--shutdown-grace takes a number of seconds, 0 or more",
+        ));
+    }
+    if args.backlog < 1 {
+        return Err(Error::usage("--backlog takes a number of 1 or more"));
+    }
+    let fd_limit = match listener::raise_fd_limit() {
+        Ok(limit) => {
+            log::info!("open-files limit: {limit} (each connection takes one)");
+            limit
+        }
+        Err(e) => {
+            log::warn!("cannot read or raise the open-files limit: {e}");
+            1024
+        }
+    };
+    let max_conns = args.max_conns.unwrap_or_else(|| {
+        usize::try_from(fd_limit.saturating_sub(64))
+            .unwrap_or(usize::MAX)
+            .max(1)
+    });
+    let config = ServerConfig {
+        listen: ListenOptions {
+            addr: args.listen,
+            backlog: args.backlog,
+            ipv6_only: args.ipv6_only,
+        },
+        http: http::Config {
+            limits: Limits::default(),
+            access_log: !args.quiet,
+        },
+        max_conns,
+        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+    };
+    let reactor = Reactor::bind(config)?;
+    let addr = reactor.local_addr();
+    // The one line scripts wait for: it carries the real port when asked for port 0.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = stdout.flush();
+    drop(stdout);
+    log::info!(
+        "fivetuple serving on {addr}, at most {max_conns} connections; try http://{addr}/_/conns"
+    );
+    let summary = reactor.run()?;
+    println!(
+        "shut down: {} connections accepted, {} requests served",
+        summary.accepted, summary.served
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,540 @@
+//! The event loop: one thread, one `mio::Poll`, a slab of connections.
+//!
+//! ```text
+//! Reactor
+//!  ├─ poll: Poll                one epoll instance, one thread
+//!  ├─ listener                  Token(LISTENER)  0.0.0.0:500        LISTEN
+//!  ├─ signals                   Token(SIGNALS)   SIGINT, SIGTERM
+//!  └─ conns: Slab<Connection>   Token(key) = slab key
+//!       [0] 127.0.0.1:500 <- 127.0.0.1:54240   ESTABLISHED
+//!       [1] 127.0.0.1:500 <- 127.0.0.1:26813   ESTABLISHED
+//! ```
+//!
+//! Every accepted connection shares the listener's port; what tells them
+//! apart is the remote address and port, exactly as in the kernel's own
+//! table. mio hands back a [`Token`] with each event, and the token *is* the
+//! slab key, so finding the connection for an event is one array index.
+//!
+//! Each turn of the loop ([`Reactor::run`]) is four steps:
+//! 1. wait in `epoll_wait` until some socket is ready (or a deadline passes);
+//! 2. for each event: accept every waiting connection, or read, answer and
+//!    write on a connection, or note a signal;
+//! 3. remove the connections closed during this batch from the slab;
+//! 4. if shutting down, check whether everyone has been answered.
+//!
+//! Step 3 is deliberately separate. The slab reuses keys, so if a connection
+//! were removed mid-batch and an accept in the same batch took its key, a
+//! later event in the batch that was meant for the old connection would
+//! reach the new one. Keeping closed connections in the slab (marked
+//! `Closed`, their socket still open so the kernel cannot hand its number
+//! out either) until the batch is done makes that impossible by construction;
+//! Redis frees its clients the same way, after the batch.
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::connection::{Connection, ReadOutcome, State};
+use crate::error::{Error, Result};
+use crate::http::{self, response::Clock, Ctx, Host, Peer};
+use crate::listener::{self, ListenOptions};
+use crate::table::{ConnRow, ConnTable};
+
+/// The listening socket's token. Slab keys count up from 0, so the fixed
+/// tokens sit at the other end of the range, where no key will ever reach.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the signal pipe (SIGINT, SIGTERM).
+pub const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Size of the one read buffer that all connections share. 64 KiB takes a
+/// pipelined burst in one `read`; per connection it would cost 1 GiB at
+/// 15,000 connections, shared it costs 64 KiB.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Events taken from the kernel per `epoll_wait`.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// How long to wait before trying `accept` again after running out of file
+/// descriptors, if no connection has closed meanwhile.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Everything `fivetuple serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: ListenOptions,
+    pub http: http::Config,
+    /// Most connections held at once; one more is closed as soon as accepted.
+    pub max_conns: usize,
+    /// After SIGINT/SIGTERM, how long in-flight requests get to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// What a run of the server did, printed when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub accepted: u64,
+    pub served: u64,
+}
+
+/// The single-threaded event loop and everything it owns.
+pub struct Reactor {
+    poll: Poll,
+    /// `None` once shutdown has begun: no new connections.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    started: Instant,
+    signals: Signals,
+    /// Every accepted connection; the key is the connection's mio token.
+    conns: Slab<Connection>,
+    /// Keys of connections closed during the current batch of events.
+    closed: Vec<usize>,
+    /// The one read buffer every connection reads into.
+    read_buf: Box<[u8]>,
+    /// Responses produced for the connection being handled, before `write`.
+    write_buf: Vec<u8>,
+    clock: Clock,
+    config: ServerConfig,
+    stats: Summary,
+    /// `accept` failed for lack of file descriptors; retry when one frees up.
+    accept_paused: bool,
+    /// When shutdown began; connections get `shutdown_grace` from here.
+    draining_since: Option<Instant>,
+}
+
+impl Reactor {
+    /// Binds the listening socket and registers it and the signal pipe.
+    pub fn bind(config: ServerConfig) -> Result<Reactor> {
+        let poll = Poll::new().map_err(|e| Error::io("creating the epoll instance", e))?;
+        let mut listener = listener::bind(&config.listen)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the listening address", e))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| Error::io("installing signal handlers", e))?;
+        let registry = poll.registry();
+        registry
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| Error::io("registering the listener", e))?;
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| Error::io("registering the signal pipe", e))?;
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            started: Instant::now(),
+            signals,
+            conns: Slab::new(),
+            closed: Vec::new(),
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            write_buf: Vec::with_capacity(READ_BUFFER),
+            clock: Clock::default(),
+            config,
+            stats: Summary::default(),
+            accept_paused: false,
+            draining_since: None,
+        })
+    }
+
+    /// The address the server listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs until SIGINT or SIGTERM, then finishes in-flight requests.
+    pub fn run(mut self) -> Result<Summary> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        while !self.finished() {
+            self.wait(&mut events)?;
+            self.clock.refresh();
+            for event in events.iter() {
+                trace!(
+                    "event token={} readable={} writable={} read_closed={} error={}",
+                    token_name(event.token()),
+                    event.is_readable(),
+                    event.is_writable(),
+                    event.is_read_closed(),
+                    event.is_error()
+                );
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => self.on_signal(),
+                    Token(key) => self.on_connection_event(key, event),
+                }
+            }
+            self.reap_closed();
+            self.after_batch();
+        }
+        Ok(self.stats)
+    }
+
+    /// Step 1: sleep in `epoll_wait` until something is ready or the nearest
+    /// deadline passes. A signal interrupting the wait is not an error.
+    fn wait(&mut self, events: &mut Events) -> Result<()> {
+        let timeout = self
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        loop {
+            match self.poll.poll(events, timeout) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("waiting for events", e)),
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let retry = self.accept_paused.then(|| Instant::now() + ACCEPT_RETRY);
+        let grace = self.draining_since.map(|t| t + self.config.shutdown_grace);
+        retry.into_iter().chain(grace).min()
+    }
+
+    /// Accepts every connection waiting in the backlog. Edge-triggered: one
+    /// readable event may stand for many connections, and no other event
+    /// comes for those already waiting, so stop only at `WouldBlock`.
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, remote)) => self.admit(stream, remote),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The client gave up between its handshake and our accept.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if out_of_descriptors(&e) => {
+                    if !self.accept_paused {
+                        warn!(
+                            "accept: {e}; {} connections open; pausing accept until one closes",
+                            self.conns.len()
+                        );
+                    }
+                    self.accept_paused = true;
+                    return;
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Puts a newly accepted stream in the slab and registers it under its key.
+    fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
+        self.accept_paused = false;
+        if self.conns.len() >= self.config.max_conns {
+            debug!(
+                "refusing {remote}: {} connections open (--max-conns)",
+                self.conns.len()
+            );
+            return; // dropping the stream closes it
+        }
+        // The local address of an accepted socket is the address the client
+        // reached (127.0.0.1, say), not the wildcard the listener bound.
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(e) => return debug!("dropping {remote}: getsockname: {e}"),
+        };
+        // Responses leave in one write each; don't let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let open = self.conns.len() + 1;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        // Interested in both directions, once, for the connection's whole
+        // life: with edge triggering a writable event only comes after a
+        // write found the buffer full, so there is no need to re-register.
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return warn!("dropping {remote}: register: {e}");
+        }
+        self.stats.accepted += 1;
+        let peer = Peer {
+            token: key,
+            local,
+            remote,
+        };
+        debug!("accept {peer}, token {key}; {open} open");
+        entry.insert(Connection::new(stream, peer, self.stats.accepted));
+    }
+
+    /// Step 2 for a connection: read and answer what arrived, then write.
+    fn on_connection_event(&mut self, key: usize, event: &Event) {
+        let state = match self.conns.get(key) {
+            Some(conn) => conn.state,
+            None => return,
+        };
+        if state == State::Closed {
+            // An event queued before this connection was closed in the same batch.
+            return trace!("event for token {key}, closed earlier in this batch: ignored");
+        }
+        if state == State::Open
+            && (event.is_readable() || event.is_read_closed() || event.is_error())
+        {
+            self.read_and_answer(key);
+        }
+        self.flush(key);
+    }
+
+    /// Reads until the socket is empty, answering each chunk as it comes.
+    fn read_and_answer(&mut self, key: usize) {
+        loop {
+            let conn = &mut self.conns[key];
+            match conn.read_chunk(&mut self.read_buf) {
+                ReadOutcome::Data(n) => {
+                    self.answer(key, n);
+                    // A short read emptied the socket: another read would
+                    // only say WouldBlock, and new data brings a new event.
+                    if n < self.read_buf.len() || self.conns[key].state != State::Open {
+                        return;
+                    }
+                }
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Eof => return self.on_peer_closed(key),
+                ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
+            }
+        }
+    }
+
+    /// Hands `n` bytes from the read buffer to the connection's HTTP
+    /// session, which appends the responses to `write_buf`.
+    fn answer(&mut self, key: usize, n: usize) {
+        // The session is taken out of the slab for the call, so that
+        // `/_/conns` can look at the whole slab while this entry is in use.
+        let conn = &mut self.conns[key];
+        let mut session = mem::take(&mut conn.session);
+        let peer = conn.peer;
+        // Field by field, not `self.view()`: `write_buf` is borrowed mutably below.
+        let view = SlabView {
+            conns: &self.conns,
+            listen: self.local_addr,
+            started: self.started,
+            stats: self.stats,
+        };
+        let ctx = Ctx {
+            peer,
+            host: &view,
+            date: self.clock.http_date(),
+            config: &self.config.http,
+            draining: self.draining_since.is_some(),
+        };
+        let progress = session.feed(&self.read_buf[..n], &ctx, &mut self.write_buf);
+        let conn = &mut self.conns[key];
+        conn.session = session;
+        conn.requests += progress.responses;
+        self.stats.served += progress.responses;
+        if progress.close {
+            conn.state = State::Draining;
+        }
+    }
+
+    /// The client closed its side: answer what it sent, then close.
+    fn on_peer_closed(&mut self, key: usize) {
+        let mut session = mem::take(&mut self.conns[key].session);
+        let view = self.view();
+        let ctx = Ctx {
+            peer: self.conns[key].peer,
+            host: &view,
+            date: self.clock.http_date(),
+            config: &self.config.http,
+            draining: true,
+        };
+        session.on_eof(&ctx);
+        let conn = &mut self.conns[key];
+        conn.session = session;
+        conn.peer_closed = true;
+        conn.state = State::Draining;
+    }
+
+    /// Writes what was produced (and anything left from before); closes the
+    /// connection if it is draining and nothing is left to write.
+    fn flush(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        match conn.send(&mut self.write_buf) {
+            Ok(true) if conn.state == State::Draining => self.close(key, "done"),
+            Ok(_) => {}
+            Err(e) => {
+                self.write_buf.clear();
+                self.close(key, &e.to_string());
+            }
+        }
+    }
+
+    /// Marks a connection closed; it leaves the slab after this batch.
+    fn close(&mut self, key: usize, why: &str) {
+        let open = self.conns.len().saturating_sub(self.closed.len() + 1);
+        let conn = &mut self.conns[key];
+        if conn.state == State::Closed {
+            return;
+        }
+        conn.state = State::Closed;
+        debug!(
+            "close {}, token {key} ({why}): {} in, {} out, {} requests; {} open",
+            conn.peer, conn.bytes_in, conn.bytes_out, conn.requests, open
+        );
+        self.closed.push(key);
+    }
+
+    /// Step 3: drop the connections closed in this batch, which closes their
+    /// sockets and frees their slab keys for the next accepts.
+    fn reap_closed(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        for key in self.closed.drain(..) {
+            drop(self.conns.remove(key));
+        }
+        if self.accept_paused {
+            // Descriptors were freed: take the connections waiting in the backlog.
+            self.accept_all();
+        }
+    }
+
+    /// Step 4: housekeeping that is not tied to one event.
+    fn after_batch(&mut self) {
+        if self.accept_paused {
+            self.accept_all();
+        }
+        if self.write_buf.capacity() > 4 * READ_BUFFER {
+            // A huge response (a big /_/conns) grew the shared buffer; give it back.
+            self.write_buf = Vec::with_capacity(READ_BUFFER);
+        }
+        if let Some(since) = self.draining_since {
+            if since.elapsed() >= self.config.shutdown_grace && !self.conns.is_empty() {
+                warn!(
+                    "shutdown grace of {:?} is over: closing {} connections",
+                    self.config.shutdown_grace,
+                    self.conns.len()
+                );
+                self.close_all("shutdown grace over");
+            }
+        }
+    }
+
+    /// SIGINT or SIGTERM: stop accepting, close idle connections, let the
+    /// others finish the request they are in. A second signal stops at once.
+    fn on_signal(&mut self) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        if received.is_empty() {
+            return;
+        }
+        if self.draining_since.is_some() {
+            info!(
+                "second signal: closing {} connections now",
+                self.conns.len()
+            );
+            return self.close_all("second signal");
+        }
+        info!(
+            "signal {}: shutting down; {} connections open",
+            received[0],
+            self.conns.len()
+        );
+        self.draining_since = Some(Instant::now());
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if conn.state != State::Open || conn.session.mid_request() {
+                continue; // its answer will say `Connection: close`
+            }
+            if conn.queued() == 0 {
+                self.close(key, "shutdown");
+            } else {
+                conn.state = State::Draining;
+            }
+        }
+        self.reap_closed();
+    }
+
+    fn close_all(&mut self, why: &str) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, why);
+        }
+        self.reap_closed();
+    }
+
+    /// The slab as the HTTP code may see it (for `/_/conns`).
+    fn view(&self) -> SlabView<'_> {
+        SlabView {
+            conns: &self.conns,
+            listen: self.local_addr,
+            started: self.started,
+            stats: self.stats,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.draining_since.is_some() && self.conns.is_empty()
+    }
+}
+
+/// The slab seen as a [`ConnTable`], for `/_/conns`.
+struct SlabView<'a> {
+    conns: &'a Slab<Connection>,
+    listen: SocketAddr,
+    started: Instant,
+    stats: Summary,
+}
+
+impl Host for SlabView<'_> {
+    fn table(&self, me: usize) -> ConnTable {
+        let now = Instant::now();
+        let mut rows = Vec::with_capacity(self.conns.len() + 1);
+        rows.push(ConnRow {
+            token: None,
+            proto: "tcp",
+            local: self.listen,
+            remote: None,
+            state: "LISTEN",
+            phase: "accept",
+            age_ms: now.duration_since(self.started).as_millis() as u64,
+            bytes_in: 0,
+            bytes_out: 0,
+            requests: self.stats.accepted,
+            you: false,
+        });
+        rows.extend(
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.state != State::Closed)
+                .map(|(key, c)| c.row(now, key == me)),
+        );
+        ConnTable {
+            listen: self.listen,
+            open: rows.len() - 1,
+            accepted: self.stats.accepted,
+            served: self.stats.served,
+            rows,
+        }
+    }
+}
+
+/// EMFILE (this process) or ENFILE (the whole system) is out of descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+fn token_name(token: Token) -> String {
+    match token {
+        LISTENER => "LISTENER".to_string(),
+        SIGNALS => "SIGNALS".to_string(),
+        Token(key) => key.to_string(),
+    }
+}
