@@ -65,6 +65,13 @@ pub struct Connection {
     pub state: State,
     /// The client sent FIN: the kernel's state for us is CLOSE_WAIT.
     pub peer_closed: bool,
+    /// The socket may hold bytes (or an EOF) we have not read: a readable
+    /// event came and reading stopped before `WouldBlock` or a short read.
+    /// Under edge triggering no second event will come for those bytes, so
+    /// the reactor must remember to read them.
+    pub unread: bool,
+    /// On the reactor's ready list, to be served again next turn.
+    pub scheduled: bool,
     /// The HTTP state: any unfinished request.
     pub session: Session,
     /// Response bytes the kernel has not taken yet.
@@ -83,6 +90,8 @@ impl Connection {
             requests: 0,
             state: State::Open,
             peer_closed: false,
+            unread: false,
+            scheduled: false,
             session: Session::default(),
             out: Vec::new(),
         }

@@ -45,7 +45,7 @@ use slab::Slab;
 
 use crate::connection::{Connection, ReadOutcome, State};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, Ctx, Host, Peer};
+use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
 use crate::table::{ConnRow, ConnTable};
 
@@ -97,6 +97,9 @@ pub struct Reactor {
     conns: Slab<Connection>,
     /// Keys of connections closed during the current batch of events.
     closed: Vec<usize>,
+    /// Connections with work that no event will announce, served next turn
+    /// (with the serial number that tells a reused key apart).
+    ready: Vec<(usize, u64)>,
     /// The one read buffer every connection reads into.
     read_buf: Box<[u8]>,
     /// Responses produced for the connection being handled, before `write`.
@@ -135,6 +138,7 @@ impl Reactor {
             signals,
             conns: Slab::new(),
             closed: Vec::new(),
+            ready: Vec::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             write_buf: Vec::with_capacity(READ_BUFFER),
             clock: Clock::default(),
@@ -171,6 +175,7 @@ impl Reactor {
                     Token(key) => self.on_connection_event(key, event),
                 }
             }
+            self.run_ready();
             self.reap_closed();
             self.after_batch();
         }
@@ -193,6 +198,9 @@ impl Reactor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        if !self.ready.is_empty() {
+            return Some(Instant::now()); // work is waiting: just look for new events
+        }
         let retry = self.accept_paused.then(|| Instant::now() + ACCEPT_RETRY);
         let grace = self.draining_since.map(|t| t + self.config.shutdown_grace);
         retry.into_iter().chain(grace).min()
@@ -271,39 +279,76 @@ impl Reactor {
         entry.insert(Connection::new(stream, peer, self.stats.accepted));
     }
 
-    /// Step 2 for a connection: read and answer what arrived, then write.
+    /// Step 2 for a connection: note what the event says, then serve it.
     fn on_connection_event(&mut self, key: usize, event: &Event) {
-        let state = match self.conns.get(key) {
-            Some(conn) => conn.state,
-            None => return,
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
         };
-        if state == State::Closed {
+        if conn.state == State::Closed {
             // An event queued before this connection was closed in the same batch.
             return trace!("event for token {key}, closed earlier in this batch: ignored");
         }
-        if state == State::Open
-            && (event.is_readable() || event.is_read_closed() || event.is_error())
-        {
-            self.read_and_answer(key);
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            conn.unread = true;
         }
-        self.flush(key);
+        self.serve(key);
     }
 
-    /// Reads until the socket is empty, answering each chunk as it comes.
+    /// Moves one connection as far as one turn allows: continue what the
+    /// last turn left, or read and answer new requests; write; then decide
+    /// whether it needs another turn, a writable event, or closing.
+    fn serve(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        // Produce more only while the kernel takes what we write: a client
+        // that does not read its answers stops being read (backpressure).
+        if conn.queued() == 0 {
+            if conn.session.wants_resume() {
+                self.resume(key);
+            } else if conn.unread && conn.state == State::Open {
+                self.read_and_answer(key);
+            }
+        }
+        if !self.flush(key) {
+            return;
+        }
+        let conn = &self.conns[key];
+        if conn.state == State::Closed || conn.queued() > 0 {
+            return; // closed, or a writable event will bring us back
+        }
+        if conn.session.wants_resume() || (conn.unread && conn.state == State::Open) {
+            self.schedule(key);
+        } else if conn.state == State::Draining {
+            self.close(key, "done");
+        }
+    }
+
+    /// Reads until the socket is empty or this turn's share of work is
+    /// used up, answering each chunk as it comes.
     fn read_and_answer(&mut self, key: usize) {
         loop {
             let conn = &mut self.conns[key];
             match conn.read_chunk(&mut self.read_buf) {
                 ReadOutcome::Data(n) => {
                     self.answer(key, n);
-                    // A short read emptied the socket: another read would
-                    // only say WouldBlock, and new data brings a new event.
-                    if n < self.read_buf.len() || self.conns[key].state != State::Open {
+                    let conn = &mut self.conns[key];
+                    if n < self.read_buf.len() {
+                        // A short read emptied the socket: another read would
+                        // only say WouldBlock, and new data brings a new event.
+                        conn.unread = false;
                         return;
                     }
+                    if conn.state != State::Open || conn.session.wants_resume() {
+                        return; // more may wait in the socket: `unread` stays set
+                    }
                 }
-                ReadOutcome::WouldBlock => return,
-                ReadOutcome::Eof => return self.on_peer_closed(key),
+                ReadOutcome::WouldBlock => {
+                    conn.unread = false;
+                    return;
+                }
+                ReadOutcome::Eof => {
+                    conn.unread = false;
+                    return self.on_peer_closed(key);
+                }
                 ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
             }
         }
@@ -312,12 +357,31 @@ impl Reactor {
     /// Hands `n` bytes from the read buffer to the connection's HTTP
     /// session, which appends the responses to `write_buf`.
     fn answer(&mut self, key: usize, n: usize) {
+        self.with_session(key, |session, ctx, read_buf, write_buf| {
+            session.feed(&read_buf[..n], ctx, write_buf)
+        });
+    }
+
+    /// Gives the connection's session its next turn without reading.
+    fn resume(&mut self, key: usize) {
+        self.with_session(key, |session, ctx, _, write_buf| {
+            session.resume(ctx, write_buf)
+        });
+    }
+
+    /// Runs `step` on a connection's HTTP session with a context built from
+    /// the reactor, then books the responses it produced.
+    fn with_session(
+        &mut self,
+        key: usize,
+        step: impl FnOnce(&mut http::Session, &Ctx<'_>, &[u8], &mut Vec<u8>) -> Progress,
+    ) {
         // The session is taken out of the slab for the call, so that
         // `/_/conns` can look at the whole slab while this entry is in use.
         let conn = &mut self.conns[key];
         let mut session = mem::take(&mut conn.session);
         let peer = conn.peer;
-        // Field by field, not `self.view()`: `write_buf` is borrowed mutably below.
+        // Field by field, not a method on `self`: `write_buf` is borrowed mutably below.
         let view = SlabView {
             conns: &self.conns,
             listen: self.local_addr,
@@ -331,45 +395,67 @@ impl Reactor {
             config: &self.config.http,
             draining: self.draining_since.is_some(),
         };
-        let progress = session.feed(&self.read_buf[..n], &ctx, &mut self.write_buf);
+        let progress = step(&mut session, &ctx, &self.read_buf, &mut self.write_buf);
         let conn = &mut self.conns[key];
         conn.session = session;
         conn.requests += progress.responses;
         self.stats.served += progress.responses;
-        if progress.close {
+        if progress.close && conn.state == State::Open {
             conn.state = State::Draining;
         }
     }
 
     /// The client closed its side: answer what it sent, then close.
     fn on_peer_closed(&mut self, key: usize) {
-        let mut session = mem::take(&mut self.conns[key].session);
-        let view = self.view();
-        let ctx = Ctx {
-            peer: self.conns[key].peer,
-            host: &view,
-            date: self.clock.http_date(),
-            config: &self.config.http,
-            draining: true,
-        };
-        session.on_eof(&ctx);
+        self.with_session(key, |session, ctx, _, _| {
+            session.on_eof(ctx);
+            Progress::default()
+        });
         let conn = &mut self.conns[key];
-        conn.session = session;
         conn.peer_closed = true;
         conn.state = State::Draining;
     }
 
-    /// Writes what was produced (and anything left from before); closes the
-    /// connection if it is draining and nothing is left to write.
-    fn flush(&mut self, key: usize) {
+    /// Writes what was produced (and anything left from before). Returns
+    /// false if the connection failed and was closed.
+    fn flush(&mut self, key: usize) -> bool {
         let conn = &mut self.conns[key];
         match conn.send(&mut self.write_buf) {
-            Ok(true) if conn.state == State::Draining => self.close(key, "done"),
-            Ok(_) => {}
+            Ok(_) => true,
             Err(e) => {
                 self.write_buf.clear();
                 self.close(key, &e.to_string());
+                false
             }
+        }
+    }
+
+    /// Puts a connection on the ready list: it has work that needs no event
+    /// (a streamed body, waiting requests, unread bytes), and gets it next turn.
+    fn schedule(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.scheduled {
+            conn.scheduled = true;
+            self.ready.push((key, conn.serial));
+        }
+    }
+
+    /// Gives each connection on the ready list one more turn. The serial
+    /// number guards against a key that was closed and reused meanwhile.
+    fn run_ready(&mut self) {
+        let mut ready = mem::take(&mut self.ready);
+        for &(key, serial) in &ready {
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.serial == serial && conn.state != State::Closed => {
+                    conn.scheduled = false;
+                    self.serve(key);
+                }
+                _ => {}
+            }
+        }
+        ready.clear();
+        if self.ready.is_empty() {
+            self.ready = ready; // keep the allocation
         }
     }
 
@@ -450,7 +536,7 @@ impl Reactor {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let conn = &mut self.conns[key];
-            if conn.state != State::Open || conn.session.mid_request() {
+            if conn.state != State::Open || conn.session.mid_request() || conn.unread {
                 continue; // its answer will say `Connection: close`
             }
             if conn.queued() == 0 {
@@ -468,16 +554,6 @@ impl Reactor {
             self.close(key, why);
         }
         self.reap_closed();
-    }
-
-    /// The slab as the HTTP code may see it (for `/_/conns`).
-    fn view(&self) -> SlabView<'_> {
-        SlabView {
-            conns: &self.conns,
-            listen: self.local_addr,
-            started: self.started,
-            stats: self.stats,
-        }
     }
 
     fn finished(&self) -> bool {

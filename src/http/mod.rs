@@ -17,11 +17,12 @@ pub mod response;
 pub mod routes;
 
 use std::fmt;
+use std::io;
 use std::mem;
 use std::net::SocketAddr;
 
 use parse::{BodyKind, ChunkedDecoder, Limits, Parsed, Reject, RequestHead, HEADER_SLOTS};
-use response::{write_error, Answer, Status};
+use response::{write_error, Answer};
 use routes::Route;
 
 use crate::table::ConnTable;
@@ -68,7 +69,7 @@ pub struct Ctx<'a> {
     pub draining: bool,
 }
 
-/// What one call to [`Session::feed`] did.
+/// What one call to [`Session::feed`] or [`Session::resume`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Responses appended to the output.
@@ -77,18 +78,44 @@ pub struct Progress {
     pub close: bool,
 }
 
+/// A response body written piece by piece as the connection drains (a
+/// large file), so that memory per connection stays bounded.
+pub trait Body: fmt::Debug {
+    /// Appends at most `max` more bytes of the body to `out`; `Ok(true)`
+    /// once the body is complete. An error ends the connection, since the
+    /// head has already promised a length.
+    fn fill(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<bool>;
+}
+
+/// Output one turn of a session may produce before it yields: a client that
+/// pipelines thousands of requests, or asks for a big file, gets this much
+/// per turn of the event loop, and then the others get theirs.
+pub const TURN_OUTPUT: usize = 64 * 1024;
+
+/// Responses one turn may produce (small responses rarely reach `TURN_OUTPUT`).
+pub const TURN_RESPONSES: u64 = 256;
+
 /// The protocol state of one connection.
 ///
 /// Idle, it holds no heap memory at all: `held` only allocates while a
-/// request is split across reads, and is freed when that request is done.
+/// request is split across reads (or requests wait their turn), and is freed
+/// as soon as it is empty.
 #[derive(Debug, Default)]
 pub struct Session {
     /// Bytes received but not used yet: the start of a request head whose end
-    /// has not arrived.
+    /// has not arrived, or whole requests waiting for the next turn.
     held: Vec<u8>,
     reading: Reading,
     /// The answer owed to a request whose body is still arriving.
     owed: Option<Owed>,
+    /// A response body still being written.
+    stream: Option<Box<dyn Body>>,
+    /// Requests in `held` wait for the next turn: this turn's share of
+    /// output is used up (see `TURN_OUTPUT`), or a body is streaming.
+    paused: bool,
+    /// The client has closed its side while requests were waiting; answer
+    /// them, then drop whatever incomplete request remains.
+    eof_pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -114,10 +141,17 @@ struct Owed {
 }
 
 impl Session {
-    /// Takes bytes read from the connection, appends the responses to every
-    /// complete request among them to `out`, and keeps any unfinished rest.
+    /// Takes bytes read from the connection, appends the responses to the
+    /// complete requests among them to `out`, and keeps any rest: an
+    /// unfinished request, or requests beyond this turn's share (then
+    /// [`wants_resume`](Session::wants_resume) is true).
     pub fn feed(&mut self, input: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
         let mut progress = Progress::default();
+        if self.wants_resume() {
+            // Not our turn: the caller should not have read, but keep the bytes.
+            self.held.extend_from_slice(input);
+            return progress;
+        }
         if self.held.is_empty() {
             // The common case: the read holds whole requests. Parse them where
             // they lie in the reactor's buffer, and copy only a trailing piece.
@@ -134,20 +168,58 @@ impl Session {
             // A head ends with a newline: without a new one it cannot be complete.
             return progress;
         }
-        let mut held = mem::take(&mut self.held);
-        let used = self.run(&held, ctx, out, &mut progress);
-        if used < held.len() {
-            held.drain(..used);
-            self.held = held;
+        self.run_held(ctx, out, &mut progress);
+        progress
+    }
+
+    /// True when the session has more to write without reading anything:
+    /// the rest of a streamed body, or requests that wait for their turn.
+    pub fn wants_resume(&self) -> bool {
+        self.stream.is_some() || self.paused
+    }
+
+    /// Continues where the last turn stopped: the next piece of a streamed
+    /// body, then the requests that were waiting.
+    pub fn resume(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
+        let mut progress = Progress::default();
+        if let Some(stream) = &mut self.stream {
+            let room = TURN_OUTPUT.saturating_sub(out.len()).max(1);
+            match stream.fill(out, room) {
+                Ok(false) => return progress,
+                Ok(true) => self.stream = None,
+                Err(e) => {
+                    log::info!(
+                        "{}: response body failed after its head was sent: {e}; closing",
+                        ctx.peer.remote
+                    );
+                    self.stream = None;
+                    self.end();
+                    progress.close = true;
+                    return progress;
+                }
+            }
+        }
+        if self.paused && out.len() < TURN_OUTPUT {
+            self.paused = false;
+            self.run_held(ctx, out, &mut progress);
+        }
+        if self.eof_pending && !self.wants_resume() {
+            self.on_eof(ctx);
+            progress.close = true;
         }
         progress
     }
 
-    /// The client closed its side. Returns how many bytes of an unfinished
-    /// request were dropped, so the caller can report them.
+    /// The client closed its side. Requests already received are still
+    /// answered (see [`resume`](Session::resume)); an unfinished one is
+    /// dropped and logged. Returns the bytes dropped.
     pub fn on_eof(&mut self, ctx: &Ctx<'_>) -> usize {
+        if self.wants_resume() {
+            self.eof_pending = true;
+            return 0;
+        }
         let dropped = self.held.len();
-        let mid_body = !matches!(self.reading, Reading::Head | Reading::Done);
+        let mid_body = matches!(self.reading, Reading::Body(_) | Reading::Chunked(_));
         if (dropped > 0 || mid_body) && log::log_enabled!(log::Level::Info) {
             log::info!(
                 "{} closed its side in the middle of a request, after {} unanswerable bytes: \"{}\"",
@@ -156,15 +228,14 @@ impl Session {
                 Escaped(&self.held[..dropped.min(80)])
             );
         }
-        self.held = Vec::new();
-        self.reading = Reading::Done;
-        self.owed = None;
+        self.end();
         dropped
     }
 
     /// What the session is doing, for the connection table.
     pub fn phase(&self) -> &'static str {
         match self.reading {
+            _ if self.wants_resume() => "writing",
             Reading::Head if self.held.is_empty() => "idle",
             Reading::Head | Reading::Body(_) | Reading::Chunked(_) => "reading",
             Reading::Done => "closing",
@@ -173,11 +244,34 @@ impl Session {
 
     /// True while part of a request has arrived and its answer is not written.
     pub fn mid_request(&self) -> bool {
-        !self.held.is_empty() || matches!(self.reading, Reading::Body(_) | Reading::Chunked(_))
+        !self.held.is_empty()
+            || self.wants_resume()
+            || matches!(self.reading, Reading::Body(_) | Reading::Chunked(_))
     }
 
-    /// Parses and answers requests from `data` until it runs out or the
-    /// connection must close. Returns how many bytes were used.
+    /// Nothing more will be read or answered on this connection.
+    fn end(&mut self) {
+        self.held = Vec::new();
+        self.reading = Reading::Done;
+        self.owed = None;
+        self.paused = false;
+        self.eof_pending = false;
+    }
+
+    /// Runs the parser over `held`, keeping what it did not use.
+    fn run_held(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>, progress: &mut Progress) {
+        let mut held = mem::take(&mut self.held);
+        let used = self.run(&held, ctx, out, progress);
+        if used < held.len() {
+            held.drain(..used);
+            self.held = held;
+        }
+        // Otherwise `held` is dropped: its memory goes back as soon as it is unused.
+    }
+
+    /// Parses and answers requests from `data` until it runs out, the
+    /// connection must close, or this turn's share is used up. Returns how
+    /// many bytes were used.
     fn run(
         &mut self,
         data: &[u8],
@@ -189,6 +283,13 @@ impl Session {
         let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
         let mut pos = 0;
         while !progress.close {
+            if self.stream.is_some()
+                || out.len() >= TURN_OUTPUT
+                || progress.responses >= TURN_RESPONSES
+            {
+                self.paused = pos < data.len();
+                return pos;
+            }
             match &mut self.reading {
                 Reading::Head => {
                     if pos == data.len() {
@@ -246,10 +347,9 @@ impl Session {
         };
         let next = match head.body {
             BodyKind::None => {
-                let (status, bytes) = routes::respond(&route, &answer, ctx, out);
-                access_log(ctx, RequestLine::Head(head), status, bytes);
-                progress.responses += 1;
-                progress.close |= answer.close;
+                let reply = routes::respond(&route, &answer, ctx, out);
+                access_log(ctx, RequestLine::Head(head), &reply);
+                self.account(reply, answer, progress);
                 return;
             }
             BodyKind::Length(n) => Reading::Body(n),
@@ -271,13 +371,18 @@ impl Session {
     fn pay_owed(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>, progress: &mut Progress) {
         self.reading = Reading::Head;
         if let Some(owed) = self.owed.take() {
-            let (status, bytes) = routes::respond(&owed.route, &owed.answer, ctx, out);
-            if let Some(line) = owed.request_line {
-                access_log(ctx, RequestLine::Text(&line), status, bytes);
+            let reply = routes::respond(&owed.route, &owed.answer, ctx, out);
+            if let Some(line) = &owed.request_line {
+                access_log(ctx, RequestLine::Text(line), &reply);
             }
-            progress.responses += 1;
-            progress.close |= owed.answer.close;
+            self.account(reply, owed.answer, progress);
         }
+    }
+
+    fn account(&mut self, reply: routes::Reply, answer: Answer, progress: &mut Progress) {
+        progress.responses += 1;
+        progress.close |= answer.close;
+        self.stream = reply.stream;
     }
 
     /// Answers a request that cannot be framed, and ends the connection.
@@ -309,7 +414,7 @@ impl Session {
         }
         progress.responses += 1;
         progress.close = true;
-        self.reading = Reading::Done;
+        self.end();
     }
 }
 
@@ -318,9 +423,16 @@ fn access_log_on(ctx: &Ctx<'_>) -> bool {
 }
 
 /// One access-log line: client, request line, status, body bytes.
-fn access_log(ctx: &Ctx<'_>, line: RequestLine<'_, '_, '_>, status: Status, bytes: u64) {
+fn access_log(ctx: &Ctx<'_>, line: RequestLine<'_, '_, '_>, reply: &routes::Reply) {
     if access_log_on(ctx) {
-        log::info!(target: "access", "{} \"{}\" {} {}", ctx.peer.remote, line, status.code, bytes);
+        log::info!(
+            target: "access",
+            "{} \"{}\" {} {}",
+            ctx.peer.remote,
+            line,
+            reply.status.code,
+            reply.body_bytes
+        );
     }
 }
 

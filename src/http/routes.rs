@@ -6,7 +6,29 @@
 //! when its body has been read, so the route must be a small owned value.
 
 use super::response::{html_escape_into, write_error, write_response, Answer, Status};
-use super::Ctx;
+use super::{Body, Ctx};
+
+/// What answering a request produced.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: Status,
+    /// Body bytes written (or promised, for a streamed body), for the log.
+    pub body_bytes: u64,
+    /// A body too large to write at once: the session writes it piece by
+    /// piece as the connection drains. `None` when the body is all in `out`.
+    pub stream: Option<Box<dyn Body>>,
+}
+
+impl Reply {
+    /// A reply whose body (if any) is already in the output.
+    pub fn written(status: Status, body_bytes: u64) -> Reply {
+        Reply {
+            status,
+            body_bytes,
+            stream: None,
+        }
+    }
+}
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +95,12 @@ pub fn path_of(target: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
-/// Writes the answer for `route` into `out`; returns its status and body size.
-pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>) -> (Status, u64) {
+/// Writes the answer for `route` into `out`.
+pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Reply {
     let date = ctx.date;
     let ok = |out: &mut Vec<u8>, content_type: &str, extra: &[(&str, &str)], body: &[u8]| {
-        (
-            Status::OK,
-            write_response(out, answer, Status::OK, date, content_type, extra, body),
-        )
+        let n = write_response(out, answer, Status::OK, date, content_type, extra, body);
+        Reply::written(Status::OK, n)
     };
     match route {
         Route::Hello => ok(out, "text/plain", &[], b"Hello, World!"),
@@ -116,7 +136,7 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
         Route::Options => {
             let status = Status::NO_CONTENT;
             super::response::write_head(out, answer, status, date, None, &[ALLOW], 0);
-            (status, 0)
+            Reply::written(status, 0)
         }
         Route::MethodNotAllowed => error(
             out,
@@ -152,11 +172,9 @@ fn error(
     status: Status,
     extra: &[(&str, &str)],
     reason: &str,
-) -> (Status, u64) {
-    (
-        status,
-        write_error(out, answer, status, ctx.date, extra, reason),
-    )
+) -> Reply {
+    let n = write_error(out, answer, status, ctx.date, extra, reason);
+    Reply::written(status, n)
 }
 
 fn index_page(ctx: &Ctx<'_>) -> String {
