@@ -70,6 +70,10 @@ pub struct Connection {
     /// Under edge triggering no second event will come for those bytes, so
     /// the reactor must remember to read them.
     pub unread: bool,
+    /// An event said the client closed its side (or the socket failed).
+    /// Then a short read no longer proves the socket empty: the EOF behind
+    /// the data still has to be read, and no further event will announce it.
+    pub hangup: bool,
     /// On the reactor's ready list, to be served again next turn.
     pub scheduled: bool,
     /// The HTTP state: any unfinished request.
@@ -91,6 +95,7 @@ impl Connection {
             state: State::Open,
             peer_closed: false,
             unread: false,
+            hangup: false,
             scheduled: false,
             session: Session::default(),
             out: Vec::new(),

@@ -84,18 +84,12 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     if args.backlog < 1 {
         return Err(Error::usage("--backlog takes a number of 1 or more"));
     }
-    let fd_limit = match listener::raise_fd_limit() {
-        Ok(limit) => {
-            log::info!("open-files limit: {limit} (each connection takes one)");
-            limit
-        }
-        Err(e) => {
-            log::warn!("cannot read or raise the open-files limit: {e}");
-            1024
-        }
-    };
+    // Raised before binding (the connection cap depends on it), logged after,
+    // so that a bind error stays the only line printed.
+    let fd_limit = listener::raise_fd_limit();
     let max_conns = args.max_conns.unwrap_or_else(|| {
-        usize::try_from(fd_limit.saturating_sub(64))
+        let limit = *fd_limit.as_ref().unwrap_or(&1024);
+        usize::try_from(limit.saturating_sub(64))
             .unwrap_or(usize::MAX)
             .max(1)
     });
@@ -114,6 +108,10 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     };
     let reactor = Reactor::bind(config)?;
     let addr = reactor.local_addr();
+    match fd_limit {
+        Ok(limit) => log::info!("open-files limit: {limit} (each connection takes one)"),
+        Err(e) => log::warn!("cannot read or raise the open-files limit: {e}"),
+    }
     // The one line scripts wait for: it carries the real port when asked for port 0.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on {addr}");

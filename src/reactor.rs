@@ -39,7 +39,7 @@ use log::{debug, info, trace, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -52,7 +52,7 @@ use crate::table::{ConnRow, ConnTable};
 /// The listening socket's token. Slab keys count up from 0, so the fixed
 /// tokens sit at the other end of the range, where no key will ever reach.
 pub const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the signal pipe (SIGINT, SIGTERM).
+/// The token of the signal pipe (SIGINT and SIGTERM stop, SIGUSR1 logs the table).
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 
 /// Size of the one read buffer that all connections share. 64 KiB takes a
@@ -121,7 +121,7 @@ impl Reactor {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the listening address", e))?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
             .map_err(|e| Error::io("installing signal handlers", e))?;
         let registry = poll.registry();
         registry
@@ -291,6 +291,9 @@ impl Reactor {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             conn.unread = true;
         }
+        if event.is_read_closed() || event.is_error() {
+            conn.hangup = true;
+        }
         self.serve(key);
     }
 
@@ -331,7 +334,7 @@ impl Reactor {
                 ReadOutcome::Data(n) => {
                     self.answer(key, n);
                     let conn = &mut self.conns[key];
-                    if n < self.read_buf.len() {
+                    if n < self.read_buf.len() && !conn.hangup {
                         // A short read emptied the socket: another read would
                         // only say WouldBlock, and new data brings a new event.
                         conn.unread = false;
@@ -510,13 +513,22 @@ impl Reactor {
         }
     }
 
-    /// SIGINT or SIGTERM: stop accepting, close idle connections, let the
-    /// others finish the request they are in. A second signal stops at once.
+    /// SIGUSR1 writes the connection table to the log. SIGINT or SIGTERM:
+    /// stop accepting, close idle connections, let the others finish the
+    /// request they are in. A second stop signal closes everything at once.
     fn on_signal(&mut self) {
-        let received: Vec<i32> = self.signals.pending().collect();
-        if received.is_empty() {
-            return;
+        let mut stop = None;
+        for signal in self.signals.pending() {
+            if signal == SIGUSR1 {
+                let table = self.view().table(usize::MAX).render_text();
+                info!("connection table (SIGUSR1):\n{table}");
+            } else {
+                stop = Some(signal);
+            }
         }
+        let Some(signal) = stop else {
+            return;
+        };
         if self.draining_since.is_some() {
             info!(
                 "second signal: closing {} connections now",
@@ -525,8 +537,7 @@ impl Reactor {
             return self.close_all("second signal");
         }
         info!(
-            "signal {}: shutting down; {} connections open",
-            received[0],
+            "signal {signal}: shutting down; {} connections open",
             self.conns.len()
         );
         self.draining_since = Some(Instant::now());
@@ -554,6 +565,17 @@ impl Reactor {
             self.close(key, why);
         }
         self.reap_closed();
+    }
+
+    /// The slab as the HTTP code sees it (see `with_session` for why that
+    /// one builds its view field by field).
+    fn view(&self) -> SlabView<'_> {
+        SlabView {
+            conns: &self.conns,
+            listen: self.local_addr,
+            started: self.started,
+            stats: self.stats,
+        }
     }
 
     fn finished(&self) -> bool {

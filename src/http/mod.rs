@@ -402,11 +402,13 @@ impl Session {
         let bytes = write_error(out, &answer, reject.status, ctx.date, &[], reject.reason);
         if access_log_on(ctx) {
             let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            let line = &rest[..line_end.min(200)];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             log::info!(
                 target: "access",
                 "{} \"{}\" {} {} ({})",
                 ctx.peer.remote,
-                Escaped(&rest[..line_end.min(200)]),
+                Escaped(line),
                 reject.status.code,
                 bytes,
                 reject.reason

@@ -42,7 +42,9 @@ impl Server {
 
     /// Starts a prepared command whose first stdout line is `listening on ADDR`.
     pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Server {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -104,7 +106,11 @@ impl Server {
     /// One GET on a fresh connection.
     pub fn get(&self, path: &str) -> Response {
         let mut s = self.connect();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         read_response(&mut s).expect("a response")
     }
 
@@ -121,7 +127,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -158,7 +167,10 @@ impl Drop for Server {
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         thread::sleep(Duration::from_millis(5));
     }
 }

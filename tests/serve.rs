@@ -1,0 +1,377 @@
+//! `fivetuple serve`, black-box: the real binary on 127.0.0.1:0, raw bytes
+//! on real sockets, the server's own table read back over HTTP.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::{read_response, read_response_to, read_to_close, wait_until, Server};
+
+const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
+
+fn table(server: &Server) -> serde_json::Value {
+    let resp = server.get("/_/conns.json");
+    assert_eq!(resp.status, 200);
+    serde_json::from_slice(&resp.body).expect("JSON table")
+}
+
+/// Rows of other connections (not the one that asked, not the listener).
+fn other_rows(table: &serde_json::Value) -> Vec<serde_json::Value> {
+    table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["token"].is_null() && r["you"] == false)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn fifty_clients_share_one_port_with_fifty_remote_ports() {
+    let server = Server::start(&[]);
+    let clients: Vec<TcpStream> = (0..50).map(|_| server.connect()).collect();
+    let mut rows = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        rows = other_rows(&table(&server));
+        rows.len() == 50
+    });
+    let local_ports: HashSet<String> = rows
+        .iter()
+        .map(|r| {
+            r["local"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(local_ports, HashSet::from([server.port().to_string()]));
+    let remotes: HashSet<String> = rows
+        .iter()
+        .map(|r| r["remote"].as_str().unwrap().to_string())
+        .collect();
+    let client_ends: HashSet<String> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        remotes, client_ends,
+        "the server's remote ends are the clients' local ends"
+    );
+    let t = table(&server);
+    assert_eq!(t["rows"][0]["state"], "LISTEN");
+    let text = server.get("/_/conns").text();
+    assert_eq!(
+        text.lines().filter(|l| l.contains("ESTABLISHED")).count(),
+        51,
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.ends_with("<- you")));
+}
+
+#[test]
+fn keep_alive_serves_a_thousand_requests_on_one_connection() {
+    let server = Server::start(&["--quiet"]);
+    let mut s = server.connect();
+    for _ in 0..1000 {
+        s.write_all(HELLO).unwrap();
+        let r = read_response(&mut s).expect("response");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"Hello, World!");
+    }
+    let me = server.connect();
+    let port = me.local_addr().unwrap();
+    drop(me);
+    let rows = other_rows(&table(&server));
+    let row = rows
+        .iter()
+        .find(|r| r["remote"] == s.local_addr().unwrap().to_string())
+        .expect("our row");
+    assert_eq!(row["requests"], 1000, "{port}");
+}
+
+#[test]
+fn whoami_names_the_callers_own_pair() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(b"GET /_/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s).unwrap();
+    let want = format!(
+        "tcp {} <- {}, token ",
+        s.peer_addr().unwrap(),
+        s.local_addr().unwrap()
+    );
+    assert!(r.text().starts_with(&want), "{} vs {want}", r.text());
+}
+
+#[test]
+fn a_hundred_pipelined_requests_in_one_write_are_answered_in_order() {
+    let server = Server::start(&["--quiet"]);
+    let mut s = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let path = if i % 2 == 0 {
+            "/_/hello".to_string()
+        } else {
+            format!("/nothing/{i}")
+        };
+        batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    s.write_all(&batch).unwrap();
+    for i in 0..100 {
+        let r = read_response(&mut s).expect("response");
+        assert_eq!(r.status, if i % 2 == 0 { 200 } else { 404 }, "response {i}");
+    }
+}
+
+#[test]
+fn thousands_of_pipelined_requests_to_a_slow_reader_all_arrive() {
+    // More output than the socket buffers hold: the server must keep what the
+    // kernel does not take and finish on the next writable events.
+    let server = Server::start(&["--quiet"]);
+    let mut s = server.connect();
+    let n = 5000;
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&HELLO.repeat(n)).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(0));
+    for i in 0..n {
+        let r = read_response(&mut s).unwrap_or_else(|| panic!("response {i}"));
+        assert_eq!(r.body, b"Hello, World!");
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_request_sent_one_byte_at_a_time_is_answered() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.set_nodelay(true).unwrap();
+    let req = b"GET /_/whoami HTTP/1.1\r\nHost: t\r\nX-Slow: yes\r\n\r\n";
+    for b in req {
+        s.write_all(&[*b]).unwrap();
+    }
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(&s.local_addr().unwrap().to_string()));
+}
+
+#[test]
+fn a_large_body_is_read_in_one_go_and_the_next_request_answered() {
+    // 300 KiB arrives at once: one readable edge, so the server must read until
+    // the socket is empty, not once per event.
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let body = vec![b'x'; 300 * 1024];
+    let mut req = format!(
+        "POST /_/hello HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    req.extend_from_slice(HELLO);
+    s.write_all(&req).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 405);
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+}
+
+#[test]
+fn a_burst_of_connections_is_accepted_completely() {
+    // Edge-triggered accept: one event may stand for hundreds of waiting
+    // connections, and none of them brings another event.
+    let server = Server::start(&[]);
+    let clients: Vec<TcpStream> = (0..300).map(|_| server.connect()).collect();
+    wait_until(Duration::from_secs(10), || {
+        other_rows(&table(&server)).len() == clients.len()
+    });
+}
+
+#[test]
+fn clients_vanishing_mid_request_and_mid_response_leave_no_trace() {
+    let server = Server::start(&["--quiet"]);
+    for _ in 0..20 {
+        let mut s = server.connect();
+        s.write_all(b"GET /_/hel").unwrap();
+        drop(s);
+        let mut s = server.connect();
+        s.write_all(&HELLO.repeat(2000)).unwrap();
+        drop(s); // with unread responses: the server's writes fail with a reset
+        let s = server.connect();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s); // a reset straight away
+    }
+    wait_until(Duration::from_secs(10), || {
+        other_rows(&table(&server)).is_empty()
+    });
+    assert_eq!(server.get("/_/hello").body, b"Hello, World!");
+}
+
+#[test]
+fn a_thousand_concurrent_connections_each_get_ten_answers() {
+    let server = Server::start(&["--quiet"]);
+    let mut clients: Vec<TcpStream> = (0..1000).map(|_| server.connect()).collect();
+    for round in 0..10 {
+        for c in &mut clients {
+            c.write_all(b"GET /_/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        for c in &mut clients {
+            let r = read_response(c).unwrap_or_else(|| panic!("round {round}: no answer"));
+            let me = c.local_addr().unwrap().to_string();
+            assert!(
+                r.text().contains(&me),
+                "round {round}: {} is not {me}",
+                r.text()
+            );
+        }
+    }
+    let t = table(&server);
+    assert_eq!(t["served"].as_u64().unwrap(), 10_000);
+    assert_eq!(t["accepted"].as_u64().unwrap(), 1001);
+}
+
+#[test]
+fn the_story_payload_is_handled_and_logged() {
+    let server = Server::start(&[]);
+    // As the story's client sends it: no line end, then it closes.
+    let mut s = server.connect();
+    s.write_all(b"Test payload.").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(
+        read_to_close(&mut s).is_empty(),
+        "an unfinished request gets no answer"
+    );
+    let line = server.wait_for_log("unanswerable bytes", Duration::from_secs(10));
+    assert!(
+        line.contains("13 unanswerable bytes: \"Test payload.\""),
+        "{line}"
+    );
+    // With a line end it is a malformed request: 400, and the connection closes.
+    let mut s = server.connect();
+    s.write_all(b"Test payload.\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(read_to_close(&mut s).is_empty());
+    server.wait_for_log("\"Test payload.\" 400", Duration::from_secs(10));
+}
+
+#[test]
+fn head_http10_and_connection_close() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(b"HEAD /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response_to(&mut s, true).unwrap();
+    assert_eq!(r.header("Content-Length"), Some("13"));
+    assert!(r.header("Date").is_some());
+    assert!(r.header("Server").unwrap().starts_with("fivetuple/"));
+    s.write_all(b"GET /_/hello HTTP/1.0\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(read_to_close(&mut s).is_empty());
+}
+
+#[test]
+fn the_index_page_links_the_endpoints() {
+    let server = Server::start(&[]);
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    for link in ["/_/conns", "/_/whoami", "/_/hello"] {
+        assert!(r.text().contains(&format!("href=\"{link}\"")), "{link}");
+    }
+    assert_eq!(server.get("/nope").status, 404);
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
+    let mut server = Server::start(&[]);
+    let mut idle = server.connect();
+    idle.write_all(HELLO).unwrap();
+    read_response(&mut idle).unwrap();
+    let mut busy = server.connect();
+    busy.write_all(b"GET /_/whoami HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        other_rows(&table(&server))
+            .iter()
+            .any(|r| r["phase"] == "reading")
+    });
+    let before = table(&server);
+    server.signal(libc::SIGTERM);
+    // The idle keep-alive connection is closed at once.
+    assert!(read_to_close(&mut idle).is_empty());
+    // The one in the middle of a request gets its answer, marked as the last.
+    busy.write_all(b"\r\n").unwrap();
+    let r = read_response(&mut busy).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Connection"), Some("close"));
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "no longer listening"
+    );
+    // Accepted: all that the table had seen; served: those, the table request
+    // itself, and the request that was in flight.
+    let want = format!(
+        "shut down: {} connections accepted, {} requests served",
+        before["accepted"],
+        before["served"].as_u64().unwrap() + 2
+    );
+    assert_eq!(server.stdout().last(), Some(&want));
+}
+
+#[test]
+fn a_used_port_gives_one_line_and_exit_code_2() {
+    let server = Server::start(&[]);
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--listen", &server.addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    assert!(
+        err.contains(&format!("fivetuple conns --port {}", server.port())),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_server_keeps_going_through_a_storm_of_signals() {
+    // SIGUSR1 dumps the table to the log; each one also interrupts epoll_wait.
+    let server = Server::start(&["--quiet"]);
+    let mut s = server.connect();
+    for _ in 0..200 {
+        server.signal(libc::SIGUSR1);
+        s.write_all(HELLO).unwrap();
+        assert_eq!(read_response(&mut s).unwrap().status, 200);
+    }
+    server.wait_for_log("connection table", Duration::from_secs(10));
+}
+
+#[test]
+fn bytes_after_the_response_are_not_lost() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\nGET /_/hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&all)
+            .matches("Hello, World!")
+            .count(),
+        2
+    );
+}
