@@ -172,7 +172,7 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.on_signal(),
-                    Token(key) => self.on_connection_event(key, event),
+                    Token(key) => self.on_connection_event(key, Readiness::from(event)),
                 }
             }
             self.run_ready();
@@ -280,7 +280,7 @@ impl Reactor {
     }
 
     /// Step 2 for a connection: note what the event says, then serve it.
-    fn on_connection_event(&mut self, key: usize, event: &Event) {
+    fn on_connection_event(&mut self, key: usize, event: Readiness) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -288,12 +288,8 @@ impl Reactor {
             // An event queued before this connection was closed in the same batch.
             return trace!("event for token {key}, closed earlier in this batch: ignored");
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            conn.unread = true;
-        }
-        if event.is_read_closed() || event.is_error() {
-            conn.hangup = true;
-        }
+        conn.unread |= event.readable || event.hangup;
+        conn.hangup |= event.hangup;
         self.serve(key);
     }
 
@@ -583,6 +579,24 @@ impl Reactor {
     }
 }
 
+/// What an event says about a connection, in the two facts the reactor uses.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    /// There may be bytes to read.
+    readable: bool,
+    /// The client closed its side, or the socket failed: read until the end.
+    hangup: bool,
+}
+
+impl From<&Event> for Readiness {
+    fn from(event: &Event) -> Readiness {
+        Readiness {
+            readable: event.is_readable(),
+            hangup: event.is_read_closed() || event.is_error(),
+        }
+    }
+}
+
 /// The slab seen as a [`ConnTable`], for `/_/conns`.
 struct SlabView<'a> {
     conns: &'a Slab<Connection>,
@@ -634,5 +648,105 @@ fn token_name(token: Token) -> String {
         LISTENER => "LISTENER".to_string(),
         SIGNALS => "SIGNALS".to_string(),
         Token(key) => key.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn reactor() -> Reactor {
+        Reactor::bind(ServerConfig {
+            listen: ListenOptions {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                backlog: 16,
+                ipv6_only: false,
+            },
+            http: http::Config::default(),
+            max_conns: 100,
+            shutdown_grace: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    /// Accepts until the slab holds `n` entries (the client's connect may
+    /// return a moment before the kernel queues the connection for accept).
+    fn accept_until(r: &mut Reactor, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.conns.len() < n {
+            assert!(Instant::now() < deadline, "connection not accepted");
+            r.accept_all();
+        }
+    }
+
+    fn key_of(r: &Reactor, client: &std::net::TcpStream) -> usize {
+        let me = client.local_addr().unwrap();
+        r.conns
+            .iter()
+            .find(|(_, c)| c.peer.remote == me)
+            .map(|(k, _)| k)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_event_for_a_closed_token_never_reaches_the_connection_after_it() {
+        let mut r = reactor();
+        let a = std::net::TcpStream::connect(r.local_addr()).unwrap();
+        accept_until(&mut r, 1);
+        let key_a = key_of(&r, &a);
+        // Something earlier in this batch closed A...
+        r.close(key_a, "closed earlier in the batch");
+        // ...and then the listener's event accepted B in the same batch.
+        let mut b = std::net::TcpStream::connect(r.local_addr()).unwrap();
+        b.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        accept_until(&mut r, 2);
+        let key_b = key_of(&r, &b);
+        assert_ne!(
+            key_a, key_b,
+            "a closed slot stays taken until the batch ends"
+        );
+        // A's event, still queued in this batch, arrives now: it must not touch B.
+        let stale = Readiness {
+            readable: true,
+            hangup: false,
+        };
+        r.on_connection_event(key_a, stale);
+        assert_eq!(r.conns[key_b].bytes_in, 0);
+        assert_eq!(r.conns[key_b].requests, 0);
+        assert_eq!(r.conns[key_a].state, State::Closed);
+        // After the batch, A's key is free, and the next connection takes it.
+        r.reap_closed();
+        let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
+        accept_until(&mut r, 2);
+        assert_eq!(key_of(&r, &c), key_a, "the slab reuses the freed key");
+        // B's own event still reaches B.
+        r.on_connection_event(
+            key_b,
+            Readiness {
+                readable: true,
+                hangup: false,
+            },
+        );
+        assert_eq!(r.conns[key_b].requests, 1);
+        drop(a);
+    }
+
+    #[test]
+    fn the_ready_list_skips_a_key_reused_by_a_newer_connection() {
+        let mut r = reactor();
+        let a = std::net::TcpStream::connect(r.local_addr()).unwrap();
+        accept_until(&mut r, 1);
+        let key = key_of(&r, &a);
+        r.schedule(key);
+        r.close(key, "test");
+        r.reap_closed();
+        let b = std::net::TcpStream::connect(r.local_addr()).unwrap();
+        accept_until(&mut r, 1);
+        assert_eq!(key_of(&r, &b), key);
+        r.run_ready();
+        assert!(!r.conns[key].scheduled, "B was never scheduled");
+        assert!(r.ready.is_empty());
     }
 }

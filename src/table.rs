@@ -55,9 +55,18 @@ pub struct ConnTable {
 }
 
 impl ConnTable {
-    /// The table as netstat-like text, one row per socket.
+    /// The table as netstat-like text, one row per socket. Address columns
+    /// are as wide as their longest entry, so IPv6 rows stay aligned.
     pub fn render_text(&self) -> String {
-        let mut out = String::with_capacity(160 + 128 * self.rows.len());
+        let remote_of = |row: &ConnRow| {
+            row.remote
+                .map_or_else(|| wildcard(&row.local), |r| r.to_string())
+        };
+        let locals: Vec<String> = self.rows.iter().map(|r| r.local.to_string()).collect();
+        let remotes: Vec<String> = self.rows.iter().map(remote_of).collect();
+        let lw = locals.iter().map(String::len).max().unwrap_or(0).max(13);
+        let rw = remotes.iter().map(String::len).max().unwrap_or(0).max(15);
+        let mut out = String::with_capacity(160 + (lw + rw + 80) * self.rows.len());
         let _ = writeln!(
             out,
             "fivetuple on {}: {} open, {} accepted, {} requests served",
@@ -65,7 +74,7 @@ impl ConnTable {
         );
         let _ = writeln!(
             out,
-            "{:<8} {:<5} {:<46} {:<46} {:<11} {:<8} {:>8} {:>10} {:>10} {:>8}",
+            "{:<7} {:<5} {:<lw$} {:<rw$} {:<11} {:<7} {:>7} {:>10} {:>10} {:>8}",
             "Token",
             "Proto",
             "Local Address",
@@ -77,19 +86,16 @@ impl ConnTable {
             "Bytes Out",
             "Requests"
         );
-        for row in &self.rows {
+        for ((row, local), remote) in self.rows.iter().zip(&locals).zip(&remotes) {
             let token = row
                 .token
                 .map_or_else(|| "listen".to_string(), |t| t.to_string());
-            let remote = row
-                .remote
-                .map_or_else(|| wildcard(&row.local), |r| r.to_string());
             let _ = write!(
                 out,
-                "{:<8} {:<5} {:<46} {:<46} {:<11} {:<8} {:>8} {:>10} {:>10} {:>8}",
+                "{:<7} {:<5} {:<lw$} {:<rw$} {:<11} {:<7} {:>7} {:>10} {:>10} {:>8}",
                 token,
                 row.proto,
-                row.local.to_string(),
+                local,
                 remote,
                 row.state,
                 row.phase,
