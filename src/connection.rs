@@ -76,6 +76,14 @@ pub struct Connection {
     pub hangup: bool,
     /// On the reactor's ready list, to be served again next turn.
     pub scheduled: bool,
+    /// When the connection times out if nothing happens (see `Reactor::rearm`).
+    pub deadline: Option<Instant>,
+    /// The earliest entry for this connection in the reactor's timer heap.
+    pub armed: Option<Instant>,
+    /// When the first byte of the request now in progress arrived.
+    pub request_started: Option<Instant>,
+    /// When the kernel last took bytes from us (or the connection began).
+    pub last_progress: Instant,
     /// The HTTP state: any unfinished request.
     pub session: Session,
     /// Response bytes the kernel has not taken yet.
@@ -97,6 +105,10 @@ impl Connection {
             unread: false,
             hangup: false,
             scheduled: false,
+            deadline: None,
+            armed: None,
+            request_started: None,
+            last_progress: Instant::now(),
             session: Session::default(),
             out: Vec::new(),
         }

@@ -25,6 +25,8 @@
 //!   JSON renderings.
 //! - [`client`]: `fivetuple connect`, a small mio client event loop.
 //! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
+//! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
+//!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
 //!   an exit code.
 
@@ -36,5 +38,6 @@ pub mod listener;
 pub mod procnet;
 pub mod reactor;
 pub mod table;
+pub mod timer;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use fivetuple::http::parse::Limits;
 use fivetuple::listener::{self, ListenOptions};
-use fivetuple::reactor::{Reactor, ServerConfig};
+use fivetuple::reactor::{Reactor, ServerConfig, Timeouts};
 use fivetuple::{client, http, procnet, Error, Result};
 
 /// How can a server handle many connections on the same port? Watch it happen.
@@ -52,6 +52,25 @@ struct ServeArgs {
     /// Seconds that in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     shutdown_grace: f64,
+    /// Seconds from a request's first byte to its end before 408 (0: no limit).
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    header_timeout: f64,
+    /// Seconds a keep-alive connection may sit idle between requests (0: no limit).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    idle_timeout: f64,
+    /// Seconds a client may leave answers unread before it is dropped (0: no limit).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    send_timeout: f64,
+}
+
+/// A number of seconds from the command line; 0 means "no limit" where allowed.
+fn seconds(name: &str, value: f64) -> Result<Option<Duration>> {
+    if !(value.is_finite() && (0.0..=1e9).contains(&value)) {
+        return Err(Error::usage(format!(
+            "--{name} takes a number of seconds, 0 or more (got {value})"
+        )));
+    }
+    Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
 }
 
 fn main() -> ExitCode {
@@ -76,11 +95,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
-    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
-        return Err(Error::usage(
-            "--shutdown-grace takes a number of seconds, 0 or more",
-        ));
-    }
+    let shutdown_grace = seconds("shutdown-grace", args.shutdown_grace)?.unwrap_or_default();
+    let timeouts = Timeouts {
+        header: seconds("header-timeout", args.header_timeout)?,
+        idle: seconds("idle-timeout", args.idle_timeout)?,
+        send: seconds("send-timeout", args.send_timeout)?,
+    };
     if args.backlog < 1 {
         return Err(Error::usage("--backlog takes a number of 1 or more"));
     }
@@ -104,7 +124,8 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
             access_log: !args.quiet,
         },
         max_conns,
-        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+        shutdown_grace,
+        timeouts,
     };
     let reactor = Reactor::bind(config)?;
     let addr = reactor.local_addr();

@@ -48,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
 use crate::table::{ConnRow, ConnTable};
+use crate::timer::Timers;
 
 /// The listening socket's token. Slab keys count up from 0, so the fixed
 /// tokens sit at the other end of the range, where no key will ever reach.
@@ -67,6 +68,27 @@ const EVENTS_PER_POLL: usize = 1024;
 /// descriptors, if no connection has closed meanwhile.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// How long a connection may take at each stage; `None` waits forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the first byte of a request to its end (slowloris): 408 and close.
+    pub header: Option<Duration>,
+    /// A keep-alive connection with no request in progress: closed.
+    pub idle: Option<Duration>,
+    /// Output waiting while the client reads nothing: closed.
+    pub send: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            header: Some(Duration::from_secs(20)),
+            idle: Some(Duration::from_secs(60)),
+            send: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// Everything `fivetuple serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -76,6 +98,7 @@ pub struct ServerConfig {
     pub max_conns: usize,
     /// After SIGINT/SIGTERM, how long in-flight requests get to finish.
     pub shutdown_grace: Duration,
+    pub timeouts: Timeouts,
 }
 
 /// What a run of the server did, printed when it stops.
@@ -105,6 +128,10 @@ pub struct Reactor {
     /// Responses produced for the connection being handled, before `write`.
     write_buf: Vec<u8>,
     clock: Clock,
+    /// The time the last `epoll_wait` returned: one clock read per turn.
+    now: Instant,
+    /// Every connection's next deadline.
+    timers: Timers,
     config: ServerConfig,
     stats: Summary,
     /// `accept` failed for lack of file descriptors; retry when one frees up.
@@ -142,6 +169,8 @@ impl Reactor {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             write_buf: Vec::with_capacity(READ_BUFFER),
             clock: Clock::default(),
+            now: Instant::now(),
+            timers: Timers::default(),
             config,
             stats: Summary::default(),
             accept_paused: false,
@@ -159,6 +188,7 @@ impl Reactor {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !self.finished() {
             self.wait(&mut events)?;
+            self.now = Instant::now();
             self.clock.refresh();
             for event in events.iter() {
                 trace!(
@@ -176,6 +206,7 @@ impl Reactor {
                 }
             }
             self.run_ready();
+            self.fire_timers();
             self.reap_closed();
             self.after_batch();
         }
@@ -201,9 +232,12 @@ impl Reactor {
         if !self.ready.is_empty() {
             return Some(Instant::now()); // work is waiting: just look for new events
         }
-        let retry = self.accept_paused.then(|| Instant::now() + ACCEPT_RETRY);
+        let retry = self.accept_paused.then(|| self.now + ACCEPT_RETRY);
         let grace = self.draining_since.map(|t| t + self.config.shutdown_grace);
-        retry.into_iter().chain(grace).min()
+        [retry, grace, self.timers.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Accepts every connection waiting in the backlog. Edge-triggered: one
@@ -241,12 +275,17 @@ impl Reactor {
     /// Puts a newly accepted stream in the slab and registers it under its key.
     fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
         self.accept_paused = false;
-        if self.conns.len() >= self.config.max_conns {
-            debug!(
-                "refusing {remote}: {} connections open (--max-conns)",
-                self.conns.len()
-            );
-            return; // dropping the stream closes it
+        let open = self.conns.len() - self.closed.len();
+        if open >= self.config.max_conns {
+            // At the cap: make room by closing the keep-alive connection that
+            // has been idle longest; never one that is in the middle of something.
+            match self.idlest_keepalive() {
+                Some(key) => self.close(key, "idle, reclaimed for a new connection (--max-conns)"),
+                None => {
+                    info!("refusing {remote}: {open} connections open, all busy (--max-conns)");
+                    return; // dropping the stream closes it
+                }
+            }
         }
         // The local address of an accepted socket is the address the client
         // reached (127.0.0.1, say), not the wildcard the listener bound.
@@ -256,7 +295,7 @@ impl Reactor {
         };
         // Responses leave in one write each; don't let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        let open = self.conns.len() + 1;
+        let open = self.conns.len() - self.closed.len() + 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         // Interested in both directions, once, for the connection's whole
@@ -277,6 +316,25 @@ impl Reactor {
         };
         debug!("accept {peer}, token {key}; {open} open");
         entry.insert(Connection::new(stream, peer, self.stats.accepted));
+        self.rearm(key);
+    }
+
+    /// The keep-alive connection (one that has had an answer and now waits
+    /// for nothing) whose idle deadline is nearest. A scan, but it runs only
+    /// when the server is full.
+    fn idlest_keepalive(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                c.state == State::Open
+                    && c.requests > 0
+                    && c.queued() == 0
+                    && !c.unread
+                    && !c.scheduled
+                    && !c.session.mid_request()
+            })
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(key, _)| key)
     }
 
     /// Step 2 for a connection: note what the event says, then serve it.
@@ -311,14 +369,18 @@ impl Reactor {
             return;
         }
         let conn = &self.conns[key];
-        if conn.state == State::Closed || conn.queued() > 0 {
-            return; // closed, or a writable event will bring us back
+        if conn.state == State::Closed {
+            return;
+        }
+        if conn.queued() > 0 {
+            return self.rearm(key); // a writable event will bring us back
         }
         if conn.session.wants_resume() || (conn.unread && conn.state == State::Open) {
             self.schedule(key);
         } else if conn.state == State::Draining {
-            self.close(key, "done");
+            return self.close(key, "done");
         }
+        self.rearm(key);
     }
 
     /// Reads until the socket is empty or this turn's share of work is
@@ -397,6 +459,9 @@ impl Reactor {
         let progress = step(&mut session, &ctx, &self.read_buf, &mut self.write_buf);
         let conn = &mut self.conns[key];
         conn.session = session;
+        if progress.responses > 0 {
+            conn.request_started = None; // the next request's clock starts at its first byte
+        }
         conn.requests += progress.responses;
         self.stats.served += progress.responses;
         if progress.close && conn.state == State::Open {
@@ -419,8 +484,14 @@ impl Reactor {
     /// false if the connection failed and was closed.
     fn flush(&mut self, key: usize) -> bool {
         let conn = &mut self.conns[key];
+        let before = conn.bytes_out;
         match conn.send(&mut self.write_buf) {
-            Ok(_) => true,
+            Ok(_) => {
+                if conn.bytes_out != before {
+                    conn.last_progress = self.now;
+                }
+                true
+            }
             Err(e) => {
                 self.write_buf.clear();
                 self.close(key, &e.to_string());
@@ -455,6 +526,82 @@ impl Reactor {
         ready.clear();
         if self.ready.is_empty() {
             self.ready = ready; // keep the allocation
+        }
+    }
+
+    /// Works out when this connection times out, from what it is doing now:
+    /// waiting for the client to read (send timeout), in the middle of a
+    /// request (header timeout, counted from the request's first byte), or
+    /// idle between requests (idle timeout). Touches the timer heap only if
+    /// the deadline moved earlier than the entry already there.
+    fn rearm(&mut self, key: usize) {
+        let now = self.now;
+        let t = self.config.timeouts;
+        let conn = &mut self.conns[key];
+        let deadline = if conn.queued() > 0 || conn.session.wants_resume() {
+            t.send.map(|d| conn.last_progress + d)
+        } else if conn.session.mid_request() || conn.unread {
+            let started = *conn.request_started.get_or_insert(now);
+            t.header.map(|d| started + d)
+        } else {
+            t.idle.map(|d| now + d)
+        };
+        conn.deadline = deadline;
+        if let Some(when) = deadline {
+            if conn.armed.is_none_or(|armed| when < armed) {
+                conn.armed = Some(when);
+                self.timers.push(when, key, conn.serial);
+            }
+        }
+    }
+
+    /// Fires the deadlines that have come. An entry whose connection has
+    /// moved its deadline on is pushed again for the new time.
+    fn fire_timers(&mut self) {
+        while let Some((when, key, serial)) = self.timers.pop_due(self.now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial || conn.state == State::Closed || conn.armed != Some(when) {
+                continue; // a closed connection's, or a duplicate
+            }
+            conn.armed = None;
+            match conn.deadline {
+                Some(deadline) if deadline > self.now => {
+                    conn.armed = Some(deadline);
+                    self.timers.push(deadline, key, serial);
+                }
+                Some(_) => self.on_timeout(key),
+                None => {}
+            }
+        }
+    }
+
+    /// A deadline passed: say why, and end the connection.
+    fn on_timeout(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.queued() > 0 || conn.session.wants_resume() {
+            info!(
+                "{}: send timeout, the client stopped reading; closing",
+                conn.peer.remote
+            );
+            self.close(key, "send timeout");
+        } else if conn.session.mid_request() || conn.unread {
+            info!(
+                "{}: header timeout, the request did not arrive in time: 408",
+                conn.peer.remote
+            );
+            self.with_session(key, |session, ctx, _, out| session.on_timeout(ctx, out));
+            let conn = &mut self.conns[key];
+            conn.state = State::Draining;
+            conn.unread = false;
+            if self.flush(key) && self.conns[key].queued() == 0 {
+                self.close(key, "header timeout");
+            } else if self.conns[key].state != State::Closed {
+                self.rearm(key); // the 408 is queued: the send timeout now applies
+            }
+        } else {
+            self.close(key, "idle timeout");
         }
     }
 
@@ -666,6 +813,7 @@ mod tests {
             http: http::Config::default(),
             max_conns: 100,
             shutdown_grace: Duration::from_secs(1),
+            timeouts: Timeouts::default(),
         })
         .unwrap()
     }

@@ -232,6 +232,18 @@ impl Session {
         dropped
     }
 
+    /// The client took too long to send its request: answer 408 and end.
+    pub fn on_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
+        let reject = Reject {
+            status: response::Status::REQUEST_TIMEOUT,
+            reason: "the request did not arrive in time",
+        };
+        let held = mem::take(&mut self.held);
+        let mut progress = Progress::default();
+        self.reject(reject, &held, ctx, out, &mut progress);
+        progress
+    }
+
     /// What the session is doing, for the connection table.
     pub fn phase(&self) -> &'static str {
         match self.reading {
