@@ -46,7 +46,7 @@ struct ServeArgs {
     /// No access log (one line per request); for benchmarks.
     #[arg(short, long)]
     quiet: bool,
-    /// Most connections held at once [default: the open-files limit less 64].
+    /// Most connections held at once [default: the open-files limit less a reserve of up to 64].
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
     /// Seconds that in-flight requests get to finish after SIGINT or SIGTERM.
@@ -109,7 +109,10 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let fd_limit = listener::raise_fd_limit();
     let max_conns = args.max_conns.unwrap_or_else(|| {
         let limit = *fd_limit.as_ref().unwrap_or(&1024);
-        usize::try_from(limit.saturating_sub(64))
+        // Keep some descriptors for the listener, epoll, the signal pipe,
+        // logs and served files.
+        let reserve = 64.min(limit / 4);
+        usize::try_from(limit.saturating_sub(reserve))
             .unwrap_or(usize::MAX)
             .max(1)
     });

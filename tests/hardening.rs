@@ -1,0 +1,362 @@
+//! Hostile and broken clients, one rule at a time: the exact bytes on the
+//! wire and the exact answer expected.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{cpu_ticks, fd_count, read_response, read_to_close, rss_kib, wait_until, Server};
+
+const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// Sends `bytes`, expects one response with `status` and `Connection: close`,
+/// then the connection closing.
+fn rejects(server: &Server, bytes: &[u8], status: u16) {
+    let mut s = server.connect();
+    s.write_all(bytes).unwrap();
+    let what = String::from_utf8_lossy(bytes);
+    let r = read_response(&mut s).unwrap_or_else(|| panic!("no response to {what:?}"));
+    assert_eq!(r.status, status, "{what:?}");
+    assert_eq!(r.header("Connection"), Some("close"), "{what:?}");
+    assert!(
+        read_to_close(&mut s).is_empty(),
+        "nothing follows the rejection of {what:?}"
+    );
+}
+
+#[test]
+fn framing_and_smuggling_attempts_are_rejected_and_closed() {
+    let server = Server::start(&[]);
+    let cases: &[(&[u8], u16)] = &[
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: +1\r\n\r\nx", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 0x10\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1_0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: \r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\rX-A: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n: empty\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / HTTP/1.1 junk\r\n\r\n", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nExpect: something\r\n\r\n", 417),
+    ];
+    for (bytes, status) in cases {
+        rejects(&server, bytes, *status);
+    }
+    // The server is still fine afterwards.
+    assert_eq!(server.get("/_/hello").status, 200);
+}
+
+#[test]
+fn oversized_heads_get_414_and_431() {
+    let server = Server::start(&[]);
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
+    rejects(&server, long_target.as_bytes(), 414);
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    rejects(&server, big_header.as_bytes(), 431);
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        "X-H: v\r\n".repeat(80)
+    );
+    rejects(&server, many.as_bytes(), 431);
+    // A head that never ends is cut off at the limit, not buffered forever.
+    let mut s = server.connect();
+    let endless = format!("GET / HTTP/1.1\r\nHost: t\r\n{}", "X-H: v\r\n".repeat(5000));
+    let _ = s.write_all(endless.as_bytes());
+    assert_eq!(read_response(&mut s).unwrap().status, 431);
+}
+
+#[test]
+fn a_slowloris_gets_408_after_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "0.3"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(read_to_close(&mut s).is_empty());
+}
+
+#[test]
+fn a_slow_but_steady_client_is_not_cut_off_between_requests() {
+    // The header clock starts at each request's first byte, not at accept.
+    let server = Server::start(&["--header-timeout", "0.5"]);
+    let mut s = server.connect();
+    for _ in 0..3 {
+        s.write_all(HELLO).unwrap();
+        assert_eq!(read_response(&mut s).unwrap().status, 200);
+        // Idle (not mid-request) longer than the header timeout.
+        let t = Instant::now();
+        wait_until(Duration::from_secs(5), || {
+            t.elapsed() > Duration::from_millis(700)
+        });
+    }
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let server = Server::start(&["--idle-timeout", "0.3"]);
+    let mut s = server.connect();
+    s.write_all(HELLO).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+    assert!(
+        read_to_close(&mut s).is_empty(),
+        "closed by the idle timeout"
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped_after_the_send_timeout() {
+    let server = Server::start(&["--send-timeout", "0.5", "--quiet"]);
+    let s = server.connect();
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    // Far more answers than the kernel's buffers hold (about 12 MB).
+    let _ = w.write_all(&b"GET /_/conns HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20_000));
+    wait_until(Duration::from_secs(15), || {
+        !server
+            .get("/_/conns")
+            .text()
+            .contains(&s.local_addr().unwrap().to_string())
+    });
+}
+
+#[test]
+fn a_client_that_does_not_read_stops_being_read() {
+    // Backpressure: once answers pile up unread, the server stops reading
+    // requests, so the client's writes block and the server's memory is bounded.
+    let server = Server::start(&["--quiet"]);
+    let base = rss_kib(server.pid());
+    let mut s = server.connect();
+    s.set_write_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let batch = HELLO.repeat(10_000); // 340 KB of requests, 1.4 MB of answers
+    let mut sent = 0usize;
+    let blocked = loop {
+        match s.write(&batch) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break true
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        if sent > 200 * 1024 * 1024 {
+            break false;
+        }
+    };
+    assert!(
+        blocked,
+        "the server kept reading {sent} bytes of requests nobody reads answers to"
+    );
+    let grown = rss_kib(server.pid()).saturating_sub(base);
+    assert!(
+        grown < 16 * 1024,
+        "server grew by {grown} KiB holding a stalled client"
+    );
+    // And everything it accepted is still answered once the client reads.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let complete = sent / HELLO.len();
+    for i in 0..complete {
+        assert!(read_response(&mut s).is_some(), "answer {i} of {complete}");
+    }
+}
+
+#[test]
+fn half_close_after_a_full_request_still_gets_the_answer() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(&HELLO.repeat(3)).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let all = read_to_close(&mut s);
+    assert_eq!(
+        String::from_utf8_lossy(&all)
+            .matches("Hello, World!")
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn at_max_conns_an_idle_keep_alive_connection_makes_room() {
+    let server = Server::start(&["--max-conns", "3", "--quiet"]);
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for s in &mut idle {
+        s.write_all(HELLO).unwrap();
+        read_response(s).unwrap();
+    }
+    // A fourth connection: the idlest keep-alive one is closed to let it in.
+    let r = server.get("/_/hello");
+    assert_eq!(r.status, 200);
+    assert!(
+        read_to_close(&mut idle[0]).is_empty(),
+        "the idlest one was reclaimed"
+    );
+}
+
+#[test]
+fn at_max_conns_busy_connections_are_never_reclaimed() {
+    let server = Server::start(&["--max-conns", "2", "--quiet"]);
+    let mut busy: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    for s in &mut busy {
+        s.write_all(b"GET /_/hello HTTP/1.1\r\n").unwrap(); // mid-request
+    }
+    let mut extra = None;
+    wait_until(Duration::from_secs(10), || {
+        // The newcomer is closed at once (EOF or reset), without an answer.
+        let mut s = server.connect();
+        let _ = s.write_all(HELLO);
+        let closed = read_response(&mut s).is_none();
+        extra = Some(s);
+        closed
+    });
+    for s in &mut busy {
+        s.write_all(b"Host: t\r\n\r\n").unwrap();
+        assert_eq!(read_response(s).unwrap().status, 200);
+    }
+}
+
+#[test]
+fn out_of_descriptors_accept_pauses_without_spinning_and_resumes() {
+    let mut cmd = Command::new("prlimit");
+    // --max-conns above the descriptor limit, so that accept meets EMFILE
+    // rather than the connection cap.
+    cmd.args([
+        "--nofile=40:40",
+        common::bin(),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    cmd.args(["--quiet", "--max-conns", "1000"]);
+    let server = Server::spawn(cmd, &[]);
+    let mut first = server.connect();
+    first.write_all(HELLO).unwrap();
+    read_response(&mut first).unwrap();
+    // Far more connections than descriptors: the kernel completes them into
+    // the backlog, the server cannot accept them all.
+    let mut extra: Vec<TcpStream> = (0..60).map(|_| server.connect()).collect();
+    for s in &mut extra {
+        let _ = s.write_all(HELLO);
+    }
+    server.wait_for_log("pausing accept", Duration::from_secs(10));
+    let before = cpu_ticks(server.pid());
+    let t = Instant::now();
+    // Existing connections are served meanwhile.
+    for _ in 0..50 {
+        first.write_all(HELLO).unwrap();
+        assert_eq!(read_response(&mut first).unwrap().status, 200);
+    }
+    wait_until(Duration::from_secs(5), || {
+        t.elapsed() >= Duration::from_secs(1)
+    });
+    let used = cpu_ticks(server.pid()) - before;
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in a second: accept is spinning"
+    );
+    // Free descriptors: every waiting connection gets its answer.
+    let answered_before: Vec<TcpStream> = extra.drain(..30).collect();
+    drop(answered_before);
+    for (i, s) in extra.iter_mut().enumerate() {
+        let r = read_response(s).unwrap_or_else(|| panic!("connection {i} was never served"));
+        assert_eq!(r.status, 200);
+    }
+}
+
+#[test]
+fn a_thousand_resets_mid_write_leave_no_descriptor_behind() {
+    let server = Server::start(&["--quiet"]);
+    let mut probe = server.connect();
+    probe.write_all(HELLO).unwrap();
+    read_response(&mut probe).unwrap();
+    let baseline = fd_count(server.pid());
+    let burst = HELLO.repeat(200);
+    for _ in 0..1000 {
+        let mut s = server.connect();
+        s.write_all(&burst).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+    }
+    wait_until(Duration::from_secs(20), || {
+        fd_count(server.pid()) == baseline
+    });
+    probe.write_all(HELLO).unwrap();
+    assert_eq!(read_response(&mut probe).unwrap().status, 200);
+}
+
+#[test]
+fn a_pipelining_flood_does_not_starve_other_clients() {
+    let server = Server::start(&["--quiet"]);
+    let flood_n = 200_000;
+    let mut flood = server.connect();
+    let mut flood_writer = flood.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..flood_n / 1000 {
+            flood_writer.write_all(&HELLO.repeat(1000)).unwrap();
+        }
+    });
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut seen = 0usize;
+        let mut total = 0usize;
+        let needle = b"World!";
+        let mut carry = Vec::new();
+        while seen < flood_n {
+            let n = flood.read(&mut buf).unwrap();
+            assert!(n > 0);
+            total += n;
+            carry.extend_from_slice(&buf[..n]);
+            seen += carry.windows(needle.len()).filter(|w| w == needle).count();
+            let keep = carry.len().min(needle.len() - 1);
+            carry.drain(..carry.len() - keep);
+        }
+        (Instant::now(), total)
+    });
+    // Another client, meanwhile, gets each of its answers.
+    let mut other = server.connect();
+    for _ in 0..100 {
+        other.write_all(HELLO).unwrap();
+        assert_eq!(read_response(&mut other).unwrap().status, 200);
+    }
+    let other_done = Instant::now();
+    writer.join().unwrap();
+    let (flood_done, _) = reader.join().unwrap();
+    assert!(
+        other_done < flood_done,
+        "the other client waited for the whole flood"
+    );
+}
