@@ -27,3 +27,19 @@ doc:
 
 clean:
 	$(CARGO) clean
+
+# The fuzzer on the sans-IO HTTP core (cargo-fuzz needs a nightly toolchain,
+# or RUSTC_BOOTSTRAP=1 on stable). FUZZ_SECS=600 for a longer run.
+FUZZ_SECS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && if rustup toolchain list 2>/dev/null | grep -q nightly; then \
+	  cargo +nightly fuzz run http_session -- -max_total_time=$(FUZZ_SECS); \
+	else \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run http_session -- -max_total_time=$(FUZZ_SECS); \
+	fi
+
+# Minutes of mixed hostile traffic; the short version runs in `make test`.
+SOAK_SECS ?= 180
+soak:
+	FIVETUPLE_SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture

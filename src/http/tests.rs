@@ -264,3 +264,89 @@ fn control_characters_are_escaped_in_logs() {
         "a\\x1b[31m\\\"\\\\\\x0a"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Requests a client may pipeline, with bodies framed both ways.
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(HELLO.to_vec()),
+            Just(b"HEAD /_/whoami HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            Just(b"GET /missing?q=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n".to_vec()),
+            Just(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            "[a-z]{0,40}".prop_map(|body| format!(
+                "POST /_/hello HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()),
+            "[a-z]{1,20}".prop_map(|body| format!(
+                "PUT /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x};ext\r\n{body}\r\n0\r\nTrailer: t\r\n\r\n",
+                body.len()
+            )
+            .into_bytes()),
+        ]
+    }
+
+    /// Cuts `bytes` at the given points (taken modulo its length).
+    fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points.into_iter().chain([bytes.len()]) {
+            chunks.push(&bytes[last..p]);
+            last = p;
+        }
+        chunks
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_pipelined_stream_gives_the_same_answers(
+            requests in proptest::collection::vec(request(), 1..12),
+            cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        ) {
+            let stream = requests.concat();
+            let (whole, n, close) = converse(&[&stream]);
+            prop_assert_eq!(n, requests.len() as u64);
+            prop_assert!(!close);
+            let (pieces, m, _) = converse(&split(&stream, &cuts));
+            prop_assert_eq!(m, n);
+            prop_assert_eq!(pieces, whole);
+        }
+
+        #[test]
+        fn any_bytes_give_only_well_formed_responses(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let (out, n, _) = converse(&split(&bytes, &cuts));
+            let mut rest = &out[..];
+            let mut finals = 0;
+            while finals < n {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut headers);
+                let head = match resp.parse(rest) {
+                    Ok(httparse::Status::Complete(len)) => len,
+                    other => return Err(TestCaseError::fail(format!("unparsable response: {other:?}"))),
+                };
+                let len: usize = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+                let code = resp.code.unwrap_or(0);
+                let body = if code < 200 || code == 204 || code == 304 { 0 } else { len };
+                prop_assert!(rest.len() >= head + body);
+                rest = &rest[head + body..];
+                if code != 100 {
+                    finals += 1;
+                }
+            }
+            prop_assert!(rest.is_empty(), "bytes after the last response");
+        }
+    }
+}
