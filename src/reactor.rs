@@ -4,7 +4,8 @@
 //! Reactor
 //!  ├─ poll: Poll                one epoll instance, one thread
 //!  ├─ listener                  Token(LISTENER)  0.0.0.0:500        LISTEN
-//!  ├─ signals                   Token(SIGNALS)   SIGINT, SIGTERM
+//!  ├─ signals                   Token(SIGNALS)   SIGINT, SIGTERM, SIGUSR1
+//!  ├─ timers: Timers            every connection's next deadline
 //!  └─ conns: Slab<Connection>   Token(key) = slab key
 //!       [0] 127.0.0.1:500 <- 127.0.0.1:54240   ESTABLISHED
 //!       [1] 127.0.0.1:500 <- 127.0.0.1:26813   ESTABLISHED
@@ -15,17 +16,23 @@
 //! table. mio hands back a [`Token`] with each event, and the token *is* the
 //! slab key, so finding the connection for an event is one array index.
 //!
-//! Each turn of the loop ([`Reactor::run`]) is four steps:
-//! 1. wait in `epoll_wait` until some socket is ready (or a deadline passes);
-//! 2. for each event: accept every waiting connection, or read, answer and
-//!    write on a connection, or note a signal;
-//! 3. remove the connections closed during this batch from the slab;
-//! 4. if shutting down, check whether everyone has been answered.
+//! Each turn of the loop ([`Reactor::run`]) is a short list of steps:
+//! 1. `wait`: sleep in `epoll_wait` until a socket is ready or the nearest
+//!    deadline passes;
+//! 2. for each event: accept every waiting connection (`accept_all`), note
+//!    a signal (`on_signal`), or serve a connection (`on_connection_event`):
+//!    read, answer, write;
+//! 3. `run_ready`: give one more turn to connections that have work no
+//!    event will announce (a long pipeline, a big body still streaming);
+//! 4. `fire_timers`: time out connections whose deadline has passed;
+//! 5. `reap_closed`: remove the connections closed during this turn;
+//! 6. `after_batch`: housekeeping (retry a paused accept, end of the
+//!    shutdown grace).
 //!
-//! Step 3 is deliberately separate. The slab reuses keys, so if a connection
-//! were removed mid-batch and an accept in the same batch took its key, a
-//! later event in the batch that was meant for the old connection would
-//! reach the new one. Keeping closed connections in the slab (marked
+//! Step 5 is deliberately separate. The slab reuses keys, so if a
+//! connection were removed mid-batch and an accept in the same batch took
+//! its key, a later event in the batch that was meant for the old connection
+//! would reach the new one. Keeping closed connections in the slab (marked
 //! `Closed`, their socket still open so the kernel cannot hand its number
 //! out either) until the batch is done makes that impossible by construction;
 //! Redis frees its clients the same way, after the batch.
