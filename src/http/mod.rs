@@ -21,7 +21,7 @@ use std::io;
 use std::mem;
 use std::net::SocketAddr;
 
-use parse::{BodyKind, ChunkedDecoder, Limits, Parsed, Reject, RequestHead, HEADER_SLOTS};
+use parse::{BodyKind, ChunkedDecoder, Limits, Parsed, Reject, RequestHead};
 use response::{write_error, Answer};
 use routes::Route;
 
@@ -292,7 +292,7 @@ impl Session {
         progress: &mut Progress,
     ) -> usize {
         let limits = &ctx.config.limits;
-        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        let mut slots = parse::slots();
         let mut pos = 0;
         while !progress.close {
             if self.stream.is_some()
