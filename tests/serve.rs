@@ -375,3 +375,68 @@ fn bytes_after_the_response_are_not_lost() {
         2
     );
 }
+
+#[test]
+fn a_privileged_port_without_the_right_names_the_fixes() {
+    // As an unprivileged user: binding below 1024 fails, and the one line says how to fix it.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::bin(),
+        ])
+        .args(["serve", "--listen", "127.0.0.1:1023"])
+        .output()
+        .expect("setpriv (util-linux) runs the server as nobody");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for fix in [
+        "run as root",
+        "setcap cap_net_bind_service=+ep",
+        "--listen 0.0.0.0:8500",
+    ] {
+        assert!(err.contains(fix), "{fix:?} missing from {err}");
+    }
+}
+
+#[test]
+fn an_ipv6_wildcard_listener_takes_ipv4_clients_too() {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["serve", "--listen", "[::]:0"]);
+    let server = Server::spawn(cmd, &[]);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let mut s = TcpStream::connect(v4).unwrap();
+    s.write_all(b"GET /_/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s).unwrap();
+    let me = s.local_addr().unwrap().port();
+    assert!(
+        r.text().contains(&format!("[::ffff:127.0.0.1]:{me}")),
+        "{}",
+        r.text()
+    );
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.port()));
+    let mut s = TcpStream::connect(v6).unwrap();
+    s.write_all(b"GET /_/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut s).unwrap().text().contains("[::1]:"));
+}
+
+#[test]
+fn bad_options_give_one_line_and_exit_code_2() {
+    for args in [
+        &["serve", "--listen", "nonsense"][..],
+        &["serve", "--header-timeout", "-1"],
+        &["serve", "--listen", "127.0.0.1:0", "--backlog", "0"],
+    ] {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
