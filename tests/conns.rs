@@ -1,0 +1,118 @@
+//! `fivetuple conns`, black-box: the kernel's table agrees with the sockets
+//! the test itself opened.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{wait_until, Server};
+
+fn conns(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(common::bin())
+        .arg("conns")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn conns_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let (code, out, err) = conns(&[args, &["--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).expect("JSON array")
+}
+
+#[test]
+fn the_kernel_shows_both_ends_of_every_loopback_connection() {
+    let server = Server::start(&[]);
+    let port = server.port();
+    let clients: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    let client_ends: HashSet<String> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+    let p = port.to_string();
+    let mut rows = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        rows = conns_json(&["--port", &p]);
+        rows.iter().filter(|r| r["state"] == "ESTABLISHED").count() == 6
+    });
+    let listen: Vec<_> = rows.iter().filter(|r| r["state"] == "LISTEN").collect();
+    assert_eq!(listen.len(), 1);
+    assert_eq!(listen[0]["local"], server.addr.to_string());
+    assert!(listen[0]["remote"].is_null());
+    // The server's ends: local port P, remote = each client's own end.
+    let server_side: HashSet<String> = rows
+        .iter()
+        .filter(|r| r["state"] == "ESTABLISHED" && r["local"] == server.addr.to_string())
+        .map(|r| r["remote"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(server_side, client_ends);
+    // The clients' ends: foreign port P.
+    let client_side: HashSet<String> = rows
+        .iter()
+        .filter(|r| r["state"] == "ESTABLISHED" && r["remote"] == server.addr.to_string())
+        .map(|r| r["local"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(client_side, client_ends);
+}
+
+#[test]
+fn processes_listening_and_text() {
+    let server = Server::start(&[]);
+    let p = server.port().to_string();
+    let rows = conns_json(&["--port", &p, "-p", "--listening"]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["pid"], server.pid());
+    assert_eq!(rows[0]["program"], "fivetuple");
+    let (code, text, _) = conns(&["--port", &p, "-p"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("Proto Recv-Q Send-Q Local Address"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("PID/Program name"));
+    let row = lines
+        .iter()
+        .find(|l| l.contains("LISTEN"))
+        .expect("a LISTEN row");
+    assert!(
+        row.contains(&format!("127.0.0.1:{p}")) && row.contains("0.0.0.0:*"),
+        "{row}"
+    );
+    assert!(
+        row.ends_with(&format!("{}/fivetuple", server.pid())),
+        "{row}"
+    );
+}
+
+#[test]
+fn filters_by_state() {
+    let server = Server::start(&[]);
+    let _c = server.connect();
+    let p = server.port().to_string();
+    wait_until(Duration::from_secs(10), || {
+        conns_json(&["--port", &p, "--state", "estab"]).len() == 2
+    });
+    assert!(conns_json(&["--port", &p, "--state", "time_wait"]).is_empty());
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    let (code, out, err) = conns(&["--proc-root", "/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/net/tcp"));
+    let (code, _, err) = conns(&["--state", "sideways"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown TCP state"));
+}
