@@ -1,17 +1,1023 @@
-//! `fivetuple connect`: the client's side of the story (being written).
+//! `fivetuple connect`: the client's side of the story.
+//!
+//! A client never chooses its own port. When it connects, the kernel picks
+//! an unused ephemeral port (from `ip_local_port_range`) for its end, and
+//! that port is what keeps this connection apart from every other one
+//! reaching the same server port. This command opens connections, sends a
+//! payload, holds them, and prints each one's own 5-tuple, so the choice is
+//! there to see.
+//!
+//! It is a small mio event loop of its own, like the server: one thread, one
+//! `Poll`, a `Slab` of outgoing connections keyed by token. Connecting
+//! without blocking takes three steps: `connect` returns at once
+//! (`EINPROGRESS`); the socket becomes writable when the handshake is over;
+//! then `take_error` tells success from failure, and `peer_addr` confirms the
+//! connection (a spurious wake-up says `ENOTCONN`). Thousands of connections
+//! are opened a bounded number at a time, so that a burst does not overflow
+//! the server's accept queue.
 
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
 
 use crate::error::{Error, Result};
+use crate::http::Escaped;
 
 /// Options of `fivetuple connect`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+Hold: without --http, connections stay open --hold seconds (default 5) once all are up, \
+then close; with --http, each closes as soon as its answer is in, unless --hold is given. \
+A connection the server closes ends early. Ctrl-C ends the hold and prints the results.
+
+Exit code: 0 when every connection succeeded, 1 when any failed, 2 for bad arguments.")]
 pub struct ConnectArgs {
-    /// The server, as host:port.
+    /// The server, as host:port ([::1]:500 for IPv6).
+    #[arg(value_name = "HOST:PORT")]
     pub target: String,
+    /// Bytes to send once connected; several words are joined by spaces.
+    #[arg(short, long, num_args = 1.., value_name = "TEXT", conflicts_with_all = ["payload_file", "http"])]
+    pub payload: Vec<String>,
+    /// Send the contents of a file instead ("-" reads standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "http")]
+    pub payload_file: Option<PathBuf>,
+    /// Understand \r \n \t \\ and \xNN in --payload.
+    #[arg(short = 'e', long)]
+    pub escapes: bool,
+    /// Seconds to keep the connections open once all are connected.
+    #[arg(long, value_name = "SECS")]
+    pub hold: Option<f64>,
+    /// How many connections to open, all held at once.
+    #[arg(short = 'n', long = "count", default_value_t = 1, value_name = "N")]
+    pub count: usize,
+    /// Print one line per connection even when there are many.
+    #[arg(long)]
+    pub each: bool,
+    /// Print the whole reply, not just its first line.
+    #[arg(long)]
+    pub show_reply: bool,
+    /// Local addresses to connect from, used in turn (127.0.0.2,127.0.0.3...).
+    #[arg(long, value_delimiter = ',', value_name = "IP[,IP...]")]
+    pub source: Vec<IpAddr>,
+    /// Send `GET /_/whoami` and show the server's view of each connection.
+    #[arg(long)]
+    pub http: bool,
+    /// Seconds to wait for a connection (and, with --http, for its answer).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub concurrency: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Above this many connections the output is a summary (unless `--each`).
+const EACH_LIMIT: usize = 20;
+/// Reply bytes kept per connection.
+const REPLY_LIMIT: usize = 64 * 1024;
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// Why a connection failed, grouped for the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    Refused,
+    TimedOut,
+    Reset,
+    /// No ephemeral port left for this (source, destination) pair.
+    NoPorts,
+    Unreachable,
+    Other(String),
+}
+
+impl Failure {
+    fn from_io(e: &io::Error) -> Failure {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => Failure::Refused,
+            Some(libc::ETIMEDOUT) => Failure::TimedOut,
+            Some(libc::ECONNRESET) | Some(libc::EPIPE) => Failure::Reset,
+            Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => Failure::NoPorts,
+            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => Failure::Unreachable,
+            _ => Failure::Other(e.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::Refused => "connection refused".into(),
+            Failure::TimedOut => "timed out".into(),
+            Failure::Reset => "reset by the server".into(),
+            Failure::NoPorts => "no free local port".into(),
+            Failure::Unreachable => "unreachable".into(),
+            Failure::Other(e) => e.clone(),
+        }
+    }
+}
+
+/// What became of one connection; also the JSON row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The client's end (address and ephemeral port), once connected.
+    pub local: Option<SocketAddr>,
+    /// The server's end.
+    pub remote: SocketAddr,
+    pub source: Option<IpAddr>,
+    pub connect_ms: Option<f64>,
+    pub sent: u64,
+    pub received: u64,
+    /// The reply, as text (escaped where it is not).
+    pub reply: String,
+    /// With --http: the server's own view of this connection.
+    pub server_view: Option<String>,
+    pub error: Option<Failure>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Open,
+    Done,
+}
+
+/// One outgoing connection in the client's slab.
+struct Outgoing {
+    stream: TcpStream,
+    phase: Phase,
+    started: Instant,
+    /// How much of the payload has been written.
+    written: usize,
+    reply: Vec<u8>,
+    outcome: Outcome,
 }
 
 /// Runs `fivetuple connect`.
-pub fn run(_args: &ConnectArgs) -> Result<ExitCode> {
-    Err(Error::usage("fivetuple connect is not built yet"))
+pub fn run(args: &ConnectArgs) -> Result<ExitCode> {
+    let plan = Plan::from_args(args)?;
+    let outcomes = Client::new(&plan)?.run()?;
+    print!("{}", report(&plan, &outcomes, args));
+    let failed = outcomes.iter().any(|o| o.error.is_some());
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The arguments, checked and resolved.
+struct Plan {
+    target: SocketAddr,
+    target_text: String,
+    payload: Vec<u8>,
+    count: usize,
+    sources: Vec<IpAddr>,
+    http: bool,
+    hold: Duration,
+    timeout: Duration,
+    concurrency: usize,
+}
+
+impl Plan {
+    fn from_args(args: &ConnectArgs) -> Result<Plan> {
+        let target = resolve(&args.target, args.source.first())?;
+        let payload = if args.http {
+            format!(
+                "GET /_/whoami HTTP/1.1\r\nHost: {}\r\nUser-Agent: fivetuple\r\n\r\n",
+                args.target
+            )
+            .into_bytes()
+        } else if let Some(path) = &args.payload_file {
+            read_payload_file(path)?
+        } else {
+            let text = args.payload.join(" ");
+            if args.escapes {
+                unescape(&text)?
+            } else {
+                text.into_bytes()
+            }
+        };
+        if args.count == 0 {
+            return Err(Error::usage("-n takes a number of connections, 1 or more"));
+        }
+        if let Some(bad) = args.source.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
+            return Err(Error::usage(format!(
+                "--source {bad} and {target} are not the same IP version"
+            )));
+        }
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && (0.0..=1e6).contains(&v) {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(Error::usage(format!(
+                    "--{name} takes a number of seconds, 0 or more"
+                )))
+            }
+        };
+        let hold = secs(
+            "hold",
+            args.hold.unwrap_or(if args.http { 0.0 } else { 5.0 }),
+        )?;
+        let timeout = secs("timeout", args.timeout)?;
+        check_fd_limit(args.count)?;
+        Ok(Plan {
+            target,
+            target_text: args.target.clone(),
+            payload,
+            count: args.count,
+            sources: args.source.clone(),
+            http: args.http,
+            hold,
+            timeout,
+            concurrency: args.concurrency.max(1),
+        })
+    }
+}
+
+/// `host:port` to one address, preferring the family of `--source`.
+fn resolve(target: &str, source: Option<&IpAddr>) -> Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::usage(format!(
+                "cannot resolve {target:?} (expected HOST:PORT): {e}"
+            ))
+        })?
+        .collect();
+    let wanted_v4 = source.map(IpAddr::is_ipv4);
+    addrs
+        .iter()
+        .find(|a| wanted_v4.is_none_or(|v4| a.is_ipv4() == v4))
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| Error::usage(format!("{target:?} resolves to no address")))
+}
+
+fn read_payload_file(path: &PathBuf) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        io::stdin().read_to_end(&mut bytes).map_err(|e| {
+            Error::usage(format!("cannot read the payload from standard input: {e}"))
+        })?;
+        return Ok(bytes);
+    }
+    fs::read(path)
+        .map_err(|e| Error::usage(format!("cannot read payload file {}: {e}", path.display())))
+}
+
+/// `\r`, `\n`, `\t`, `\\`, `\0` and `\xNN` in a payload typed on the command line.
+pub fn unescape(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let value = std::str::from_utf8(&hex)
+                    .ok()
+                    .filter(|h| h.len() == 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| Error::usage("\\x in --payload takes two hex digits"))?;
+                out.push(value);
+            }
+            other => {
+                return Err(Error::usage(format!(
+                    "unknown escape \\{} in --payload (known: \\r \\n \\t \\0 \\\\ \\xNN)",
+                    other.map(char::from).unwrap_or(' ')
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every connection is a file descriptor: say so before starting, not at 1,021.
+fn check_fd_limit(count: usize) -> Result<()> {
+    let limit = crate::listener::raise_fd_limit().unwrap_or(1024);
+    let needed = count as u64 + 16;
+    if needed > limit {
+        return Err(Error::usage(format!(
+            "-n {count} needs {needed} open files, but this process may open {limit}; \
+             lower -n, or raise the hard limit (ulimit -Hn, /etc/security/limits.conf) first"
+        )));
+    }
+    Ok(())
+}
+
+/// The client's event loop.
+struct Client<'p> {
+    plan: &'p Plan,
+    poll: Poll,
+    signals: Signals,
+    conns: Slab<Outgoing>,
+    launched: usize,
+    connecting: usize,
+    open: usize,
+    /// When every connection had connected or failed: the hold starts.
+    all_up: Option<Instant>,
+    interrupted: bool,
+    progress: Progress,
+    read_buf: Vec<u8>,
+}
+
+impl<'p> Client<'p> {
+    fn new(plan: &'p Plan) -> Result<Client<'p>> {
+        let poll = Poll::new().map_err(|e| Error::io("creating the epoll instance", e))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| Error::io("installing signal handlers", e))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| Error::io("registering the signal pipe", e))?;
+        Ok(Client {
+            plan,
+            poll,
+            signals,
+            conns: Slab::with_capacity(plan.count),
+            launched: 0,
+            connecting: 0,
+            open: 0,
+            all_up: None,
+            interrupted: false,
+            progress: Progress::new(plan.count),
+            read_buf: vec![0; 64 * 1024],
+        })
+    }
+
+    fn run(mut self) -> Result<Vec<Outcome>> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.launch();
+            if self.all_up.is_none() && self.launched == self.plan.count && self.connecting == 0 {
+                self.all_up = Some(Instant::now());
+            }
+            if self.finished() {
+                break;
+            }
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("waiting for events", e)),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        self.interrupted =
+                            self.signals.pending().next().is_some() || self.interrupted
+                    }
+                    Token(key) => self.on_event(
+                        key,
+                        event.is_writable(),
+                        event.is_readable() || event.is_read_closed(),
+                    ),
+                }
+            }
+            self.expire();
+            self.progress.show(self.open, self.failed());
+        }
+        self.progress.clear();
+        let mut outcomes: Vec<(usize, Outcome)> = self
+            .conns
+            .drain()
+            .enumerate()
+            .map(|(i, mut c)| {
+                c.outcome.reply = display_reply(&c.reply);
+                (i, c.outcome)
+            })
+            .collect();
+        outcomes.sort_by_key(|(i, _)| *i);
+        Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+    }
+
+    /// Starts connections until `concurrency` are in the handshake at once.
+    fn launch(&mut self) {
+        while self.launched < self.plan.count && self.connecting < self.plan.concurrency {
+            let source = (!self.plan.sources.is_empty())
+                .then(|| self.plan.sources[self.launched % self.plan.sources.len()]);
+            self.launched += 1;
+            let outcome = Outcome {
+                local: None,
+                remote: self.plan.target,
+                source,
+                connect_ms: None,
+                sent: 0,
+                received: 0,
+                reply: String::new(),
+                server_view: None,
+                error: None,
+            };
+            match start_connect(self.plan.target, source) {
+                Ok(mut stream) => {
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key());
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("register: {e}");
+                    }
+                    entry.insert(Outgoing {
+                        stream,
+                        phase: Phase::Connecting,
+                        started: Instant::now(),
+                        written: 0,
+                        reply: Vec::new(),
+                        outcome,
+                    });
+                    self.connecting += 1;
+                }
+                Err(e) => {
+                    // Failed before any packet: keep the record without a socket.
+                    let failure = Failure::from_io(&e);
+                    let Ok(placeholder) = placeholder_stream() else {
+                        continue;
+                    };
+                    self.conns.insert(Outgoing {
+                        stream: placeholder,
+                        phase: Phase::Done,
+                        started: Instant::now(),
+                        written: 0,
+                        reply: Vec::new(),
+                        outcome: Outcome {
+                            error: Some(failure),
+                            ..outcome
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, key: usize, writable: bool, readable: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase == Phase::Connecting && writable {
+            match connect_result(&conn.stream) {
+                Ok(None) => return, // a spurious wake-up: still connecting
+                Ok(Some(local)) => {
+                    conn.outcome.local = Some(local);
+                    conn.outcome.connect_ms = Some(conn.started.elapsed().as_secs_f64() * 1e3);
+                    conn.phase = Phase::Open;
+                    self.connecting -= 1;
+                    self.open += 1;
+                }
+                Err(e) => {
+                    conn.outcome.error = Some(Failure::from_io(&e));
+                    self.connecting -= 1;
+                    return self.finish(key);
+                }
+            }
+        }
+        let conn = &mut self.conns[key];
+        if conn.phase != Phase::Open {
+            return;
+        }
+        if let Err(e) = write_payload(conn, &self.plan.payload) {
+            conn.outcome.error = Some(Failure::from_io(&e));
+            return self.finish(key);
+        }
+        if readable {
+            match read_reply(conn, &mut self.read_buf) {
+                Ok(false) => {}
+                Ok(true) => return self.finish(key), // the server closed
+                Err(e) => {
+                    conn.outcome.error = Some(Failure::from_io(&e));
+                    return self.finish(key);
+                }
+            }
+        }
+        let conn = &mut self.conns[key];
+        if self.plan.http && conn.outcome.server_view.is_none() {
+            if let Some(body) = complete_http_body(&conn.reply) {
+                conn.outcome.server_view = Some(body.trim_end().to_string());
+            }
+        }
+    }
+
+    /// Connect timeouts, reply timeouts, the end of the hold.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let timeout = self.plan.timeout;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.phase {
+                Phase::Connecting => now >= c.started + timeout,
+                Phase::Open => {
+                    self.plan.http
+                        && c.outcome.server_view.is_none()
+                        && now >= c.started + timeout * 2
+                }
+                Phase::Done => false,
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            let conn = &mut self.conns[key];
+            if conn.phase == Phase::Connecting {
+                self.connecting -= 1;
+            }
+            conn.outcome.error = Some(Failure::TimedOut);
+            self.finish(key);
+        }
+    }
+
+    /// Ends a connection: closes its socket, keeps its record.
+    fn finish(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.phase == Phase::Open {
+            self.open -= 1;
+        }
+        conn.phase = Phase::Done;
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn failed(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.outcome.error.is_some())
+            .count()
+    }
+
+    fn finished(&self) -> bool {
+        if self.interrupted {
+            return true;
+        }
+        let Some(up) = self.all_up else { return false };
+        if self.open == 0 {
+            return true;
+        }
+        let answers_in = !self.plan.http
+            || self
+                .conns
+                .iter()
+                .all(|(_, c)| c.phase != Phase::Open || c.outcome.server_view.is_some());
+        answers_in && Instant::now() >= up + self.plan.hold
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.all_up.map(|up| up + self.plan.hold);
+        for (_, c) in &self.conns {
+            let due = match c.phase {
+                Phase::Connecting => c.started + self.plan.timeout,
+                Phase::Open if self.plan.http && c.outcome.server_view.is_none() => {
+                    c.started + self.plan.timeout * 2
+                }
+                _ => continue,
+            };
+            next = Some(next.map_or(due, |n: Instant| n.min(due)));
+            if self.conns.len() > 1024 {
+                break; // with thousands, one early deadline is enough to wake up and look
+            }
+        }
+        if self.progress.live {
+            next = Some(
+                next.map_or(Instant::now() + Duration::from_millis(100), |n| {
+                    n.min(Instant::now() + Duration::from_millis(100))
+                }),
+            );
+        }
+        next
+    }
+}
+
+/// A non-blocking connect from `source` (port chosen by the kernel).
+fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(target);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM.nonblocking().cloexec(), None)?;
+    if let Some(ip) = source {
+        // Without this, bind picks the port before the destination is known,
+        // and each port is then taken for every destination. With it, the
+        // kernel picks the port at connect time, per (source, destination).
+        if ip.is_ipv4() {
+            set_bind_address_no_port(&socket);
+        }
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
+}
+
+fn set_bind_address_no_port(socket: &socket2::Socket) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A closed stand-in socket for a connection that failed before it had one.
+fn placeholder_stream() -> io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
+}
+
+/// After a writable event on a connecting socket: `Ok(Some(local))` when
+/// connected, `Ok(None)` when not yet, `Err` when the handshake failed.
+fn connect_result(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => stream.local_addr().map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes as much of the payload as the socket takes.
+fn write_payload(conn: &mut Outgoing, payload: &[u8]) -> io::Result<()> {
+    while conn.written < payload.len() {
+        match conn.stream.write(&payload[conn.written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                conn.written += n;
+                conn.outcome.sent += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `WouldBlock`; keeps the first `REPLY_LIMIT` bytes. Returns
+/// true when the server closed its side.
+fn read_reply(conn: &mut Outgoing, buf: &mut [u8]) -> io::Result<bool> {
+    loop {
+        match conn.stream.read(buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                conn.outcome.received += n as u64;
+                let room = REPLY_LIMIT.saturating_sub(conn.reply.len());
+                conn.reply.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The body of a complete HTTP response in `bytes`, if it is all there.
+fn complete_http_body(bytes: &[u8]) -> Option<String> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let body = bytes.get(head_end..head_end + length)?;
+    Some(String::from_utf8_lossy(body).into_owned())
+}
+
+/// A reply shown safely: text as text, anything else escaped.
+fn display_reply(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let _ = writeln!(out, "{}", Escaped(line));
+    }
+    out
+}
+
+/// A live progress line on stderr, only when stderr is a terminal.
+struct Progress {
+    live: bool,
+    total: usize,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            live: total > EACH_LIMIT && io::stderr().is_terminal(),
+            total,
+            last: Instant::now(),
+        }
+    }
+
+    fn show(&mut self, open: usize, failed: usize) {
+        if self.live && self.last.elapsed() >= Duration::from_millis(100) {
+            self.last = Instant::now();
+            eprint!("\r{open}/{} connected, {failed} failed ", self.total);
+        }
+    }
+
+    fn clear(&self) {
+        if self.live {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// The printed result: one line per connection, or a summary, or JSON.
+fn report(plan: &Plan, outcomes: &[Outcome], args: &ConnectArgs) -> String {
+    if args.json {
+        return serde_json::to_string_pretty(outcomes).unwrap_or_default() + "\n";
+    }
+    let mut out = String::new();
+    if args.each || outcomes.len() <= EACH_LIMIT {
+        for o in outcomes {
+            out.push_str(&line(o, args.show_reply));
+        }
+    } else {
+        out.push_str(&summary(plan, outcomes));
+    }
+    if outcomes.iter().any(|o| o.error == Some(Failure::NoPorts)) {
+        out.push_str(&no_ports_advice(plan));
+    }
+    out
+}
+
+/// `tcp 127.0.0.1:54240 -> 127.0.0.1:500 connected in 0.2 ms, sent 13 B, received 0 B`
+fn line(o: &Outcome, show_reply: bool) -> String {
+    let mut out = String::new();
+    let local = o
+        .local
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| o.source.map_or("*".into(), |s| s.to_string()));
+    match (&o.error, o.connect_ms) {
+        (Some(e), None) => {
+            let _ = writeln!(out, "tcp {local} -> {} failed: {}", o.remote, e.describe());
+            return out;
+        }
+        (error, Some(ms)) => {
+            let _ = write!(
+                out,
+                "tcp {local} -> {} connected in {ms:.2} ms, sent {} B, received {} B",
+                o.remote, o.sent, o.received
+            );
+            if let Some(e) = error {
+                let _ = write!(out, ", then {}", e.describe());
+            }
+            out.push('\n');
+        }
+        (None, None) => {
+            let _ = writeln!(out, "tcp {local} -> {} never connected", o.remote);
+        }
+    }
+    if let Some(view) = &o.server_view {
+        let same = o
+            .local
+            .is_some_and(|l| view.contains(&format!("{} <- {l}", o.remote)));
+        let verdict = if same {
+            "the same pair"
+        } else {
+            "a different pair"
+        };
+        let _ = writeln!(out, "  server sees: {view} ({verdict})");
+    } else if !o.reply.is_empty() {
+        if show_reply {
+            for l in o.reply.lines() {
+                let _ = writeln!(out, "  | {l}");
+            }
+        } else if let Some(first) = o.reply.lines().next() {
+            let _ = writeln!(out, "  reply: {first}");
+        }
+    }
+    out
+}
+
+/// The figures for many connections at once.
+pub fn summarize(outcomes: &[Outcome]) -> Summary {
+    let mut times: Vec<f64> = outcomes.iter().filter_map(|o| o.connect_ms).collect();
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        (!times.is_empty()).then(|| times[((times.len() - 1) as f64 * q).round() as usize])
+    };
+    let mut ports: Vec<SocketAddr> = outcomes.iter().filter_map(|o| o.local).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut failures: Vec<(String, usize)> = Vec::new();
+    for o in outcomes {
+        if let Some(e) = &o.error {
+            match failures.iter_mut().find(|(d, _)| *d == e.describe()) {
+                Some((_, n)) => *n += 1,
+                None => failures.push((e.describe(), 1)),
+            }
+        }
+    }
+    Summary {
+        connected: outcomes.iter().filter(|o| o.connect_ms.is_some()).count(),
+        distinct_local_ends: ports.len(),
+        min_ms: pick(0.0),
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        max_ms: pick(1.0),
+        sent: outcomes.iter().map(|o| o.sent).sum(),
+        received: outcomes.iter().map(|o| o.received).sum(),
+        failures,
+    }
+}
+
+/// See [`summarize`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub connected: usize,
+    /// Distinct (local address, local port) pairs among the connections.
+    pub distinct_local_ends: usize,
+    pub min_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub sent: u64,
+    pub received: u64,
+    /// (reason, count), in order of first appearance.
+    pub failures: Vec<(String, usize)>,
+}
+
+fn summary(plan: &Plan, outcomes: &[Outcome]) -> String {
+    let s = summarize(outcomes);
+    let mut out = format!(
+        "{} of {} connections to {} connected, from {} distinct local address:port pairs\n",
+        s.connected,
+        outcomes.len(),
+        plan.target,
+        s.distinct_local_ends
+    );
+    if let (Some(min), Some(p50), Some(p99), Some(max)) = (s.min_ms, s.p50_ms, s.p99_ms, s.max_ms) {
+        let _ = writeln!(
+            out,
+            "connect time: min {min:.1} ms, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+        );
+    }
+    let _ = writeln!(out, "sent {} B, received {} B", s.sent, s.received);
+    if !s.failures.is_empty() {
+        let parts: Vec<String> = s
+            .failures
+            .iter()
+            .map(|(why, n)| format!("{n} {why}"))
+            .collect();
+        let _ = writeln!(out, "failed: {}", parts.join(", "));
+    }
+    out
+}
+
+fn no_ports_advice(plan: &Plan) -> String {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut it = r.split_whitespace().filter_map(|v| v.parse::<u32>().ok());
+            Some((it.next()?, it.next()?))
+        });
+    let sources = if plan.sources.is_empty() {
+        "this machine's address".to_string()
+    } else {
+        plan.sources
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (lo, hi) = range.unwrap_or((32768, 60999));
+    format!(
+        "ran out of ephemeral ports on {sources} towards {} (ip_local_port_range {lo}–{hi} gives about {} per source address); \
+         add source addresses with --source 127.0.0.1,127.0.0.2,...\n",
+        plan.target_text,
+        hi.saturating_sub(lo) + 1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(port: u16, ms: Option<f64>, error: Option<Failure>) -> Outcome {
+        Outcome {
+            local: ms.map(|_| SocketAddr::from(([127, 0, 0, 1], port))),
+            remote: "127.0.0.1:500".parse().unwrap(),
+            source: None,
+            connect_ms: ms,
+            sent: 13,
+            received: 0,
+            reply: String::new(),
+            server_view: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn escapes_in_payloads() {
+        assert_eq!(
+            unescape(r"GET / HTTP/1.0\r\n\r\n").unwrap(),
+            b"GET / HTTP/1.0\r\n\r\n"
+        );
+        assert_eq!(unescape(r"a\x00\\\t").unwrap(), b"a\0\\\t");
+        assert!(unescape(r"\q").is_err());
+        assert!(unescape(r"\x4").is_err());
+    }
+
+    #[test]
+    fn targets_resolve_or_say_why() {
+        assert_eq!(
+            resolve("127.0.0.1:500", None).unwrap(),
+            "127.0.0.1:500".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("[::1]:500", None).unwrap(),
+            "[::1]:500".parse().unwrap()
+        );
+        let err = resolve("127.0.0.1", None).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn summaries_count_ports_times_and_failures() {
+        let outcomes = vec![
+            outcome(40001, Some(0.2), None),
+            outcome(40002, Some(0.4), None),
+            outcome(40003, Some(3.0), None),
+            outcome(0, None, Some(Failure::Refused)),
+            outcome(0, None, Some(Failure::Refused)),
+            outcome(0, None, Some(Failure::NoPorts)),
+        ];
+        let s = summarize(&outcomes);
+        assert_eq!(s.connected, 3);
+        assert_eq!(s.distinct_local_ends, 3);
+        assert_eq!(s.min_ms, Some(0.2));
+        assert_eq!(s.p50_ms, Some(0.4));
+        assert_eq!(s.max_ms, Some(3.0));
+        assert_eq!(s.sent, 78);
+        assert_eq!(
+            s.failures,
+            vec![
+                ("connection refused".to_string(), 2),
+                ("no free local port".to_string(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_are_shown_safely() {
+        assert_eq!(
+            display_reply(b"HTTP/1.1 400 Bad Request\r\nX: y\r\n"),
+            "HTTP/1.1 400 Bad Request\nX: y\n"
+        );
+        assert_eq!(display_reply(b"\x1b[31mred\0"), "\\x1b[31mred\\x00\n");
+    }
+
+    #[test]
+    fn http_bodies_are_taken_when_complete() {
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(complete_http_body(reply).as_deref(), Some("hello"));
+        assert_eq!(complete_http_body(&reply[..reply.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_line_per_connection() {
+        let text = line(&outcome(54240, Some(0.25), None), false);
+        assert_eq!(
+            text,
+            "tcp 127.0.0.1:54240 -> 127.0.0.1:500 connected in 0.25 ms, sent 13 B, received 0 B\n"
+        );
+        let failed = line(&outcome(0, None, Some(Failure::Refused)), false);
+        assert_eq!(
+            failed,
+            "tcp * -> 127.0.0.1:500 failed: connection refused\n"
+        );
+    }
 }

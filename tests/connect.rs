@@ -1,0 +1,283 @@
+//! `fivetuple connect`, black-box: what a user types, what they see.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{wait_until, Server};
+
+fn connect(args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .arg("connect")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Splits `tcp A:p -> B:q connected in 0.12 ms, sent 13 B, received 0 B`.
+fn parse_line(line: &str) -> Option<(String, String, String)> {
+    let rest = line.strip_prefix("tcp ")?;
+    let (local, rest) = rest.split_once(" -> ")?;
+    let (remote, rest) = rest.split_once(" connected in ")?;
+    Some((local.to_string(), remote.to_string(), rest.to_string()))
+}
+
+#[test]
+fn the_story_payload_shows_the_connections_own_five_tuple() {
+    let server = Server::start(&[]);
+    let target = format!("localhost:{}", server.port());
+    let out = connect(&[&target, "-p", "Test", "payload.", "--hold", "0.3"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let (local, remote, rest) = parse_line(stdout.lines().next().unwrap()).expect("a 5-tuple line");
+    assert_eq!(remote, server.addr.to_string());
+    let port: u16 = local.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(port >= 1024, "an ephemeral port: {port}");
+    assert!(rest.ends_with(" ms, sent 13 B, received 0 B"), "{rest}");
+    // The server logs the unfinished request with the client's own port.
+    server.wait_for_log(&format!("{local} closed its side"), Duration::from_secs(10));
+}
+
+#[test]
+fn a_malformed_payload_gets_the_400_shown() {
+    let server = Server::start(&[]);
+    let out = connect(&[
+        &server.addr.to_string(),
+        "-e",
+        "-p",
+        r"Test payload.\r\n",
+        "--hold",
+        "2",
+    ]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("  reply: HTTP/1.1 400 Bad Request"),
+        "{stdout}"
+    );
+    let out = connect(&[
+        &server.addr.to_string(),
+        "-e",
+        "-p",
+        r"Test payload.\r\n",
+        "--show-reply",
+    ]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("  | Connection: close"), "{stdout}");
+}
+
+#[test]
+fn with_http_both_ends_name_the_same_pair() {
+    let server = Server::start(&[]);
+    let out = connect(&[&server.addr.to_string(), "--http", "-n", "3"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for pair in lines.chunks(2) {
+        let (local, remote, _) = parse_line(pair[0]).unwrap();
+        let want = format!("  server sees: tcp {remote} <- {local}, token ");
+        assert!(pair[1].starts_with(&want), "{} vs {want}", pair[1]);
+        assert!(pair[1].ends_with("(the same pair)"));
+    }
+}
+
+#[test]
+fn many_connections_print_a_summary() {
+    let server = Server::start(&["--quiet"]);
+    let out = connect(&[&server.addr.to_string(), "-n", "200", "--hold", "0.5"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "200 of 200 connections to {} connected, from 200 distinct",
+            server.addr
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("connect time: min "));
+}
+
+#[test]
+fn held_connections_are_visible_while_held() {
+    let server = Server::start(&["--quiet"]);
+    let child = Command::new(common::bin())
+        .args([
+            "connect",
+            &server.addr.to_string(),
+            "-n",
+            "200",
+            "--hold",
+            "30",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), || {
+        let t: serde_json::Value =
+            serde_json::from_slice(&server.get("/_/conns.json").body).unwrap();
+        t["open"] == 201
+    });
+    // SIGINT ends the hold early and still prints the results.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 200);
+    let locals: HashSet<&str> = rows.iter().map(|r| r["local"].as_str().unwrap()).collect();
+    assert_eq!(locals.len(), 200);
+    assert!(rows.iter().all(|r| r["error"].is_null()));
+}
+
+#[test]
+fn a_refused_connection_is_counted_and_exits_1() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = format!("127.0.0.1:{port}");
+    let out = connect(&[&target, "--hold", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).0.contains("failed: connection refused"));
+    let out = connect(&[&target, "-n", "30", "--hold", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).0.contains("failed: 30 connection refused"),
+        "{}",
+        text(&out).0
+    );
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_2() {
+    for args in [
+        &["127.0.0.1"][..],
+        &["no-such-host.invalid:80"],
+        &["127.0.0.1:80", "-n", "0"],
+        &["127.0.0.1:80", "--payload-file", "/nonexistent/payload"],
+        &["127.0.0.1:80", "-e", "-p", r"\q"],
+        &["127.0.0.1:80", "-n", "100000"],
+        &["127.0.0.1:80", "--source", "::1"],
+    ] {
+        let out = connect(args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn source_addresses_are_used_in_turn() {
+    let server = Server::start(&[]);
+    let out = connect(&[
+        &server.addr.to_string(),
+        "--http",
+        "-n",
+        "4",
+        "--source",
+        "127.0.0.2,127.0.0.3",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let sources: Vec<String> = stdout
+        .lines()
+        .filter_map(parse_line)
+        .map(|(local, _, _)| local.rsplit_once(':').unwrap().0.to_string())
+        .collect();
+    assert_eq!(
+        sources,
+        ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"]
+    );
+    assert!(stdout.contains("<- 127.0.0.3:"));
+}
+
+#[test]
+fn two_thousand_connections_from_one_process() {
+    let server = Server::start(&["--quiet"]);
+    let out = connect(&[
+        &server.addr.to_string(),
+        "-n",
+        "2000",
+        "--hold",
+        "0.5",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let locals: HashSet<&str> = rows.iter().filter_map(|r| r["local"].as_str()).collect();
+    assert_eq!(locals.len(), 2000);
+}
+
+/// Runs `script` in a network namespace of its own (loopback only), with
+/// $BIN set; returns stdout.
+fn in_own_namespace(script: &str) -> String {
+    let full = format!("set -e\nip link set lo up\n{script}");
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &full])
+        .env("BIN", common::bin())
+        .output()
+        .expect("unshare (util-linux) runs the test in its own network namespace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts the server inside the namespace script, waits for its address,
+/// then narrows the ephemeral port range to ten ports that are not the server's.
+const START_SERVER: &str = r#"
+"$BIN" serve --listen 127.0.0.1:0 --quiet > serve.out 2>/dev/null &
+SERVER=$!
+for i in $(seq 1 200); do grep -q '^listening on' serve.out 2>/dev/null && break; sleep 0.05; done
+ADDR=$(sed -n 's/^listening on //p' serve.out)
+PORT=${ADDR##*:}
+LO=40000; if [ "$PORT" -ge 40000 ] && [ "$PORT" -le 40009 ]; then LO=50000; fi
+echo "$LO $((LO + 9))" > /proc/sys/net/ipv4/ip_local_port_range
+"#;
+
+#[test]
+fn running_out_of_ports_says_so_and_more_sources_go_past_it() {
+    let dir = std::env::temp_dir().join(format!("fivetuple-ports-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "cd {}\n{START_SERVER}\n\
+         \"$BIN\" connect \"$ADDR\" -n 20 --hold 0.2 > one.txt || echo \"exit $?\" >> one.txt\n\
+         \"$BIN\" connect \"$ADDR\" -n 20 --hold 0.2 --source 127.0.0.2,127.0.0.3 > two.txt || echo \"exit $?\" >> two.txt\n\
+         kill $SERVER\ncat one.txt; echo ===; cat two.txt",
+        dir.display()
+    );
+    let out = in_own_namespace(&script);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (one, two) = out.split_once("===\n").unwrap();
+    assert_eq!(
+        one.lines().filter(|l| l.contains(" connected in ")).count(),
+        10,
+        "{one}"
+    );
+    assert_eq!(
+        one.lines()
+            .filter(|l| l.ends_with("failed: no free local port"))
+            .count(),
+        10,
+        "{one}"
+    );
+    assert!(one.contains("ran out of ephemeral ports"), "{one}");
+    assert!(one.contains("--source 127.0.0.1,127.0.0.2"), "{one}");
+    assert!(one.trim_end().ends_with("exit 1"), "{one}");
+    assert_eq!(
+        two.lines().filter(|l| l.contains(" connected in ")).count(),
+        20,
+        "{two}"
+    );
+}
