@@ -881,7 +881,7 @@ fn summary(plan: &Plan, outcomes: &[Outcome]) -> String {
     if let (Some(min), Some(p50), Some(p99), Some(max)) = (s.min_ms, s.p50_ms, s.p99_ms, s.max_ms) {
         let _ = writeln!(
             out,
-            "connect time: min {min:.1} ms, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+            "connect time: min {min:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
         );
     }
     let _ = writeln!(out, "sent {} B, received {} B", s.sent, s.received);

@@ -18,7 +18,15 @@ fn server_kernel_and_clients_name_the_same_pairs() {
     let server = Server::start(&["--quiet"]);
     let n = 50;
     let client = Command::new(common::bin())
-        .args(["connect", &server.addr.to_string(), "-n", &n.to_string(), "--hold", "60", "--json"])
+        .args([
+            "connect",
+            &server.addr.to_string(),
+            "-n",
+            &n.to_string(),
+            "--hold",
+            "60",
+            "--json",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -29,14 +37,21 @@ fn server_kernel_and_clients_name_the_same_pairs() {
     wait_until(Duration::from_secs(20), || {
         asker = None; // close the previous asking connection before asking again
         let mut s = server.connect();
-        s.write_all(b"GET /_/conns.json HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let table: serde_json::Value = serde_json::from_slice(&read_response(&mut s).unwrap().body).unwrap();
+        s.write_all(b"GET /_/conns.json HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let table: serde_json::Value =
+            serde_json::from_slice(&read_response(&mut s).unwrap().body).unwrap();
         server_view = table["rows"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|r| !r["token"].is_null() && r["you"] == false)
-            .map(|r| (r["local"].as_str().unwrap().to_string(), r["remote"].as_str().unwrap().to_string()))
+            .map(|r| {
+                (
+                    r["local"].as_str().unwrap().to_string(),
+                    r["remote"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         asker = Some(s);
         server_view.len() == n
@@ -54,7 +69,12 @@ fn server_kernel_and_clients_name_the_same_pairs() {
     let kernel_view: Pairs = rows
         .iter()
         .filter(|r| r["state"] == "ESTABLISHED" && r["local"] == server.addr.to_string())
-        .map(|r| (r["local"].as_str().unwrap().to_string(), r["remote"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["local"].as_str().unwrap().to_string(),
+                r["remote"].as_str().unwrap().to_string(),
+            )
+        })
         .filter(|(_, remote)| *remote != asker_end)
         .collect();
     drop(asker);
@@ -65,12 +85,23 @@ fn server_kernel_and_clients_name_the_same_pairs() {
     let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let client_view: Pairs = outcomes
         .iter()
-        .map(|o| (o["remote"].as_str().unwrap().to_string(), o["local"].as_str().unwrap().to_string()))
+        .map(|o| {
+            (
+                o["remote"].as_str().unwrap().to_string(),
+                o["local"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
 
     assert_eq!(server_view.len(), n);
-    assert_eq!(server_view, kernel_view, "the server's table and the kernel's differ");
-    assert_eq!(server_view, client_view, "the server's table and the clients' differ");
+    assert_eq!(
+        server_view, kernel_view,
+        "the server's table and the kernel's differ"
+    );
+    assert_eq!(
+        server_view, client_view,
+        "the server's table and the clients' differ"
+    );
     let local_ports: BTreeSet<&str> = server_view.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(local_ports.len(), 1, "all on one local address and port");
 }
