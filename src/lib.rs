@@ -23,6 +23,8 @@
 //!   the tokio version in the benchmarks, in tests and in a fuzzer.
 //! - [`table`]: the connection table as a plain snapshot, and its text and
 //!   JSON renderings.
+//! - [`files`]: serving a directory (`--dir`) with every path through one
+//!   safe gate; big files streamed as the connection drains.
 //! - [`client`]: `fivetuple connect`, a small mio client event loop.
 //! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
@@ -33,6 +35,7 @@
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod listener;
 pub mod procnet;

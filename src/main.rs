@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
+use fivetuple::files::Site;
 use fivetuple::http::parse::Limits;
 use fivetuple::listener::{self, ListenOptions};
 use fivetuple::reactor::{Reactor, ServerConfig, Timeouts};
@@ -49,6 +52,12 @@ struct ServeArgs {
     /// Most connections held at once [default: the open-files limit less a reserve of up to 64].
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
+    /// Serve the files of this directory at / (the built-in pages stay under /_/).
+    #[arg(long, value_name = "PATH")]
+    dir: Option<std::path::PathBuf>,
+    /// With --dir, follow symbolic links that lead outside the directory.
+    #[arg(long, requires = "dir")]
+    follow_symlinks: bool,
     /// Seconds that in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     shutdown_grace: f64,
@@ -125,6 +134,10 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         http: http::Config {
             limits: Limits::default(),
             access_log: !args.quiet,
+            files: match &args.dir {
+                Some(dir) => Some(Arc::new(Site::new(dir, args.follow_symlinks)?)),
+                None => None,
+            },
         },
         max_conns,
         shutdown_grace,

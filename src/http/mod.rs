@@ -33,6 +33,8 @@ pub struct Config {
     pub limits: Limits,
     /// Write one `info` line per request to the `access` log target.
     pub access_log: bool,
+    /// The directory served at `/` (`--dir`), if any.
+    pub files: Option<std::sync::Arc<crate::files::Site>>,
 }
 
 /// One connection's 5-tuple (the protocol is always TCP) and its token.
@@ -351,7 +353,7 @@ impl Session {
         out: &mut Vec<u8>,
         progress: &mut Progress,
     ) {
-        let route = routes::resolve(head.method, head.target);
+        let route = routes::resolve(head, ctx.config.files.is_some());
         let answer = Answer {
             head_only: head.method == "HEAD",
             minor: head.minor,

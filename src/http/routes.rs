@@ -5,8 +5,10 @@
 //! it: a request with a body is resolved when its head arrives and answered
 //! when its body has been read, so the route must be a small owned value.
 
+use super::parse::RequestHead;
 use super::response::{html_escape_into, write_error, write_response, Answer, Status};
 use super::{Body, Ctx};
+use crate::files::FileRequest;
 
 /// What answering a request produced.
 #[derive(Debug)]
@@ -49,6 +51,8 @@ pub enum Route {
     MethodNotAllowed,
     /// A request target that is not a path.
     BadTarget,
+    /// Anything outside `/_/` while a directory is served (`--dir`).
+    File(Box<FileRequest>),
     NotFound,
 }
 
@@ -56,8 +60,38 @@ pub enum Route {
 const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
 const NO_STORE: (&str, &str) = ("Cache-Control", "no-store");
 
-/// Picks the route for a method and request target.
-pub fn resolve(method: &str, target: &str) -> Route {
+/// Picks the route for a request head. `files`: a directory is served.
+pub fn resolve(head: &RequestHead<'_, '_>, files: bool) -> Route {
+    let route = resolve_target(head.method, head.target, files);
+    match route {
+        Route::File(_) => {
+            let text = |name: &str| {
+                head.header(name)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_string)
+            };
+            let path = path_of(head.target).unwrap_or("/").to_string();
+            let query = head
+                .target
+                .split_once('?')
+                .map(|(_, q)| q.split('#').next().unwrap_or("").to_string())
+                .filter(|q| !q.is_empty());
+            Route::File(Box::new(FileRequest {
+                path,
+                query,
+                if_none_match: text("if-none-match"),
+                if_modified_since: text("if-modified-since"),
+                range: text("range"),
+                if_range: text("if-range"),
+            }))
+        }
+        other => other,
+    }
+}
+
+/// The route for a method and target alone (a `File` route carries only
+/// an empty request here; [`resolve`] fills it from the head).
+pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
     match method {
         "GET" | "HEAD" => {}
         "OPTIONS" => return Route::Options,
@@ -67,11 +101,13 @@ pub fn resolve(method: &str, target: &str) -> Route {
         return Route::BadTarget;
     };
     match path {
-        "/" => Route::Index,
         "/_/hello" => Route::Hello,
         "/_/whoami" => Route::Whoami,
         "/_/conns" => Route::Conns,
         "/_/conns.json" => Route::ConnsJson,
+        _ if path.starts_with("/_/") => Route::NotFound,
+        _ if files => Route::File(Box::default()),
+        "/" => Route::Index,
         _ => Route::NotFound,
     }
 }
@@ -138,6 +174,17 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
             super::response::write_head(out, answer, status, date, None, &[ALLOW], 0);
             Reply::written(status, 0)
         }
+        Route::File(req) => match &ctx.config.files {
+            Some(site) => site.respond(req, answer, ctx.date, out),
+            None => error(
+                out,
+                answer,
+                ctx,
+                Status::NOT_FOUND,
+                &[],
+                "No directory is served.",
+            ),
+        },
         Route::MethodNotAllowed => error(
             out,
             answer,
@@ -225,7 +272,16 @@ mod tests {
             ("OPTIONS", "*", Route::Options),
         ];
         for (method, target, want) in cases {
-            assert_eq!(resolve(method, target), want, "{method} {target}");
+            assert_eq!(
+                resolve_target(method, target, false),
+                want,
+                "{method} {target}"
+            );
         }
+        let file = Route::File(Box::default());
+        assert_eq!(resolve_target("GET", "/", true), file);
+        assert_eq!(resolve_target("GET", "/a/b.txt", true), file);
+        assert_eq!(resolve_target("GET", "/_/hello", true), Route::Hello);
+        assert_eq!(resolve_target("GET", "/_/other", true), Route::NotFound);
     }
 }
