@@ -1,0 +1,501 @@
+//! `fivetuple serve --dir`: parity with `python3 -m http.server` where it is
+//! right, and the safe answer where it is not.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{read_response, read_response_to, rss_kib, Response, Server};
+
+/// A generated site in a temp dir, removed on drop.
+struct Site {
+    dir: PathBuf,
+}
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+        fs::create_dir_all(dir.join("with space")).unwrap();
+        fs::write(dir.join("a.txt"), "hello\n").unwrap();
+        fs::write(dir.join("sub/index.html"), "<h1>sub</h1>\n").unwrap();
+        fs::write(dir.join("sub/deeper/data.json"), "{\"x\": 1}\n").unwrap();
+        fs::write(dir.join("with space/été.txt"), "été\n").unwrap();
+        fs::write(dir.join("<b>&.txt"), "angle\n").unwrap();
+        let big: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        fs::write(dir.join("big.bin"), big).unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.join("link-in")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("link-out")).unwrap();
+        Site { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn serve(site: &Site, extra: &[&str]) -> Server {
+    let dir = site.dir.to_str().unwrap();
+    Server::start(&[&["--dir", dir, "--quiet"], extra].concat())
+}
+
+/// One raw request (the path exactly as given) on a fresh connection.
+fn raw(addr: std::net::SocketAddr, method: &str, path: &str, headers: &str) -> Response {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response_to(&mut s, method == "HEAD").expect("a response")
+}
+
+fn get(server: &Server, path: &str) -> Response {
+    raw(server.addr, "GET", path, "")
+}
+
+/// python3 -m http.server on the same directory.
+struct Python {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Python {
+    fn start(dir: &Path) -> Python {
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut out = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while !line.ends_with(b"\n") && out.read(&mut byte).unwrap_or(0) == 1 {
+            line.push(byte[0]);
+        }
+        // "Serving HTTP on 127.0.0.1 port 36261 (http://127.0.0.1:36261/) ..."
+        let text = String::from_utf8_lossy(&line);
+        let port: u16 = text
+            .split(" port ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("python said {text:?}"));
+        Python {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn essence(r: &Response) -> String {
+    r.header("Content-Type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn same_answers_as_pythons_http_server_where_python_is_right() {
+    let site = Site::new("diff");
+    let ours = serve(&site, &[]);
+    let python = Python::start(&site.dir);
+    // (method, path, compare Content-Length too)
+    let same = [
+        ("GET", "/", false),
+        ("GET", "/a.txt", true),
+        ("HEAD", "/a.txt", true),
+        ("GET", "/a.txt?x=1", true),
+        ("GET", "/sub", false),
+        ("GET", "/sub/", true),
+        ("GET", "/sub/index.html", true),
+        ("GET", "/sub/deeper/", false),
+        ("GET", "/sub/deeper/data.json", true),
+        ("GET", "/with%20space/", false),
+        ("GET", "/with%20space/%C3%A9t%C3%A9.txt", true),
+        ("GET", "/big.bin", true),
+        ("HEAD", "/big.bin", true),
+        ("GET", "/link-in", true),
+        ("GET", "/nope", false),
+        ("GET", "/sub/nope.txt", false),
+    ];
+    for (method, path, length) in same {
+        let a = raw(ours.addr, method, path, "");
+        let b = raw(python.addr, method, path, "");
+        assert_eq!(a.status, b.status, "{method} {path}");
+        if a.status != 301 {
+            // (python's redirect has no body and no Content-Type; ours has a short page)
+            assert_eq!(essence(&a), essence(&b), "{method} {path}: Content-Type");
+        }
+        if length {
+            assert_eq!(
+                a.header("Content-Length"),
+                b.header("Content-Length"),
+                "{method} {path}"
+            );
+            assert_eq!(a.body, b.body, "{method} {path}");
+        }
+        if a.status == 200 && a.header("Last-Modified").is_some() {
+            assert_eq!(
+                a.header("Last-Modified"),
+                b.header("Last-Modified"),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(
+            a.header("Location"),
+            b.header("Location"),
+            "{method} {path}"
+        );
+    }
+    // Where python's server answers unsafely, ours answers safely.
+    assert_eq!(
+        raw(python.addr, "GET", "/link-out", "").status,
+        200,
+        "python follows links out"
+    );
+    assert_eq!(get(&ours, "/link-out").status, 404);
+    for path in [
+        "/../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/..%2f..%2fetc/passwd",
+        "/a.txt%00.html",
+    ] {
+        assert_eq!(get(&ours, path).status, 400, "{path}");
+    }
+}
+
+#[test]
+fn traversal_in_every_spelling_is_refused() {
+    let site = Site::new("traversal");
+    let server = serve(&site, &[]);
+    let cases = [
+        ("/..", 400),
+        ("/../", 400),
+        ("/sub/../../etc/passwd", 400),
+        ("/%2e%2e/etc/passwd", 400),
+        ("/%2E%2E%2Fetc%2Fpasswd", 400),
+        ("/..%2fetc/passwd", 400),
+        ("/sub%2f..%2f..%2fetc%2fpasswd", 400),
+        ("/..\\..\\etc\\passwd", 400),
+        ("/%5c..%5cetc", 400),
+        ("/a.txt%00", 400),
+        ("/%c0%ae%c0%ae/etc/passwd", 400),
+        ("/%e0%80%ae", 400),
+        ("/%", 400),
+        ("/%g1", 400),
+        ("//etc/passwd", 404),
+        ("///etc/passwd", 404),
+        ("http://evil.example/../etc/passwd", 400),
+        ("http://evil.example/a.txt", 200),
+    ];
+    for (path, status) in cases {
+        let r = get(&server, path);
+        assert_eq!(r.status, status, "{path}");
+        assert!(!r.text().contains("root:"), "{path} leaked /etc/passwd");
+    }
+}
+
+#[test]
+fn symlinks_out_need_follow_symlinks() {
+    let site = Site::new("links");
+    let strict = serve(&site, &[]);
+    assert_eq!(get(&strict, "/link-in").body, b"hello\n");
+    assert_eq!(get(&strict, "/link-out").status, 404);
+    let lenient = serve(&site, &["--follow-symlinks"]);
+    let r = get(&lenient, "/link-out");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("root:"));
+}
+
+#[test]
+fn redirects_never_start_with_two_slashes() {
+    let site = Site::new("redirect");
+    fs::create_dir_all(site.path("evil.example")).unwrap();
+    let server = serve(&site, &[]);
+    for path in [
+        "//evil.example",
+        "///evil.example",
+        "/./evil.example",
+        "//evil.example?q=\\x",
+    ] {
+        let r = get(&server, path);
+        assert_eq!(r.status, 301, "{path}");
+        let location = r.header("Location").unwrap();
+        assert!(
+            location.starts_with("/evil.example/"),
+            "{path} -> {location}"
+        );
+        assert!(
+            !location.starts_with("//") && !location.contains('\\'),
+            "{path} -> {location}"
+        );
+    }
+}
+
+#[test]
+fn listings_escape_names_and_mark_directories() {
+    let site = Site::new("listing");
+    let server = serve(&site, &[]);
+    let page = get(&server, "/").text();
+    assert!(page.contains("&lt;b&gt;&amp;.txt"), "{page}");
+    assert!(!page.contains("<b>&"));
+    assert!(page.contains("href=\"%3Cb%3E%26.txt\""), "{page}");
+    assert!(page.contains(">sub/</a>") && page.contains("href=\"sub/\""));
+    assert!(page.contains(">with space/</a>") && page.contains("href=\"with%20space/\""));
+    let names: Vec<&str> = page.lines().filter(|l| l.starts_with("<li>")).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|l| l.to_lowercase());
+    assert_eq!(names, sorted, "sorted");
+    // Error pages escape what the client sent.
+    let r = get(&server, "/%3Cscript%3E");
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("<script>"));
+}
+
+#[test]
+fn ranges_and_conditionals() {
+    let site = Site::new("ranges");
+    let server = serve(&site, &[]);
+    let whole = fs::read(site.path("big.bin")).unwrap();
+    let r = raw(server.addr, "GET", "/big.bin", "Range: bytes=100-199\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("Content-Range"), Some("bytes 100-199/5000000"));
+    assert_eq!(r.body, &whole[100..200]);
+    let r = raw(server.addr, "GET", "/big.bin", "Range: bytes=-10\r\n");
+    assert_eq!(r.body, &whole[whole.len() - 10..]);
+    let r = raw(server.addr, "GET", "/big.bin", "Range: bytes=4999990-\r\n");
+    assert_eq!(r.body, &whole[4_999_990..]);
+    let r = raw(server.addr, "GET", "/big.bin", "Range: bytes=5000000-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */5000000"));
+    let r = raw(server.addr, "GET", "/a.txt", "Range: bytes=0-1,3-4\r\n");
+    assert_eq!(r.status, 200, "several ranges: the whole file");
+
+    let first = get(&server, "/a.txt");
+    let etag = first.header("ETag").unwrap().to_string();
+    let modified = first.header("Last-Modified").unwrap().to_string();
+    let r = raw(
+        server.addr,
+        "GET",
+        "/a.txt",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = raw(
+        server.addr,
+        "GET",
+        "/a.txt",
+        &format!("If-None-Match: \"other\", W/{etag}\r\n"),
+    );
+    assert_eq!(r.status, 304, "weak comparison");
+    let r = raw(
+        server.addr,
+        "GET",
+        "/a.txt",
+        &format!("If-Modified-Since: {modified}\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    let r = raw(
+        server.addr,
+        "GET",
+        "/a.txt",
+        "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let r = raw(
+        server.addr,
+        "GET",
+        "/a.txt",
+        &format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {modified}\r\n"),
+    );
+    assert_eq!(r.status, 200, "If-None-Match wins over If-Modified-Since");
+    let r = raw(
+        server.addr,
+        "GET",
+        "/big.bin",
+        "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n",
+    );
+    assert_eq!(r.status, 200, "a stale If-Range gets the whole file");
+}
+
+#[test]
+fn keep_alive_across_files_and_methods() {
+    let site = Site::new("keepalive");
+    let server = serve(&site, &[]);
+    let mut s = server.connect();
+    for _ in 0..3 {
+        s.write_all(
+            b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut s).unwrap().body.len(), 5_000_000);
+        assert_eq!(read_response(&mut s).unwrap().body, b"hello\n");
+    }
+    s.write_all(b"POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 405);
+}
+
+#[test]
+fn unreadable_files_get_403() {
+    // As root every file is readable, so run the server as nobody.
+    let site = Site::new("forbidden");
+    fs::write(site.path("secret.txt"), "secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(site.path("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    for dir in [
+        site.dir.clone(),
+        site.path("sub"),
+        site.path("sub/deeper"),
+        site.path("with space"),
+    ] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in ["a.txt", "big.bin", "sub/index.html"] {
+        fs::set_permissions(site.path(f), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        common::bin(),
+    ])
+    .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+    .arg(&site.dir);
+    let server = Server::spawn(cmd, &[]);
+    assert_eq!(get(&server, "/secret.txt").status, 403);
+    assert_eq!(get(&server, "/a.txt").status, 200);
+}
+
+#[test]
+fn a_file_that_shrinks_mid_transfer_ends_the_connection_cleanly() {
+    let site = Site::new("shrink");
+    let server = serve(&site, &[]);
+    let mut s = server.connect();
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 1000];
+    s.read_exact(&mut first).unwrap();
+    // The server is now blocked on our slow reading; cut the file short.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(site.path("big.bin"))
+        .unwrap()
+        .set_len(100_000)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        first.len() + rest.len() < 5_000_000,
+        "the connection ended early"
+    );
+    // And the server is fine.
+    assert_eq!(get(&server, "/a.txt").status, 200);
+    fs::remove_file(site.path("a.txt")).unwrap();
+    assert_eq!(get(&server, "/a.txt").status, 404);
+}
+
+#[test]
+fn a_hundred_clients_download_five_megabytes_with_bounded_memory() {
+    let site = Site::new("hundred");
+    let server = serve(&site, &[]);
+    let whole = std::sync::Arc::new(fs::read(site.path("big.bin")).unwrap());
+    let base = rss_kib(server.pid());
+    let pid = server.pid();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = server.addr;
+            let whole = whole.clone();
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let r = read_response(&mut s).unwrap();
+                assert_eq!(r.body.len(), whole.len());
+                assert!(r.body == *whole, "a body differs");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a download failed");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grown = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(base);
+    // Loading the file per client would take 500 MB; streaming takes a turn's
+    // worth of output per connection at most.
+    assert!(
+        grown < 48 * 1024,
+        "server grew by {grown} KiB serving 100 x 5 MB"
+    );
+}
+
+#[test]
+fn a_missing_directory_is_one_line_and_exit_2() {
+    let out = Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            "/nonexistent/dir",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
