@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use fivetuple::files::Site;
-use fivetuple::http::parse::Limits;
+use fivetuple::http::parse::{Limits, HEADER_SLOTS};
 use fivetuple::listener::{self, ListenOptions};
 use fivetuple::reactor::{Reactor, ServerConfig, Timeouts};
 use fivetuple::{client, http, procnet, Error, Result};
@@ -58,6 +58,18 @@ struct ServeArgs {
     /// With --dir, follow symbolic links that lead outside the directory.
     #[arg(long, requires = "dir")]
     follow_symlinks: bool,
+    /// Longest request line in bytes (longer: 414).
+    #[arg(long, default_value_t = Limits::default().max_request_line, value_name = "BYTES")]
+    max_request_line: usize,
+    /// Largest request head (line and headers) in bytes (larger: 431).
+    #[arg(long, default_value_t = Limits::default().max_head, value_name = "BYTES")]
+    max_head: usize,
+    /// Most header fields in a request, at most 100 (more: 431).
+    #[arg(long, default_value_t = Limits::default().max_headers, value_name = "N")]
+    max_headers: usize,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = Limits::default().max_body, value_name = "BYTES")]
+    max_body: u64,
     /// Seconds that in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     shutdown_grace: f64,
@@ -103,6 +115,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The size limits, checked.
+fn limits(args: &ServeArgs) -> Result<Limits> {
+    if args.max_headers == 0 || args.max_headers > HEADER_SLOTS {
+        return Err(Error::usage(format!(
+            "--max-headers takes 1 to {HEADER_SLOTS}"
+        )));
+    }
+    if args.max_request_line < 16 || args.max_head < args.max_request_line {
+        return Err(Error::usage(
+            "--max-request-line takes 16 or more, and --max-head at least as much",
+        ));
+    }
+    Ok(Limits {
+        max_request_line: args.max_request_line,
+        max_head: args.max_head,
+        max_headers: args.max_headers,
+        max_body: args.max_body,
+    })
+}
+
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let shutdown_grace = seconds("shutdown-grace", args.shutdown_grace)?.unwrap_or_default();
     let timeouts = Timeouts {
@@ -132,7 +164,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
             ipv6_only: args.ipv6_only,
         },
         http: http::Config {
-            limits: Limits::default(),
+            limits: limits(args)?,
             access_log: !args.quiet,
             files: match &args.dir {
                 Some(dir) => Some(Arc::new(Site::new(dir, args.follow_symlinks)?)),

@@ -360,3 +360,35 @@ fn a_pipelining_flood_does_not_starve_other_clients() {
         "the other client waited for the whole flood"
     );
 }
+
+#[test]
+fn size_limits_are_configurable() {
+    let server = Server::start(&[
+        "--max-body",
+        "10",
+        "--max-headers",
+        "3",
+        "--max-request-line",
+        "64",
+    ]);
+    rejects(
+        &server,
+        b"POST /_/hello HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
+        413,
+    );
+    rejects(
+        &server,
+        b"GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        431,
+    );
+    let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "x".repeat(80));
+    rejects(&server, long.as_bytes(), 414);
+    let mut s = server.connect();
+    s.write_all(b"POST /_/hello HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s).unwrap().status,
+        405,
+        "a body at the limit is read"
+    );
+}
