@@ -82,7 +82,7 @@ pub struct Progress {
 
 /// A response body written piece by piece as the connection drains (a
 /// large file), so that memory per connection stays bounded.
-pub trait Body: fmt::Debug {
+pub trait Body: fmt::Debug + Send {
     /// Appends at most `max` more bytes of the body to `out`; `Ok(true)`
     /// once the body is complete. An error ends the connection, since the
     /// head has already promised a length.

@@ -1,0 +1,96 @@
+//! Micro-benchmarks of the sans-IO core: what one request costs in the
+//! protocol code alone (parse, route, write the answer), a pipelined batch,
+//! and rendering the connection table at 10,000 rows.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fivetuple::http::{Config, Ctx, Host, Peer, Session};
+use fivetuple::table::{ConnRow, ConnTable};
+
+const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: 127.0.0.1:500\r\nUser-Agent: wrk\r\n\r\n";
+
+struct NoTable;
+
+impl Host for NoTable {
+    fn table(&self, _me: usize) -> ConnTable {
+        table(0)
+    }
+}
+
+fn table(rows: usize) -> ConnTable {
+    let local: SocketAddr = "127.0.0.1:500".parse().unwrap();
+    ConnTable {
+        listen: "0.0.0.0:500".parse().unwrap(),
+        open: rows,
+        accepted: rows as u64,
+        served: 0,
+        rows: (0..rows)
+            .map(|i| ConnRow {
+                token: Some(i),
+                proto: "tcp",
+                local,
+                remote: Some(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    32768 + (i % 28000) as u16,
+                ))),
+                state: "ESTABLISHED",
+                phase: "idle",
+                age_ms: 12_345,
+                bytes_in: 78,
+                bytes_out: 140,
+                requests: 1,
+                you: i == 7,
+            })
+            .collect(),
+    }
+}
+
+fn protocol(c: &mut Criterion) {
+    let config = Config::default();
+    let ctx = Ctx {
+        peer: Peer {
+            token: 7,
+            local: "127.0.0.1:500".parse().unwrap(),
+            remote: "127.0.0.1:54240".parse().unwrap(),
+        },
+        host: &NoTable,
+        date: "Tue, 24 Nov 2026 00:00:00 GMT",
+        config: &config,
+        draining: false,
+    };
+    let mut group = c.benchmark_group("session");
+    let mut session = Session::default();
+    let mut out = Vec::with_capacity(64 * 1024);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("feed one GET /_/hello", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(session.feed(black_box(HELLO), &ctx, &mut out));
+        })
+    });
+    let batch = HELLO.repeat(16);
+    group.throughput(Throughput::Elements(16));
+    group.bench_function("feed 16 pipelined", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(session.feed(black_box(&batch), &ctx, &mut out));
+        })
+    });
+    group.finish();
+
+    let big = table(10_000);
+    let mut group = c.benchmark_group("table");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("render_text 10k rows", |b| {
+        b.iter(|| black_box(big.render_text()))
+    });
+    group.bench_function("render_json 10k rows", |b| {
+        b.iter(|| black_box(big.render_json()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, protocol);
+criterion_main!(benches);

@@ -1,0 +1,228 @@
+//! The tokio version of `fivetuple serve`, for the benchmark comparison.
+//!
+//! Same routes, same limits, same sans-IO protocol code (`fivetuple::http`),
+//! written the way tokio code is usually written: one task per connection,
+//! a read buffer per task, every response of one read sent with one
+//! `write_all`. The only difference from the mio reactor is the event loop,
+//! which is the point of the comparison.
+//!
+//! ```text
+//! tokio_server [--listen ADDR] [--flavor current_thread|multi_thread] [--workers N]
+//! ```
+//! It prints `listening on ADDR` once bound, like `fivetuple serve`.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fivetuple::http::response::Clock;
+use fivetuple::http::{self, Ctx, Host, Peer, Session};
+use fivetuple::table::{ConnRow, ConnTable};
+use slab::Slab;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Read buffer per connection: hyper's starting size. (The mio reactor
+/// shares one 64 KiB buffer among all connections instead.)
+const READ_BUFFER: usize = 8 * 1024;
+
+thread_local! {
+    /// The Date header, formatted once per second per worker thread.
+    static CLOCK: RefCell<Clock> = RefCell::new(Clock::default());
+}
+
+/// What the table shows about one connection. Counters are not kept: that
+/// would take the lock on every request.
+struct ConnInfo {
+    local: SocketAddr,
+    remote: SocketAddr,
+    accepted_at: Instant,
+}
+
+/// The live connections, locked only at accept, at close and for `/_/conns`.
+struct Registry {
+    conns: Mutex<Slab<ConnInfo>>,
+    listen: SocketAddr,
+    started: Instant,
+}
+
+impl Host for Registry {
+    fn table(&self, me: usize) -> ConnTable {
+        let now = Instant::now();
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = vec![ConnRow {
+            token: None,
+            proto: "tcp",
+            local: self.listen,
+            remote: None,
+            state: "LISTEN",
+            phase: "accept",
+            age_ms: now.duration_since(self.started).as_millis() as u64,
+            bytes_in: 0,
+            bytes_out: 0,
+            requests: 0,
+            you: false,
+        }];
+        rows.extend(conns.iter().map(|(key, c)| ConnRow {
+            token: Some(key),
+            proto: "tcp",
+            local: c.local,
+            remote: Some(c.remote),
+            state: "ESTABLISHED",
+            phase: if key == me { "writing" } else { "idle" },
+            age_ms: now.duration_since(c.accepted_at).as_millis() as u64,
+            bytes_in: 0,
+            bytes_out: 0,
+            requests: 0,
+            you: key == me,
+        }));
+        ConnTable {
+            listen: self.listen,
+            open: conns.len(),
+            accepted: 0,
+            served: 0,
+            rows,
+        }
+    }
+}
+
+fn main() {
+    let mut listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut flavor = "current_thread".to_string();
+    let mut workers = 2;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next();
+        match (arg.as_str(), value) {
+            ("--listen", Some(v)) => listen = v.parse().expect("--listen ADDR:PORT"),
+            ("--flavor", Some(v)) => flavor = v,
+            ("--workers", Some(v)) => workers = v.parse().expect("--workers N"),
+            (other, _) => {
+                eprintln!("tokio_server: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let runtime = match flavor.as_str() {
+        "current_thread" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        "multi_thread" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build(),
+        other => {
+            eprintln!("tokio_server: --flavor current_thread or multi_thread, not {other}");
+            std::process::exit(2);
+        }
+    }
+    .expect("runtime");
+    if let Err(e) = runtime.block_on(serve(listen)) {
+        eprintln!("tokio_server: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    let listen = listener.local_addr()?;
+    println!("listening on {listen}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let registry = Arc::new(Registry {
+        conns: Mutex::new(Slab::new()),
+        listen,
+        started: Instant::now(),
+    });
+    let config = Arc::new(http::Config::default());
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                eprintln!("accept: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let token = registry
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ConnInfo {
+                local,
+                remote,
+                accepted_at: Instant::now(),
+            });
+        let peer = Peer {
+            token,
+            local,
+            remote,
+        };
+        let (registry, config) = (registry.clone(), config.clone());
+        tokio::spawn(async move {
+            let _ = connection(stream, peer, &registry, &config).await;
+            registry
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(token);
+        });
+    }
+}
+
+/// One connection: read, let the session answer, write, until either side closes.
+async fn connection(
+    mut stream: TcpStream,
+    peer: Peer,
+    registry: &Registry,
+    config: &http::Config,
+) -> std::io::Result<()> {
+    let mut session = Session::default();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut out = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).await?;
+        let step = |session: &mut Session, out: &mut Vec<u8>, input: Option<&[u8]>| {
+            CLOCK.with(|clock| {
+                let mut clock = clock.borrow_mut();
+                clock.refresh();
+                let ctx = Ctx {
+                    peer,
+                    host: registry,
+                    date: clock.http_date(),
+                    config,
+                    draining: false,
+                };
+                match input {
+                    Some(bytes) if bytes.is_empty() => {
+                        session.on_eof(&ctx);
+                        http::Progress::default()
+                    }
+                    Some(bytes) => session.feed(bytes, &ctx, out),
+                    None => session.resume(&ctx, out),
+                }
+            })
+        };
+        let mut progress = step(&mut session, &mut out, Some(&buf[..n]));
+        if n == 0 {
+            return Ok(());
+        }
+        loop {
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+            if progress.close {
+                return Ok(());
+            }
+            if !session.wants_resume() {
+                break;
+            }
+            progress = step(&mut session, &mut out, None);
+        }
+    }
+}
