@@ -198,7 +198,7 @@ async fn connection(
                     draining: false,
                 };
                 match input {
-                    Some(bytes) if bytes.is_empty() => {
+                    Some([]) => {
                         session.on_eof(&ctx);
                         http::Progress::default()
                     }
