@@ -179,6 +179,12 @@ impl Connection {
         }
     }
 
+    /// Sends FIN: we will write nothing more. The descriptor stays open
+    /// until the connection is dropped.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Bytes waiting for the kernel to take them.
     pub fn queued(&self) -> usize {
         self.out.len()

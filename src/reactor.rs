@@ -323,7 +323,12 @@ impl Reactor {
         };
         debug!("accept {peer}, token {key}; {open} open");
         entry.insert(Connection::new(stream, peer, self.stats.accepted));
-        self.rearm(key);
+        // An HTTP client sends its request as soon as it is connected, so
+        // the request is often here before we accept. Try a read now rather
+        // than one turn of the loop later; if nothing has come, it costs
+        // one `WouldBlock`, and the registration reports the data when it comes.
+        self.conns[key].unread = true;
+        self.serve(key);
     }
 
     /// The keep-alive connection (one that has had an answer and now waits
@@ -385,6 +390,10 @@ impl Reactor {
         if conn.session.wants_resume() || (conn.unread && conn.state == State::Open) {
             self.schedule(key);
         } else if conn.state == State::Draining {
+            // Send our FIN now rather than when the slab entry is dropped at the
+            // end of the batch: whoever closes first keeps the TIME_WAIT, and it
+            // belongs here, not on the client, whose ephemeral ports it would hold.
+            self.conns[key].shutdown_write();
             return self.close(key, "done");
         }
         self.rearm(key);
@@ -627,7 +636,7 @@ impl Reactor {
         self.closed.push(key);
     }
 
-    /// Step 3: drop the connections closed in this batch, which closes their
+    /// Step 5: drop the connections closed in this batch, which closes their
     /// sockets and frees their slab keys for the next accepts.
     fn reap_closed(&mut self) {
         if self.closed.is_empty() {
@@ -642,8 +651,18 @@ impl Reactor {
         }
     }
 
-    /// Step 4: housekeeping that is not tied to one event.
+    /// Step 6: housekeeping that is not tied to one event.
     fn after_batch(&mut self) {
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            // Closed connections leave their entries behind; sweep them out
+            // before they outnumber the living (amortised over many closes).
+            let conns = &self.conns;
+            self.timers.retain(|&(when, key, serial)| {
+                conns
+                    .get(key)
+                    .is_some_and(|c| c.serial == serial && c.armed == Some(when))
+            });
+        }
         if self.accept_paused {
             self.accept_all();
         }
@@ -854,10 +873,11 @@ mod tests {
         r.close(key_a, "closed earlier in the batch");
         // ...and then the listener's event accepted B in the same batch.
         let mut b = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        b.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
         accept_until(&mut r, 2);
         let key_b = key_of(&r, &b);
+        // B's request is in B's socket, waiting for B's own event.
+        b.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         assert_ne!(
             key_a, key_b,
             "a closed slot stays taken until the batch ends"
@@ -903,5 +923,23 @@ mod tests {
         r.run_ready();
         assert!(!r.conns[key].scheduled, "B was never scheduled");
         assert!(r.ready.is_empty());
+    }
+
+    #[test]
+    fn the_timer_heap_stays_proportional_to_the_open_connections() {
+        let mut r = reactor();
+        for _ in 0..3000 {
+            let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
+            accept_until(&mut r, 1);
+            let key = key_of(&r, &c);
+            r.close(key, "churn");
+            r.reap_closed();
+            r.after_batch();
+        }
+        assert!(
+            r.timers.len() <= 1024 + 1,
+            "{} timer entries for no connection",
+            r.timers.len()
+        );
     }
 }

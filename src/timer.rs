@@ -47,6 +47,14 @@ impl Timers {
         }
     }
 
+    /// Drops the entries for which `live` says no (closed connections,
+    /// superseded deadlines). The reactor calls it when stale entries
+    /// outnumber live ones, so the heap stays proportional to the number of
+    /// connections however many come and go.
+    pub fn retain(&mut self, mut live: impl FnMut(&Entry) -> bool) {
+        self.heap.retain(|Reverse(entry)| live(entry));
+    }
+
     /// Entries held, stale ones included.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -76,5 +84,7 @@ mod tests {
             .collect();
         assert_eq!(due, [1, 2]);
         assert_eq!(timers.len(), 1);
+        timers.retain(|&(_, key, _)| key != 3);
+        assert!(timers.is_empty());
     }
 }
