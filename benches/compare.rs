@@ -720,7 +720,7 @@ fn chart(
         .values()
         .flat_map(|by| by.values().map(&value))
         .fold(0.0f64, f64::max)
-        * 1.15;
+        * 1.45;
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let mut chart = ChartBuilder::on(&root)
