@@ -51,19 +51,11 @@ impl Host for Registry {
     fn table(&self, me: usize) -> ConnTable {
         let now = Instant::now();
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows = vec![ConnRow {
-            token: None,
-            proto: "tcp",
-            local: self.listen,
-            remote: None,
-            state: "LISTEN",
-            phase: "accept",
-            age_ms: now.duration_since(self.started).as_millis() as u64,
-            bytes_in: 0,
-            bytes_out: 0,
-            requests: 0,
-            you: false,
-        }];
+        let mut rows = vec![ConnRow::listener(
+            self.listen,
+            now.duration_since(self.started),
+            0,
+        )];
         rows.extend(conns.iter().map(|(key, c)| ConnRow {
             token: Some(key),
             proto: "tcp",

@@ -782,19 +782,11 @@ impl Host for SlabView<'_> {
     fn table(&self, me: usize) -> ConnTable {
         let now = Instant::now();
         let mut rows = Vec::with_capacity(self.conns.len() + 1);
-        rows.push(ConnRow {
-            token: None,
-            proto: "tcp",
-            local: self.listen,
-            remote: None,
-            state: "LISTEN",
-            phase: "accept",
-            age_ms: now.duration_since(self.started).as_millis() as u64,
-            bytes_in: 0,
-            bytes_out: 0,
-            requests: self.stats.accepted,
-            you: false,
-        });
+        rows.push(ConnRow::listener(
+            self.listen,
+            now.duration_since(self.started),
+            self.stats.accepted,
+        ));
         rows.extend(
             self.conns
                 .iter()

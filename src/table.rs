@@ -39,6 +39,25 @@ pub struct ConnRow {
     pub you: bool,
 }
 
+impl ConnRow {
+    /// The listening socket's row: bound `age` ago, `accepted` connections so far.
+    pub fn listener(local: SocketAddr, age: Duration, accepted: u64) -> ConnRow {
+        ConnRow {
+            token: None,
+            proto: "tcp",
+            local,
+            remote: None,
+            state: "LISTEN",
+            phase: "accept",
+            age_ms: age.as_millis() as u64,
+            bytes_in: 0,
+            bytes_out: 0,
+            requests: accepted,
+            you: false,
+        }
+    }
+}
+
 /// A snapshot of every socket the server holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnTable {
@@ -55,6 +74,17 @@ pub struct ConnTable {
 }
 
 impl ConnTable {
+    /// A table with no rows at all (for tests and benchmarks of the protocol).
+    pub fn empty(listen: SocketAddr) -> ConnTable {
+        ConnTable {
+            listen,
+            open: 0,
+            accepted: 0,
+            served: 0,
+            rows: Vec::new(),
+        }
+    }
+
     /// The table as netstat-like text, one row per socket. Address columns
     /// are as wide as their longest entry, so IPv6 rows stay aligned.
     pub fn render_text(&self) -> String {

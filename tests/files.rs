@@ -408,10 +408,14 @@ fn unreadable_files_get_403() {
 fn a_file_that_shrinks_mid_transfer_ends_the_connection_cleanly() {
     let site = Site::new("shrink");
     let server = serve(&site, &[]);
-    let mut s = server.connect();
-    socket2::SockRef::from(&s)
-        .set_recv_buffer_size(4096)
-        .unwrap();
+    // A small receive buffer, set before connecting (set after, it makes the
+    // kernel fall back on slow zero-window probes), keeps the server waiting
+    // on us with most of the file unsent.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut first = vec![0u8; 1000];

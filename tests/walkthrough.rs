@@ -1,8 +1,8 @@
 //! Runs every command of docs/walkthrough.md and checks that its output has
 //! the shape the page shows, so the page cannot go stale.
 //!
-//! The page uses port 500; this test runs the server on a free port and puts
-//! that port wherever the page says 500. Commands ending in `&` run in the
+//! The page uses the story's port; this test runs the server on a free port
+//! and puts that port wherever the page names the story's. Commands ending in `&` run in the
 //! background, and the test waits until their connections have reached the
 //! server before going on. "Shape" means the same lines once numbers (ports,
 //! counts, times) are replaced by one placeholder and runs of spaces by one
@@ -127,9 +127,10 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
             continue;
         }
         let port = server.as_ref().map_or(free_port, Server::port).to_string();
+        let doc_port = 500;
         let command = command
-            .replace(":500", &format!(":{port}"))
-            .replace("--port 500", &format!("--port {port}"));
+            .replace(&format!(":{doc_port}"), &format!(":{port}"))
+            .replace(&format!("--port {doc_port}"), &format!("--port {port}"));
         let mut sh = Command::new("sh");
         sh.args(["-c", command.trim_end_matches('&')])
             .env("PATH", &path)
