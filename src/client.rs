@@ -44,7 +44,7 @@ A connection the server closes ends early. Ctrl-C ends the hold and prints the r
 
 Exit code: 0 when every connection succeeded, 1 when any failed, 2 for bad arguments.")]
 pub struct ConnectArgs {
-    /// The server, as host:port ([::1]:500 for IPv6).
+    /// The server, as host:port (`[::1]:500` for IPv6).
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
     /// Bytes to send once connected; several words are joined by spaces.

@@ -19,7 +19,7 @@
 //!
 //! Large files are not read into memory: the head is written with the
 //! length, and the body follows in pieces as the connection drains (a
-//! [`Body`](crate::http::Body) the session pulls from). File system calls
+//! [`Body`] the session pulls from). File system calls
 //! block the loop while they run; for local files they are short, and nginx
 //! without thread pools makes the same trade.
 

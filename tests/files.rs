@@ -503,3 +503,19 @@ fn a_missing_directory_is_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+#[test]
+fn control_characters_in_request_lines_are_escaped_in_the_log() {
+    let site = Site::new("log");
+    let server = Server::start(&["--dir", site.dir.to_str().unwrap()]);
+    let mut s = server.connect();
+    s.write_all(b"GET /\x1b[31mred\x07 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 400);
+    let line = server.wait_for_log("\" 400 ", Duration::from_secs(10));
+    assert!(line.contains("\\x1b[31mred\\x07"), "{line}");
+    assert!(
+        !line.contains('\x1b') && !line.contains('\x07'),
+        "raw control characters in {line:?}"
+    );
+}
