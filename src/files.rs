@@ -610,4 +610,45 @@ mod tests {
         assert_eq!(parse_range("bytes=a-b", 1000), None);
         assert_eq!(parse_range("bytes=+1-2", 1000), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Path pieces an attacker would try, mixed with ordinary names.
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_string()),
+                Just(".".to_string()),
+                Just("".to_string()),
+                Just("%2e%2e".to_string()),
+                Just("%2E.".to_string()),
+                Just("%2f".to_string()),
+                Just("%5c".to_string()),
+                Just("%00".to_string()),
+                Just("%c0%ae".to_string()),
+                Just("\\".to_string()),
+                Just("%".to_string()),
+                "[a-z.%0-9]{1,6}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn no_path_ever_leaves_the_root(pieces in proptest::collection::vec(piece(), 0..8)) {
+                let raw = format!("/{}", pieces.join("/"));
+                if let Resolved::Path(path, segments) = site().resolve(&raw) {
+                    prop_assert!(path.starts_with("/srv/www"), "{raw} -> {}", path.display());
+                    for component in path.components() {
+                        prop_assert!(component != std::path::Component::ParentDir, "{raw}");
+                    }
+                    for s in &segments {
+                        prop_assert!(s != ".." && s != "." && !s.is_empty() && !s.contains(['/', '\\', '\0']), "{raw}");
+                    }
+                    let location = redirect_target(&segments, None);
+                    prop_assert!(!location.starts_with("//") && !location.contains('\\'), "{location}");
+                }
+            }
+        }
+    }
 }
