@@ -155,7 +155,8 @@ enum Phase {
 
 /// One outgoing connection in the client's slab.
 struct Outgoing {
-    stream: TcpStream,
+    /// `None` once the connection is over (or if it never got a socket).
+    stream: Option<TcpStream>,
     phase: Phase,
     started: Instant,
     /// How much of the payload has been written.
@@ -441,7 +442,7 @@ impl<'p> Client<'p> {
                         log::warn!("register: {e}");
                     }
                     entry.insert(Outgoing {
-                        stream,
+                        stream: Some(stream),
                         phase: Phase::Connecting,
                         started: Instant::now(),
                         written: 0,
@@ -451,19 +452,15 @@ impl<'p> Client<'p> {
                     self.connecting += 1;
                 }
                 Err(e) => {
-                    // Failed before any packet: keep the record without a socket.
-                    let failure = Failure::from_io(&e);
-                    let Ok(placeholder) = placeholder_stream() else {
-                        continue;
-                    };
+                    // Failed before any packet (no free port, say): a record without a socket.
                     self.conns.insert(Outgoing {
-                        stream: placeholder,
+                        stream: None,
                         phase: Phase::Done,
                         started: Instant::now(),
                         written: 0,
                         reply: Vec::new(),
                         outcome: Outcome {
-                            error: Some(failure),
+                            error: Some(Failure::from_io(&e)),
                             ..outcome
                         },
                     });
@@ -477,7 +474,8 @@ impl<'p> Client<'p> {
             return;
         };
         if conn.phase == Phase::Connecting && writable {
-            match connect_result(&conn.stream) {
+            let Some(stream) = &conn.stream else { return };
+            match connect_result(stream) {
                 Ok(None) => return, // a spurious wake-up: still connecting
                 Ok(Some(local)) => {
                     conn.outcome.local = Some(local);
@@ -554,8 +552,10 @@ impl<'p> Client<'p> {
             self.open -= 1;
         }
         conn.phase = Phase::Done;
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+            // Dropped here: the socket closes, its descriptor is free again.
+        }
     }
 
     fn failed(&self) -> usize {
@@ -642,12 +642,6 @@ fn set_bind_address_no_port(socket: &socket2::Socket) {
     }
 }
 
-/// A closed stand-in socket for a connection that failed before it had one.
-fn placeholder_stream() -> io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
-}
-
 /// After a writable event on a connecting socket: `Ok(Some(local))` when
 /// connected, `Ok(None)` when not yet, `Err` when the handshake failed.
 fn connect_result(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
@@ -663,8 +657,11 @@ fn connect_result(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
 
 /// Writes as much of the payload as the socket takes.
 fn write_payload(conn: &mut Outgoing, payload: &[u8]) -> io::Result<()> {
+    let Some(stream) = conn.stream.as_mut() else {
+        return Ok(());
+    };
     while conn.written < payload.len() {
-        match conn.stream.write(&payload[conn.written..]) {
+        match stream.write(&payload[conn.written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 conn.written += n;
@@ -681,8 +678,11 @@ fn write_payload(conn: &mut Outgoing, payload: &[u8]) -> io::Result<()> {
 /// Reads until `WouldBlock`; keeps the first `REPLY_LIMIT` bytes. Returns
 /// true when the server closed its side.
 fn read_reply(conn: &mut Outgoing, buf: &mut [u8]) -> io::Result<bool> {
+    let Some(stream) = conn.stream.as_mut() else {
+        return Ok(true);
+    };
     loop {
-        match conn.stream.read(buf) {
+        match stream.read(buf) {
             Ok(0) => return Ok(true),
             Ok(n) => {
                 conn.outcome.received += n as u64;
