@@ -43,6 +43,9 @@ sooner sleeps more often, and each sleep means that wrk's next write must wake i
 costs wrk time on its own core. In one measurement at 1,000 connections the mio server \
 used 60 % of its core and slept 6,730 times in 4 s; the tokio server used 82 % and slept \
 1,984 times, and wrk, with fewer wake-ups to pay for, completed 18 % more requests. \
+User CPU per request is mostly the protocol code, which both servers share \
+(criterion: about 85 ns per request pipelined), so the reactor's user time can only fall \
+to half of tokio's where tokio's per-task costs outweigh it (many connections, churn). \
 Latency is not reported for the pipelined runs, because wrk times the whole batch of 16.\n";
 
 /// Length of one timed wrk run.
