@@ -28,9 +28,19 @@ pub enum State {
     Open,
     /// No more requests will be read: write what is owed, then close.
     Draining,
-    /// Closed, waiting to be removed from the slab when the current batch
-    /// of events has been handled (see `Reactor::reap_closed`).
-    Closed,
+    /// Everything owed is written and our FIN is sent, but the client was
+    /// still sending: read and throw its bytes away until it closes too, or
+    /// a deadline passes (see `Reactor::finish`). Closing now would make the
+    /// kernel answer those bytes with a reset, and a reset destroys the
+    /// answers still on their way to the client.
+    Lingering {
+        /// When lingering began: it lasts at most `LINGER_TIME` from here.
+        since: Instant,
+        /// When the client last sent something: `LINGER_QUIET` from here.
+        last_input: Instant,
+        /// Bytes thrown away so far, at most `LINGER_BYTES`.
+        discarded: u64,
+    },
 }
 
 /// The result of one `read` call.
@@ -60,8 +70,12 @@ pub struct Connection {
     pub accepted_at: Instant,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Responses written for this connection.
+    /// Responses written for this connection (handed to the kernel whole).
     pub requests: u64,
+    /// Responses produced but not yet wholly handed to the kernel: they
+    /// count as served only once written, so a download cut off at
+    /// shutdown is not counted.
+    pub unwritten: u64,
     pub state: State,
     /// The client sent FIN: the kernel's state for us is CLOSE_WAIT.
     pub peer_closed: bool,
@@ -100,6 +114,7 @@ impl Connection {
             bytes_in: 0,
             bytes_out: 0,
             requests: 0,
+            unwritten: 0,
             state: State::Open,
             peer_closed: false,
             unread: false,
@@ -126,6 +141,7 @@ impl Connection {
                 Ok(0) => ReadOutcome::Eof,
                 Ok(n) => {
                     self.bytes_in += n as u64;
+                    log::trace!("token {}: read {n} bytes", self.peer.token);
                     ReadOutcome::Data(n)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
@@ -170,9 +186,21 @@ impl Connection {
                 Ok(0) => Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.bytes_out += n as u64;
+                    log::trace!(
+                        "token {}: wrote {n} of {} bytes",
+                        self.peer.token,
+                        bytes.len()
+                    );
                     Ok(n)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    log::trace!(
+                        "token {}: send buffer full, {} bytes wait for a writable event",
+                        self.peer.token,
+                        bytes.len()
+                    );
+                    Ok(0)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
             };
@@ -193,7 +221,7 @@ impl Connection {
     /// This connection's row in the connection table.
     pub fn row(&self, now: Instant, you: bool) -> ConnRow {
         let phase = match self.state {
-            State::Closed => "closed",
+            State::Lingering { .. } => "linger",
             _ if !self.out.is_empty() => "writing",
             State::Draining => "closing",
             State::Open => self.session.phase(),
@@ -203,10 +231,13 @@ impl Connection {
             proto: "tcp",
             local: self.peer.local,
             remote: Some(self.peer.remote),
-            state: if self.peer_closed {
-                "CLOSE_WAIT"
-            } else {
-                "ESTABLISHED"
+            // As netstat would name the kernel's state: our FIN sent and
+            // theirs not yet come is FIN_WAIT2 (once acknowledged); theirs
+            // come and ours not yet sent is CLOSE_WAIT.
+            state: match self.state {
+                State::Lingering { .. } => "FIN_WAIT2",
+                _ if self.peer_closed => "CLOSE_WAIT",
+                _ => "ESTABLISHED",
             },
             phase: if you { "writing" } else { phase },
             age_ms: now.duration_since(self.accepted_at).as_millis() as u64,

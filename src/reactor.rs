@@ -18,24 +18,37 @@
 //!
 //! Each turn of the loop ([`Reactor::run`]) is a short list of steps:
 //! 1. `wait`: sleep in `epoll_wait` until a socket is ready or the nearest
-//!    deadline passes;
-//! 2. for each event: accept every waiting connection (`accept_all`), note
-//!    a signal (`on_signal`), or serve a connection (`on_connection_event`):
+//!    deadline passes (not at all if the ready list has work);
+//! 2. for each event: accept waiting connections (`accept_some`), note a
+//!    signal (`on_signal`), or serve a connection (`on_connection_event`):
 //!    read, answer, write;
-//! 3. `run_ready`: give one more turn to connections that have work no
-//!    event will announce (a long pipeline, a big body still streaming);
+//! 3. `run_ready`: give one more turn to whatever has work that no event
+//!    will announce (the listener with connections still queued, a long
+//!    pipeline, a body still streaming, bytes left unread);
 //! 4. `fire_timers`: time out connections whose deadline has passed;
-//! 5. `reap_closed`: remove the connections closed during this turn;
-//! 6. `after_batch`: housekeeping (retry a paused accept, end of the
+//! 5. `after_batch`: housekeeping (retry a paused accept, end of the
 //!    shutdown grace).
 //!
-//! Step 5 is deliberately separate. The slab reuses keys, so if a
-//! connection were removed mid-batch and an accept in the same batch took
-//! its key, a later event in the batch that was meant for the old connection
-//! would reach the new one. Keeping closed connections in the slab (marked
-//! `Closed`, their socket still open so the kernel cannot hand its number
-//! out either) until the batch is done makes that impossible by construction;
-//! Redis frees its clients the same way, after the batch.
+//! Two rules hold the loop together when clients are faster than the
+//! server. **Every step does bounded work per turn**: at most
+//! [`ACCEPTS_PER_TURN`] accepts, one buffer of input and
+//! [`http::TURN_OUTPUT`] of output per connection; whatever is left goes on
+//! the ready list, because edge-triggered epoll will not announce it again.
+//! So a backlog that never empties, a client that never stops sending, or a
+//! long pipeline cannot keep the others waiting. **What a closed connection
+//! held is given back at once**: `close` removes it from the slab, which
+//! closes its socket (and any file it was streaming) there and then.
+//!
+//! Closing at once has one trap. The slab reuses keys, so a connection
+//! accepted later in the same batch may take the key just freed, and an
+//! event still queued in this batch for the *old* connection would then
+//! reach the new one. Every event of a batch was queued before the batch
+//! began, that is before any connection accepted during the batch was
+//! registered; so an event whose key was freed during this turn can only
+//! be for the old connection. The reactor remembers the turn in which each
+//! key was last freed (`freed_in_turn`) and drops such events. Entries that
+//! outlive a turn (the ready list, the timer heap) carry the connection's
+//! never-reused serial number instead.
 
 use std::io;
 use std::mem;
@@ -71,9 +84,34 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
 
+/// Connections accepted per turn of the loop, at most. Accepting "until
+/// `WouldBlock`" never ends when clients reconnect as fast as they are
+/// served: the backlog refills while we drain it, and every connection
+/// already open waits behind it. 32 keeps a turn short (each accept also
+/// reads and often answers its request at once, a few microseconds each)
+/// while costing one extra `epoll_wait` per 32 connections. nginx takes one
+/// per event unless `multi_accept`; h2o caps accepts per wake-up the same way.
+pub const ACCEPTS_PER_TURN: usize = 32;
+
+/// Input read from one connection per turn, at most: one full buffer. A
+/// client that sends without pause (a flood of bytes, a huge body) gets this
+/// much parsed per turn, and then the others get theirs.
+const TURN_INPUT: usize = READ_BUFFER;
+
 /// How long to wait before trying `accept` again after running out of file
 /// descriptors, if no connection has closed meanwhile.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Lingering close: how long, at most, to keep reading and discarding what a
+/// client still sends after our last answer (nginx's `lingering_time`).
+pub const LINGER_TIME: Duration = Duration::from_secs(30);
+/// Lingering close: how long the client may stay silent before we close
+/// anyway (nginx's `lingering_timeout`).
+pub const LINGER_QUIET: Duration = Duration::from_secs(5);
+/// Lingering close: the most bytes thrown away before we close anyway. It
+/// bounds the CPU one lingering client can cost; a client that sends more
+/// than this after being told to go away is not waiting for an answer.
+pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How long a connection may take at each stage; `None` waits forever.
 #[derive(Debug, Clone, Copy)]
@@ -125,8 +163,15 @@ pub struct Reactor {
     signals: Signals,
     /// Every accepted connection; the key is the connection's mio token.
     conns: Slab<Connection>,
-    /// Keys of connections closed during the current batch of events.
-    closed: Vec<usize>,
+    /// Turns of the loop so far (one per `epoll_wait`).
+    turn: u64,
+    /// For each slab key, the turn in which it was last freed: an event of
+    /// this turn for a key freed in this turn was meant for the connection
+    /// that held it before (see the module comment).
+    freed_in_turn: Vec<u64>,
+    /// The listener may have connections queued that no event will
+    /// announce (this turn's accept budget ran out): accept more next turn.
+    listener_ready: bool,
     /// Connections with work that no event will announce, served next turn
     /// (with the serial number that tells a reused key apart).
     ready: Vec<(usize, u64)>,
@@ -171,7 +216,9 @@ impl Reactor {
             started: Instant::now(),
             signals,
             conns: Slab::new(),
-            closed: Vec::new(),
+            turn: 0,
+            freed_in_turn: Vec::new(),
+            listener_ready: false,
             ready: Vec::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             write_buf: Vec::with_capacity(READ_BUFFER),
@@ -195,8 +242,6 @@ impl Reactor {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !self.finished() {
             self.wait(&mut events)?;
-            self.now = Instant::now();
-            self.clock.refresh();
             for event in events.iter() {
                 trace!(
                     "event token={} readable={} writable={} read_closed={} error={}",
@@ -207,36 +252,47 @@ impl Reactor {
                     event.is_error()
                 );
                 match event.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_some(),
                     SIGNALS => self.on_signal(),
                     Token(key) => self.on_connection_event(key, Readiness::from(event)),
                 }
             }
             self.run_ready();
             self.fire_timers();
-            self.reap_closed();
             self.after_batch();
         }
         Ok(self.stats)
     }
 
     /// Step 1: sleep in `epoll_wait` until something is ready or the nearest
-    /// deadline passes. A signal interrupting the wait is not an error.
+    /// deadline passes, then start a new turn. A signal interrupting the
+    /// wait is not an error.
     fn wait(&mut self, events: &mut Events) -> Result<()> {
         let timeout = self
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));
         loop {
             match self.poll.poll(events, timeout) {
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("waiting for events", e)),
             }
         }
+        self.turn += 1;
+        self.now = Instant::now();
+        self.clock.refresh();
+        trace!(
+            "turn {}: {} events, {} on the ready list, {} connections open",
+            self.turn,
+            events.iter().count(),
+            self.ready.len() + usize::from(self.listener_ready),
+            self.conns.len()
+        );
+        Ok(())
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || self.listener_ready {
             return Some(Instant::now()); // work is waiting: just look for new events
         }
         let retry = self.accept_paused.then(|| self.now + ACCEPT_RETRY);
@@ -247,11 +303,14 @@ impl Reactor {
             .min()
     }
 
-    /// Accepts every connection waiting in the backlog. Edge-triggered: one
-    /// readable event may stand for many connections, and no other event
-    /// comes for those already waiting, so stop only at `WouldBlock`.
-    fn accept_all(&mut self) {
-        loop {
+    /// Accepts connections waiting in the backlog, at most
+    /// [`ACCEPTS_PER_TURN`]. Edge-triggered: one readable event may stand
+    /// for many connections and no other event comes for those already
+    /// waiting, so if the budget runs out before `WouldBlock`, the listener
+    /// goes on the ready list and gets another turn after everyone else.
+    fn accept_some(&mut self) {
+        self.listener_ready = false;
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = &self.listener else {
                 return;
             };
@@ -261,7 +320,9 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The client gave up between its handshake and our accept.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) if out_of_descriptors(&e) => {
+                Err(e) => {
+                    // Out of descriptors (EMFILE, ENFILE) or kernel memory:
+                    // retry when a connection closes or after ACCEPT_RETRY.
                     if !self.accept_paused {
                         warn!(
                             "accept: {e}; {} connections open; pausing accept until one closes",
@@ -271,25 +332,32 @@ impl Reactor {
                     self.accept_paused = true;
                     return;
                 }
-                Err(e) => {
-                    warn!("accept: {e}");
-                    return;
-                }
             }
         }
+        trace!("accept budget of {ACCEPTS_PER_TURN} spent: the listener waits on the ready list");
+        self.listener_ready = true;
+    }
+
+    /// Descriptors the server holds for clients: one socket per connection,
+    /// plus one per file being streamed. `--max-conns` caps this sum, so the
+    /// server refuses or reclaims before the kernel says EMFILE.
+    fn descriptors_in_use(&self) -> usize {
+        self.conns.len()
     }
 
     /// Puts a newly accepted stream in the slab and registers it under its key.
     fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
         self.accept_paused = false;
-        let open = self.conns.len() - self.closed.len();
-        if open >= self.config.max_conns {
-            // At the cap: make room by closing the keep-alive connection that
-            // has been idle longest; never one that is in the middle of something.
-            match self.idlest_keepalive() {
+        let in_use = self.descriptors_in_use();
+        if in_use >= self.config.max_conns {
+            // At the cap: make room by closing the connection that owes
+            // nothing and has waited longest; never one in the middle of something.
+            match self.idlest_reclaimable() {
                 Some(key) => self.close(key, "idle, reclaimed for a new connection (--max-conns)"),
                 None => {
-                    info!("refusing {remote}: {open} connections open, all busy (--max-conns)");
+                    info!(
+                        "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
+                    );
                     return; // dropping the stream closes it
                 }
             }
@@ -302,7 +370,7 @@ impl Reactor {
         };
         // Responses leave in one write each; don't let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        let open = self.conns.len() - self.closed.len() + 1;
+        let open = self.conns.len() + 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         // Interested in both directions, once, for the connection's whole
@@ -327,37 +395,43 @@ impl Reactor {
         // the request is often here before we accept. Try a read now rather
         // than one turn of the loop later; if nothing has come, it costs
         // one `WouldBlock`, and the registration reports the data when it comes.
+        trace!("token {key}: reading its request right at accept");
         self.conns[key].unread = true;
         self.serve(key);
     }
 
-    /// The keep-alive connection (one that has had an answer and now waits
-    /// for nothing) whose idle deadline is nearest. A scan, but it runs only
-    /// when the server is full.
-    fn idlest_keepalive(&self) -> Option<usize> {
+    /// The connection to close when the server is full: a lingering one
+    /// (it owes nothing and is only waiting for the client to go), else the
+    /// keep-alive connection (answered, now waiting for nothing) whose idle
+    /// deadline is nearest. A scan, but it runs only when the server is full.
+    fn idlest_reclaimable(&self) -> Option<usize> {
         self.conns
             .iter()
-            .filter(|(_, c)| {
-                c.state == State::Open
-                    && c.requests > 0
-                    && c.queued() == 0
-                    && !c.unread
-                    && !c.scheduled
-                    && !c.session.mid_request()
+            .filter(|(_, c)| match c.state {
+                State::Lingering { .. } => true,
+                State::Open => {
+                    c.requests > 0
+                        && c.queued() == 0
+                        && !c.unread
+                        && !c.scheduled
+                        && !c.session.mid_request()
+                }
+                State::Draining => false,
             })
-            .min_by_key(|(_, c)| c.deadline)
+            .min_by_key(|(_, c)| (!matches!(c.state, State::Lingering { .. }), c.deadline))
             .map(|(key, _)| key)
     }
 
     /// Step 2 for a connection: note what the event says, then serve it.
     fn on_connection_event(&mut self, key: usize, event: Readiness) {
+        if self.freed_in_turn.get(key) == Some(&self.turn) {
+            // Queued before the connection that held this key was closed
+            // this turn; the key may already belong to a newer connection.
+            return trace!("event for token {key}, closed earlier in this turn: ignored");
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.state == State::Closed {
-            // An event queued before this connection was closed in the same batch.
-            return trace!("event for token {key}, closed earlier in this batch: ignored");
-        }
         conn.unread |= event.readable || event.hangup;
         conn.hangup |= event.hangup;
         self.serve(key);
@@ -367,41 +441,39 @@ impl Reactor {
     /// last turn left, or read and answer new requests; write; then decide
     /// whether it needs another turn, a writable event, or closing.
     fn serve(&mut self, key: usize) {
+        if matches!(self.conns[key].state, State::Lingering { .. }) {
+            return self.linger(key);
+        }
         let conn = &self.conns[key];
         // Produce more only while the kernel takes what we write: a client
         // that does not read its answers stops being read (backpressure).
         if conn.queued() == 0 {
             if conn.session.wants_resume() {
                 self.resume(key);
-            } else if conn.unread && conn.state == State::Open {
-                self.read_and_answer(key);
+            } else if conn.unread && conn.state == State::Open && !self.read_and_answer(key) {
+                return; // the read failed and the connection is gone
             }
         }
         if !self.flush(key) {
             return;
         }
         let conn = &self.conns[key];
-        if conn.state == State::Closed {
-            return;
-        }
         if conn.queued() > 0 {
             return self.rearm(key); // a writable event will bring us back
         }
         if conn.session.wants_resume() || (conn.unread && conn.state == State::Open) {
             self.schedule(key);
         } else if conn.state == State::Draining {
-            // Send our FIN now rather than when the slab entry is dropped at the
-            // end of the batch: whoever closes first keeps the TIME_WAIT, and it
-            // belongs here, not on the client, whose ephemeral ports it would hold.
-            self.conns[key].shutdown_write();
-            return self.close(key, "done");
+            return self.finish(key);
         }
         self.rearm(key);
     }
 
-    /// Reads until the socket is empty or this turn's share of work is
-    /// used up, answering each chunk as it comes.
-    fn read_and_answer(&mut self, key: usize) {
+    /// Reads until the socket is empty or this turn's share of input
+    /// ([`TURN_INPUT`]) is used, answering each chunk as it comes. Returns
+    /// false if the connection failed and was closed.
+    fn read_and_answer(&mut self, key: usize) -> bool {
+        let mut budget = TURN_INPUT;
         loop {
             let conn = &mut self.conns[key];
             match conn.read_chunk(&mut self.read_buf) {
@@ -412,21 +484,26 @@ impl Reactor {
                         // A short read emptied the socket: another read would
                         // only say WouldBlock, and new data brings a new event.
                         conn.unread = false;
-                        return;
+                        return true;
                     }
-                    if conn.state != State::Open || conn.session.wants_resume() {
-                        return; // more may wait in the socket: `unread` stays set
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 || conn.state != State::Open || conn.session.wants_resume() {
+                        return true; // more may wait: `unread` stays set, `serve` schedules it
                     }
                 }
                 ReadOutcome::WouldBlock => {
                     conn.unread = false;
-                    return;
+                    return true;
                 }
                 ReadOutcome::Eof => {
                     conn.unread = false;
-                    return self.on_peer_closed(key);
+                    self.on_peer_closed(key);
+                    return true;
                 }
-                ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
+                ReadOutcome::Failed(e) => {
+                    self.close(key, &e.to_string());
+                    return false;
+                }
             }
         }
     }
@@ -478,8 +555,7 @@ impl Reactor {
         if progress.responses > 0 {
             conn.request_started = None; // the next request's clock starts at its first byte
         }
-        conn.requests += progress.responses;
-        self.stats.served += progress.responses;
+        conn.unwritten += progress.responses;
         if progress.close && conn.state == State::Open {
             conn.state = State::Draining;
         }
@@ -496,22 +572,101 @@ impl Reactor {
         conn.state = State::Draining;
     }
 
-    /// Writes what was produced (and anything left from before). Returns
-    /// false if the connection failed and was closed.
+    /// Writes what was produced (and anything left from before), and counts
+    /// the answers that are now wholly with the kernel. Returns false if the
+    /// connection failed and was closed.
     fn flush(&mut self, key: usize) -> bool {
         let conn = &mut self.conns[key];
         let before = conn.bytes_out;
         match conn.send(&mut self.write_buf) {
-            Ok(_) => {
+            Ok(all_written) => {
                 if conn.bytes_out != before {
                     conn.last_progress = self.now;
+                }
+                // A body still streaming belongs to the last answer: it is
+                // not served until its last byte is written.
+                if all_written && conn.unwritten > 0 && !conn.session.wants_resume() {
+                    conn.requests += conn.unwritten;
+                    self.stats.served += conn.unwritten;
+                    conn.unwritten = 0;
                 }
                 true
             }
             Err(e) => {
-                self.write_buf.clear();
                 self.close(key, &e.to_string());
                 false
+            }
+        }
+    }
+
+    /// Every answer owed is written and the connection is to close. Send our
+    /// FIN now: whoever closes first keeps the TIME_WAIT, and it belongs on
+    /// the server, not on the client, whose ephemeral ports it would hold.
+    /// Then, if the client is still sending, linger instead of closing: a
+    /// close with unread input makes the kernel send a reset, and a reset
+    /// throws away whatever of our answers the client has not read yet.
+    fn finish(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.peer_closed {
+            return self.close(key, "done");
+        }
+        conn.shutdown_write();
+        // One read tells whether anything is still coming. A client that sent
+        // one request and waits for our FIN has nothing more: close at once.
+        match conn.read_chunk(&mut self.read_buf) {
+            ReadOutcome::Data(n) => {
+                debug!(
+                    "linger {}, token {key}: the client is still sending; reading and discarding",
+                    conn.peer
+                );
+                conn.state = State::Lingering {
+                    since: self.now,
+                    last_input: self.now,
+                    discarded: n as u64,
+                };
+                conn.unread = true;
+                self.schedule(key);
+                self.rearm(key);
+            }
+            ReadOutcome::WouldBlock | ReadOutcome::Eof => self.close(key, "done"),
+            ReadOutcome::Failed(e) => self.close(key, &e.to_string()),
+        }
+    }
+
+    /// Lingering close: read and throw away what the client sends, one
+    /// buffer per turn, until it closes its side or a limit is reached.
+    fn linger(&mut self, key: usize) {
+        let mut budget = TURN_INPUT;
+        let now = self.now;
+        loop {
+            let conn = &mut self.conns[key];
+            match conn.read_chunk(&mut self.read_buf) {
+                ReadOutcome::Data(n) => {
+                    let State::Lingering {
+                        last_input,
+                        discarded,
+                        ..
+                    } = &mut conn.state
+                    else {
+                        return;
+                    };
+                    *last_input = now;
+                    *discarded += n as u64;
+                    if *discarded > LINGER_BYTES {
+                        return self.close(key, "lingering close: byte limit reached");
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.schedule(key);
+                        return self.rearm(key);
+                    }
+                }
+                ReadOutcome::WouldBlock => {
+                    conn.unread = false;
+                    return self.rearm(key);
+                }
+                ReadOutcome::Eof => return self.close(key, "done, after lingering"),
+                ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
             }
         }
     }
@@ -526,14 +681,19 @@ impl Reactor {
         }
     }
 
-    /// Gives each connection on the ready list one more turn. The serial
-    /// number guards against a key that was closed and reused meanwhile.
+    /// Step 3: gives the listener and each connection on the ready list one
+    /// more turn. The serial number guards against a key that was closed
+    /// and reused meanwhile.
     fn run_ready(&mut self) {
+        if self.listener_ready {
+            self.accept_some();
+        }
         let mut ready = mem::take(&mut self.ready);
         for &(key, serial) in &ready {
             match self.conns.get_mut(key) {
-                Some(conn) if conn.serial == serial && conn.state != State::Closed => {
+                Some(conn) if conn.serial == serial => {
                     conn.scheduled = false;
+                    trace!("token {key}: another turn from the ready list");
                     self.serve(key);
                 }
                 _ => {}
@@ -546,15 +706,21 @@ impl Reactor {
     }
 
     /// Works out when this connection times out, from what it is doing now:
-    /// waiting for the client to read (send timeout), in the middle of a
-    /// request (header timeout, counted from the request's first byte), or
-    /// idle between requests (idle timeout). Touches the timer heap only if
-    /// the deadline moved earlier than the entry already there.
+    /// lingering (the sooner of its two limits), waiting for the client to
+    /// read (send timeout), in the middle of a request (header timeout,
+    /// counted from the request's first byte), or idle between requests
+    /// (idle timeout). Touches the timer heap only if the deadline moved
+    /// earlier than the entry already there.
     fn rearm(&mut self, key: usize) {
         let now = self.now;
         let t = self.config.timeouts;
         let conn = &mut self.conns[key];
-        let deadline = if conn.queued() > 0 || conn.session.wants_resume() {
+        let deadline = if let State::Lingering {
+            since, last_input, ..
+        } = conn.state
+        {
+            Some((since + LINGER_TIME).min(last_input + LINGER_QUIET))
+        } else if conn.queued() > 0 || conn.session.wants_resume() {
             t.send.map(|d| conn.last_progress + d)
         } else if conn.session.mid_request() || conn.unread {
             let started = *conn.request_started.get_or_insert(now);
@@ -571,14 +737,14 @@ impl Reactor {
         }
     }
 
-    /// Fires the deadlines that have come. An entry whose connection has
-    /// moved its deadline on is pushed again for the new time.
+    /// Step 4: fires the deadlines that have come. An entry whose
+    /// connection has moved its deadline on is pushed again for the new time.
     fn fire_timers(&mut self) {
         while let Some((when, key, serial)) = self.timers.pop_due(self.now) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.serial != serial || conn.state == State::Closed || conn.armed != Some(when) {
+            if conn.serial != serial || conn.armed != Some(when) {
                 continue; // a closed connection's, or a duplicate
             }
             conn.armed = None;
@@ -596,7 +762,10 @@ impl Reactor {
     /// A deadline passed: say why, and end the connection.
     fn on_timeout(&mut self, key: usize) {
         let conn = &self.conns[key];
-        if conn.queued() > 0 || conn.session.wants_resume() {
+        trace!("token {key}: deadline passed");
+        if matches!(conn.state, State::Lingering { .. }) {
+            self.close(key, "lingering close: time is up");
+        } else if conn.queued() > 0 || conn.session.wants_resume() {
             info!(
                 "{}: send timeout, the client stopped reading; closing",
                 conn.peer.remote
@@ -611,9 +780,12 @@ impl Reactor {
             let conn = &mut self.conns[key];
             conn.state = State::Draining;
             conn.unread = false;
-            if self.flush(key) && self.conns[key].queued() == 0 {
-                self.close(key, "header timeout");
-            } else if self.conns[key].state != State::Closed {
+            if !self.flush(key) {
+                return;
+            }
+            if self.conns[key].queued() == 0 {
+                self.finish(key);
+            } else {
                 self.rearm(key); // the 408 is queued: the send timeout now applies
             }
         } else {
@@ -621,37 +793,37 @@ impl Reactor {
         }
     }
 
-    /// Marks a connection closed; it leaves the slab after this batch.
+    /// Closes a connection now: removing it from the slab closes its socket
+    /// and drops whatever it held (a file being streamed, its buffers). Its
+    /// timer entry and ready-list entry go stale (their serial no longer
+    /// matches); events still queued in this turn for its key are dropped
+    /// by `on_connection_event`.
     fn close(&mut self, key: usize, why: &str) {
-        let open = self.conns.len().saturating_sub(self.closed.len() + 1);
-        let conn = &mut self.conns[key];
-        if conn.state == State::Closed {
-            return;
+        let conn = self.conns.remove(key);
+        // Only the connection being served has output in the shared buffer
+        // (a read failed after some answers were produced): it goes with the
+        // connection, or the next one to write would send it.
+        self.write_buf.clear();
+        if self.freed_in_turn.len() <= key {
+            self.freed_in_turn.resize(key + 1, 0);
         }
-        conn.state = State::Closed;
+        self.freed_in_turn[key] = self.turn;
         debug!(
             "close {}, token {key} ({why}): {} in, {} out, {} requests; {} open",
-            conn.peer, conn.bytes_in, conn.bytes_out, conn.requests, open
+            conn.peer,
+            conn.bytes_in,
+            conn.bytes_out,
+            conn.requests,
+            self.conns.len()
         );
-        self.closed.push(key);
-    }
-
-    /// Step 5: drop the connections closed in this batch, which closes their
-    /// sockets and frees their slab keys for the next accepts.
-    fn reap_closed(&mut self) {
-        if self.closed.is_empty() {
-            return;
-        }
-        for key in self.closed.drain(..) {
-            drop(self.conns.remove(key));
-        }
+        drop(conn);
         if self.accept_paused {
-            // Descriptors were freed: take the connections waiting in the backlog.
-            self.accept_all();
+            // A descriptor was freed: take the connections waiting in the backlog.
+            self.listener_ready = true;
         }
     }
 
-    /// Step 6: housekeeping that is not tied to one event.
+    /// Step 5: housekeeping that is not tied to one event.
     fn after_batch(&mut self) {
         if self.timers.len() > 2 * self.conns.len() + 1024 {
             // Closed connections leave their entries behind; sweep them out
@@ -663,8 +835,8 @@ impl Reactor {
                     .is_some_and(|c| c.serial == serial && c.armed == Some(when))
             });
         }
-        if self.accept_paused {
-            self.accept_all();
+        if self.accept_paused && !self.listener_ready {
+            self.accept_some();
         }
         if self.write_buf.capacity() > 4 * READ_BUFFER {
             // A huge response (a big /_/conns) grew the shared buffer; give it back.
@@ -710,6 +882,7 @@ impl Reactor {
             self.conns.len()
         );
         self.draining_since = Some(Instant::now());
+        self.listener_ready = false;
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -725,7 +898,6 @@ impl Reactor {
                 conn.state = State::Draining;
             }
         }
-        self.reap_closed();
     }
 
     fn close_all(&mut self, why: &str) {
@@ -733,7 +905,6 @@ impl Reactor {
         for key in keys {
             self.close(key, why);
         }
-        self.reap_closed();
     }
 
     /// The slab as the HTTP code sees it (see `with_session` for why that
@@ -787,12 +958,7 @@ impl Host for SlabView<'_> {
             now.duration_since(self.started),
             self.stats.accepted,
         ));
-        rows.extend(
-            self.conns
-                .iter()
-                .filter(|(_, c)| c.state != State::Closed)
-                .map(|(key, c)| c.row(now, key == me)),
-        );
+        rows.extend(self.conns.iter().map(|(key, c)| c.row(now, key == me)));
         ConnTable {
             listen: self.listen,
             open: rows.len() - 1,
@@ -801,11 +967,6 @@ impl Host for SlabView<'_> {
             rows,
         }
     }
-}
-
-/// EMFILE (this process) or ENFILE (the whole system) is out of descriptors.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 fn token_name(token: Token) -> String {
@@ -825,7 +986,7 @@ mod tests {
         Reactor::bind(ServerConfig {
             listen: ListenOptions {
                 addr: "127.0.0.1:0".parse().unwrap(),
-                backlog: 16,
+                backlog: 128,
                 ipv6_only: false,
             },
             http: http::Config::default(),
@@ -842,7 +1003,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         while r.conns.len() < n {
             assert!(Instant::now() < deadline, "connection not accepted");
-            r.accept_all();
+            r.accept_some();
         }
     }
 
@@ -855,47 +1016,53 @@ mod tests {
             .unwrap()
     }
 
+    /// What `wait` does between two batches of events, without waiting.
+    fn next_turn(r: &mut Reactor) {
+        r.turn += 1;
+        r.now = Instant::now();
+    }
+
     #[test]
     fn an_event_for_a_closed_token_never_reaches_the_connection_after_it() {
         let mut r = reactor();
         let a = std::net::TcpStream::connect(r.local_addr()).unwrap();
         accept_until(&mut r, 1);
         let key_a = key_of(&r, &a);
-        // Something earlier in this batch closed A...
-        r.close(key_a, "closed earlier in the batch");
-        // ...and then the listener's event accepted B in the same batch.
+        // Something earlier in this turn closed A, which frees its key at once...
+        r.close(key_a, "closed earlier in the turn");
+        assert!(
+            r.conns.get(key_a).is_none(),
+            "closing releases the slot now"
+        );
+        // ...and then the listener's event accepted B in the same turn.
         let mut b = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        accept_until(&mut r, 2);
+        accept_until(&mut r, 1);
         let key_b = key_of(&r, &b);
+        assert_eq!(key_a, key_b, "the slab hands the freed key to B");
         // B's request is in B's socket, waiting for B's own event.
         b.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        assert_ne!(
-            key_a, key_b,
-            "a closed slot stays taken until the batch ends"
-        );
-        // A's event, still queued in this batch, arrives now: it must not touch B.
+        // A's event, still queued in this turn, arrives now: it must not touch B.
         let stale = Readiness {
             readable: true,
-            hangup: false,
+            hangup: true,
         };
         r.on_connection_event(key_a, stale);
-        assert_eq!(r.conns[key_b].bytes_in, 0);
-        assert_eq!(r.conns[key_b].requests, 0);
-        assert_eq!(r.conns[key_a].state, State::Closed);
-        // After the batch, A's key is free, and the next connection takes it.
-        r.reap_closed();
-        let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        accept_until(&mut r, 2);
-        assert_eq!(key_of(&r, &c), key_a, "the slab reuses the freed key");
-        // B's own event still reaches B.
-        r.on_connection_event(
-            key_b,
-            Readiness {
-                readable: true,
-                hangup: false,
-            },
-        );
+        assert_eq!(r.conns[key_b].bytes_in, 0, "a stale event read B's socket");
+        assert!(!r.conns[key_b].hangup, "a stale hangup reached B");
+        // In the next turn, events for that key are B's own, and reach B.
+        next_turn(&mut r);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.conns[key_b].requests == 0 {
+            assert!(Instant::now() < deadline, "B's request was not answered");
+            r.on_connection_event(
+                key_b,
+                Readiness {
+                    readable: true,
+                    hangup: false,
+                },
+            );
+        }
         assert_eq!(r.conns[key_b].requests, 1);
         drop(a);
     }
@@ -908,13 +1075,37 @@ mod tests {
         let key = key_of(&r, &a);
         r.schedule(key);
         r.close(key, "test");
-        r.reap_closed();
         let b = std::net::TcpStream::connect(r.local_addr()).unwrap();
         accept_until(&mut r, 1);
         assert_eq!(key_of(&r, &b), key);
         r.run_ready();
         assert!(!r.conns[key].scheduled, "B was never scheduled");
         assert!(r.ready.is_empty());
+    }
+
+    #[test]
+    fn accepts_stop_at_the_budget_and_the_listener_waits_on_the_ready_list() {
+        let mut r = reactor();
+        let clients: Vec<_> = (0..ACCEPTS_PER_TURN + 5)
+            .map(|_| std::net::TcpStream::connect(r.local_addr()).unwrap())
+            .collect();
+        // A connect returns once the handshake is done, and the kernel has
+        // then queued the connection for accept: all of them wait now.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        r.accept_some();
+        assert_eq!(
+            r.conns.len(),
+            ACCEPTS_PER_TURN,
+            "one turn took more (or less) than its budget"
+        );
+        assert!(r.listener_ready, "the rest must wait on the ready list");
+        while r.conns.len() < clients.len() {
+            assert!(
+                Instant::now() < deadline,
+                "the ready list did not accept the rest"
+            );
+            r.run_ready();
+        }
     }
 
     #[test]
@@ -925,7 +1116,6 @@ mod tests {
             accept_until(&mut r, 1);
             let key = key_of(&r, &c);
             r.close(key, "churn");
-            r.reap_closed();
             r.after_batch();
         }
         assert!(
