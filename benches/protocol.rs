@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fivetuple::http::{Config, Ctx, Host, Peer, Session};
-use fivetuple::table::{ConnRow, ConnTable};
+use fivetuple::table::{ConnRow, ConnTable, Format};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: 127.0.0.1:500\r\nUser-Agent: wrk\r\n\r\n";
 
 struct NoTable;
 
 impl Host for NoTable {
-    fn table(&self, _me: usize) -> ConnTable {
-        table(0)
+    fn write_table(&self, _me: usize, format: Format, _rows: usize, out: &mut Vec<u8>) {
+        table(0).render(format).write_for(None, out);
     }
 }
 
@@ -26,6 +26,7 @@ fn table(rows: usize) -> ConnTable {
         open: rows,
         accepted: rows as u64,
         served: 0,
+        hidden: 0,
         rows: (0..rows)
             .map(|i| ConnRow {
                 token: Some(i),
@@ -40,7 +41,7 @@ fn table(rows: usize) -> ConnTable {
                 age_ms: 12_345,
                 bytes_in: 78,
                 bytes_out: 140,
-                requests: 1,
+                requests: Some(1),
                 you: i == 7,
             })
             .collect(),

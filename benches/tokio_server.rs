@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use fivetuple::http::response::Clock;
 use fivetuple::http::{self, Ctx, Host, Peer, Session};
-use fivetuple::table::{ConnRow, ConnTable};
+use fivetuple::table::{ConnRow, ConnTable, Format};
 use slab::Slab;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,34 +48,39 @@ struct Registry {
 }
 
 impl Host for Registry {
-    fn table(&self, me: usize) -> ConnTable {
+    fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
         let now = Instant::now();
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows = vec![ConnRow::listener(
-            self.listen,
-            now.duration_since(self.started),
-            0,
-        )];
-        rows.extend(conns.iter().map(|(key, c)| ConnRow {
+        let row = |key: usize, c: &ConnInfo, you: bool| ConnRow {
             token: Some(key),
             proto: "tcp",
             local: c.local,
             remote: Some(c.remote),
             state: "ESTABLISHED",
-            phase: if key == me { "writing" } else { "idle" },
+            phase: if you { "writing" } else { "idle" },
             age_ms: now.duration_since(c.accepted_at).as_millis() as u64,
             bytes_in: 0,
             bytes_out: 0,
-            requests: 0,
-            you: key == me,
-        }));
-        ConnTable {
+            requests: Some(0),
+            you,
+        };
+        let mut table = vec![ConnRow::listener(
+            self.listen,
+            now.duration_since(self.started),
+        )];
+        table.extend(conns.iter().take(rows).map(|(key, c)| row(key, c, false)));
+        let shown = table.len() - 1;
+        let mine = conns.get(me).map(|c| row(me, c, true));
+        let snapshot = ConnTable {
             listen: self.listen,
             open: conns.len(),
             accepted: 0,
             served: 0,
-            rows,
-        }
+            hidden: conns.len() - shown,
+            rows: table,
+        };
+        drop(conns);
+        snapshot.render(format).write_for(mine.as_ref(), out);
     }
 }
 

@@ -243,7 +243,7 @@ impl Connection {
             age_ms: now.duration_since(self.accepted_at).as_millis() as u64,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
-            requests: self.requests,
+            requests: Some(self.requests),
             you,
         }
     }

@@ -50,6 +50,7 @@
 //! outlive a turn (the ready list, the timer heap) carry the connection's
 //! never-reused serial number instead.
 
+use std::cell::RefCell;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -67,7 +68,7 @@ use crate::connection::{Connection, ReadOutcome, State};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
-use crate::table::{ConnRow, ConnTable};
+use crate::table::{ConnRow, ConnTable, Format, Rendered};
 use crate::timer::Timers;
 
 /// The listening socket's token. Slab keys count up from 0, so the fixed
@@ -184,6 +185,8 @@ pub struct Reactor {
     now: Instant,
     /// Every connection's next deadline.
     timers: Timers,
+    /// `/_/conns` renderings shared by the requesters of one turn.
+    table_cache: RefCell<TableCache>,
     config: ServerConfig,
     stats: Summary,
     /// `accept` failed for lack of file descriptors; retry when one frees up.
@@ -225,6 +228,7 @@ impl Reactor {
             clock: Clock::default(),
             now: Instant::now(),
             timers: Timers::default(),
+            table_cache: RefCell::default(),
             config,
             stats: Summary::default(),
             accept_paused: false,
@@ -268,6 +272,7 @@ impl Reactor {
     /// deadline passes, then start a new turn. A signal interrupting the
     /// wait is not an error.
     fn wait(&mut self, events: &mut Events) -> Result<()> {
+        self.table_cache.get_mut().renderings.clear();
         let timeout = self
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));
@@ -541,6 +546,7 @@ impl Reactor {
             listen: self.local_addr,
             started: self.started,
             stats: self.stats,
+            cache: &self.table_cache,
         };
         let ctx = Ctx {
             peer,
@@ -861,7 +867,7 @@ impl Reactor {
         let mut stop = None;
         for signal in self.signals.pending() {
             if signal == SIGUSR1 {
-                let table = self.view().table(usize::MAX).render_text();
+                let table = self.view().snapshot(usize::MAX).render_text();
                 info!("connection table (SIGUSR1):\n{table}");
             } else {
                 stop = Some(signal);
@@ -915,6 +921,7 @@ impl Reactor {
             listen: self.local_addr,
             started: self.started,
             stats: self.stats,
+            cache: &self.table_cache,
         }
     }
 
@@ -941,31 +948,69 @@ impl From<&Event> for Readiness {
     }
 }
 
-/// The slab seen as a [`ConnTable`], for `/_/conns`.
+/// The slab seen by the HTTP code, for `/_/conns`.
 struct SlabView<'a> {
     conns: &'a Slab<Connection>,
     listen: SocketAddr,
     started: Instant,
     stats: Summary,
+    cache: &'a RefCell<TableCache>,
+}
+
+/// This turn's renderings of the connection table. However many clients
+/// ask for `/_/conns` in one turn, the table is written out once per format
+/// and row limit, and each answer is a copy with the requester's own row
+/// put in. A connection accepted or closed makes the renderings stale (every
+/// answer lists exactly the connections open when it was written; only the
+/// counters of other rows may be a turn old); the reactor also empties it
+/// before it sleeps, so nothing stale is kept.
+#[derive(Debug, Default)]
+struct TableCache {
+    renderings: Vec<(Format, usize, Rendered)>,
+    /// Connections accepted and open when the renderings were made.
+    made_at: (u64, usize),
+}
+
+impl SlabView<'_> {
+    /// The listener's row and the first `rows` connections, none marked.
+    fn snapshot(&self, rows: usize) -> ConnTable {
+        let now = Instant::now();
+        let mut table = Vec::with_capacity(self.conns.len().min(rows) + 1);
+        table.push(ConnRow::listener(
+            self.listen,
+            now.duration_since(self.started),
+        ));
+        table.extend(self.conns.iter().take(rows).map(|(_, c)| c.row(now, false)));
+        ConnTable {
+            listen: self.listen,
+            open: self.conns.len(),
+            accepted: self.stats.accepted,
+            served: self.stats.served,
+            hidden: self.conns.len() - (table.len() - 1),
+            rows: table,
+        }
+    }
 }
 
 impl Host for SlabView<'_> {
-    fn table(&self, me: usize) -> ConnTable {
-        let now = Instant::now();
-        let mut rows = Vec::with_capacity(self.conns.len() + 1);
-        rows.push(ConnRow::listener(
-            self.listen,
-            now.duration_since(self.started),
-            self.stats.accepted,
-        ));
-        rows.extend(self.conns.iter().map(|(key, c)| c.row(now, key == me)));
-        ConnTable {
-            listen: self.listen,
-            open: rows.len() - 1,
-            accepted: self.stats.accepted,
-            served: self.stats.served,
-            rows,
+    fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
+        let mut cache = self.cache.borrow_mut();
+        let now = (self.stats.accepted, self.conns.len());
+        if cache.made_at != now {
+            cache.renderings.clear();
+            cache.made_at = now;
         }
+        let found = cache
+            .renderings
+            .iter()
+            .position(|(f, r, _)| *f == format && *r == rows);
+        let index = found.unwrap_or_else(|| {
+            let rendered = self.snapshot(rows).render(format);
+            cache.renderings.push((format, rows, rendered));
+            cache.renderings.len() - 1
+        });
+        let mine = self.conns.get(me).map(|c| c.row(Instant::now(), true));
+        cache.renderings[index].2.write_for(mine.as_ref(), out);
     }
 }
 

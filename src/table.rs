@@ -33,15 +33,16 @@ pub struct ConnRow {
     pub age_ms: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Requests answered on this connection (connections accepted, for the listener).
-    pub requests: u64,
+    /// Requests answered on this connection; `None` for the listener,
+    /// which answers none (the table's first line counts its accepts).
+    pub requests: Option<u64>,
     /// True on the row of the connection that asked for the table.
     pub you: bool,
 }
 
 impl ConnRow {
-    /// The listening socket's row: bound `age` ago, `accepted` connections so far.
-    pub fn listener(local: SocketAddr, age: Duration, accepted: u64) -> ConnRow {
+    /// The listening socket's row, bound `age` ago.
+    pub fn listener(local: SocketAddr, age: Duration) -> ConnRow {
         ConnRow {
             token: None,
             proto: "tcp",
@@ -52,11 +53,17 @@ impl ConnRow {
             age_ms: age.as_millis() as u64,
             bytes_in: 0,
             bytes_out: 0,
-            requests: accepted,
+            requests: None,
             you: false,
         }
     }
 }
+
+/// Connection rows `/_/conns` shows unless asked for more (`?rows=N`,
+/// `?all`). The table costs time in proportion to its rows, and answering
+/// it for a thousand clients at once must not stall everybody else; the
+/// totals in the first line still count every connection.
+pub const DEFAULT_ROWS: usize = 100;
 
 /// A snapshot of every socket the server holds.
 #[derive(Debug, Clone, Serialize)]
@@ -69,8 +76,19 @@ pub struct ConnTable {
     pub accepted: u64,
     /// Requests answered since start.
     pub served: u64,
+    /// Connections left out of `rows` by the row limit.
+    pub hidden: usize,
     /// The listener first, then the connections by token.
     pub rows: Vec<ConnRow>,
+}
+
+/// How a table is written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// netstat-like columns, one row per line.
+    Text,
+    /// One JSON object, with one row object per line.
+    Json,
 }
 
 impl ConnTable {
@@ -81,26 +99,64 @@ impl ConnTable {
             open: 0,
             accepted: 0,
             served: 0,
+            hidden: 0,
             rows: Vec::new(),
         }
     }
 
-    /// The table as netstat-like text, one row per socket. Address columns
-    /// are as wide as their longest entry, so IPv6 rows stay aligned.
+    /// The table as netstat-like text (see [`ConnTable::render`]).
     pub fn render_text(&self) -> String {
-        let remote_of = |row: &ConnRow| {
-            row.remote
-                .map_or_else(|| wildcard(&row.local), |r| r.to_string())
+        self.render(Format::Text).into_string()
+    }
+
+    /// The table as JSON (the same fields as the text).
+    pub fn render_json(&self) -> String {
+        self.render(Format::Json).into_string()
+    }
+
+    /// Writes the table out once, remembering where each connection's row
+    /// is, so that many requesters can share one rendering and each still
+    /// sees its own row marked (see [`Rendered::write_for`]).
+    pub fn render(&self, format: Format) -> Rendered {
+        match format {
+            Format::Text => self.render_text_rows(),
+            Format::Json => self.render_json_rows(),
+        }
+    }
+
+    /// Address columns are as wide as their longest entry, so IPv6 rows
+    /// stay aligned.
+    fn render_text_rows(&self) -> Rendered {
+        let widths = Widths {
+            local: self
+                .rows
+                .iter()
+                .map(|r| r.local.to_string().len())
+                .max()
+                .unwrap_or(0)
+                .max(13),
+            remote: self
+                .rows
+                .iter()
+                .map(|r| remote_text(r).len())
+                .max()
+                .unwrap_or(0)
+                .max(15),
         };
-        let locals: Vec<String> = self.rows.iter().map(|r| r.local.to_string()).collect();
-        let remotes: Vec<String> = self.rows.iter().map(remote_of).collect();
-        let lw = locals.iter().map(String::len).max().unwrap_or(0).max(13);
-        let rw = remotes.iter().map(String::len).max().unwrap_or(0).max(15);
-        let mut out = String::with_capacity(160 + (lw + rw + 80) * self.rows.len());
+        let mut out =
+            String::with_capacity(160 + (widths.local + widths.remote + 80) * self.rows.len());
         let _ = writeln!(
             out,
-            "fivetuple on {}: {} open, {} accepted, {} requests served",
-            self.listen, self.open, self.accepted, self.served
+            "fivetuple on {}: {} open, {} accepted, {} {} served",
+            self.listen,
+            self.open,
+            self.accepted,
+            self.served,
+            if self.served == 1 {
+                "request"
+            } else {
+                "requests"
+            }
         );
         let _ = writeln!(
             out,
@@ -114,42 +170,183 @@ impl ConnTable {
             "Age",
             "Bytes In",
             "Bytes Out",
-            "Requests"
+            "Requests",
+            lw = widths.local,
+            rw = widths.remote,
         );
-        for ((row, local), remote) in self.rows.iter().zip(&locals).zip(&remotes) {
-            let token = row
-                .token
-                .map_or_else(|| "listen".to_string(), |t| t.to_string());
-            let _ = write!(
-                out,
-                "{:<7} {:<5} {:<lw$} {:<rw$} {:<11} {:<7} {:>7} {:>10} {:>10} {:>8}",
-                token,
-                row.proto,
-                local,
-                remote,
-                row.state,
-                row.phase,
-                age(Duration::from_millis(row.age_ms)),
-                row.bytes_in,
-                row.bytes_out,
-                row.requests
-            );
-            if row.you {
-                out.push_str("  <- you");
+        let mut spans = Vec::with_capacity(self.rows.len());
+        for row in &self.rows {
+            let start = out.len();
+            widths.write_row(&mut out, row);
+            if let Some(token) = row.token {
+                spans.push((token, start..out.len()));
             }
             out.push('\n');
         }
-        out
+        let mut tail = out.len();
+        if self.hidden > 0 {
+            let _ = writeln!(
+                out,
+                "... and {} more {} not shown (ask for /_/conns?all, or ?rows=N)",
+                self.hidden,
+                if self.hidden == 1 {
+                    "connection"
+                } else {
+                    "connections"
+                }
+            );
+            tail = out.len();
+        }
+        Rendered {
+            bytes: out.into_bytes(),
+            spans,
+            tail,
+            format: Format::Text,
+            widths,
+        }
     }
 
-    /// The table as JSON (the same fields as the text).
-    pub fn render_json(&self) -> String {
-        let mut json = serde_json::to_string_pretty(self).unwrap_or_else(|e| {
-            // Serializing plain strings and numbers cannot fail; say so if it ever does.
-            format!("{{\"error\": \"{e}\"}}")
+    fn render_json_rows(&self) -> Rendered {
+        let mut out = format!(
+            "{{\"listen\":\"{}\",\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"rows\":[",
+            self.listen, self.open, self.accepted, self.served, self.hidden
+        )
+        .into_bytes();
+        let mut spans = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            let start = out.len();
+            write_json_row(&mut out, row);
+            if let Some(token) = row.token {
+                spans.push((token, start..out.len()));
+            }
+        }
+        let tail = out.len();
+        out.extend_from_slice(b"\n]}\n");
+        Rendered {
+            bytes: out,
+            spans,
+            tail,
+            format: Format::Json,
+            widths: Widths::default(),
+        }
+    }
+}
+
+/// A table written out once, to be handed to many requesters.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    bytes: Vec<u8>,
+    /// Each connection row's token and where its line is in `bytes`, by
+    /// token (the slab's order).
+    spans: Vec<(usize, std::ops::Range<usize>)>,
+    /// Where a row that is not in the table goes: after the last row.
+    tail: usize,
+    format: Format,
+    widths: Widths,
+}
+
+impl Rendered {
+    /// Appends the table to `out` with `me` (the requester's own row, fresh)
+    /// in place of its row in the snapshot, or after the rows if the row
+    /// limit left it out. Costs a copy and one row, whatever the table's size.
+    pub fn write_for(&self, me: Option<&ConnRow>, out: &mut Vec<u8>) {
+        let Some(me) = me else {
+            return out.extend_from_slice(&self.bytes);
+        };
+        let found = me.token.and_then(|token| {
+            self.spans
+                .binary_search_by_key(&token, |(t, _)| *t)
+                .ok()
+                .map(|i| self.spans[i].1.clone())
         });
-        json.push('\n');
-        json
+        let (cut, resume) = match &found {
+            Some(span) => (span.start, span.end),
+            None => (self.tail, self.tail),
+        };
+        out.extend_from_slice(&self.bytes[..cut]);
+        match self.format {
+            Format::Text => {
+                let mut line = String::new();
+                self.widths.write_row(&mut line, me);
+                out.extend_from_slice(line.as_bytes());
+                if found.is_none() {
+                    out.push(b'\n');
+                }
+            }
+            Format::Json => {
+                if found.is_none() {
+                    out.extend_from_slice(b",\n");
+                }
+                write_json_row(out, me);
+            }
+        }
+        out.extend_from_slice(&self.bytes[resume..]);
+    }
+
+    /// The rendering as it is, with no row marked.
+    pub fn into_string(self) -> String {
+        String::from_utf8(self.bytes).unwrap_or_default()
+    }
+}
+
+/// The widths of the text table's address columns.
+#[derive(Debug, Clone, Copy, Default)]
+struct Widths {
+    local: usize,
+    remote: usize,
+}
+
+impl Widths {
+    /// One row of the text table, without its newline.
+    fn write_row(&self, out: &mut String, row: &ConnRow) {
+        let token = row
+            .token
+            .map_or_else(|| "listen".to_string(), |t| t.to_string());
+        let requests = row
+            .requests
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
+        let _ = write!(
+            out,
+            "{:<7} {:<5} {:<lw$} {:<rw$} {:<11} {:<7} {:>7} {:>10} {:>10} {:>8}",
+            token,
+            row.proto,
+            row.local.to_string(),
+            remote_text(row),
+            row.state,
+            row.phase,
+            age(Duration::from_millis(row.age_ms)),
+            row.bytes_in,
+            row.bytes_out,
+            requests,
+            lw = self.local,
+            rw = self.remote,
+        );
+        if row.you {
+            out.push_str("  <- you");
+        }
+    }
+}
+
+fn remote_text(row: &ConnRow) -> String {
+    row.remote
+        .map_or_else(|| wildcard(&row.local), |r| r.to_string())
+}
+
+fn write_json_row(out: &mut Vec<u8>, row: &ConnRow) {
+    if let Err(e) = serde_json::to_writer(&mut *out, row) {
+        // Serializing plain strings and numbers cannot fail; say so if it ever does.
+        let _ = write!(ByteString(out), "{{\"error\":\"{e}\"}}");
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct ByteString<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteString<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -188,7 +385,7 @@ mod tests {
             age_ms: 1200,
             bytes_in: 78,
             bytes_out: 0,
-            requests: 0,
+            requests: Some(0),
             you,
         };
         ConnTable {
@@ -196,6 +393,7 @@ mod tests {
             open: 2,
             accepted: 2,
             served: 1,
+            hidden: 0,
             rows: vec![
                 ConnRow {
                     token: None,
@@ -203,11 +401,21 @@ mod tests {
                     state: "LISTEN",
                     phase: "accept",
                     local: "0.0.0.0:500".parse().unwrap(),
+                    requests: None,
                     ..conn(0, 0, false)
                 },
                 conn(0, 54240, false),
                 conn(1, 26813, true),
             ],
+        }
+    }
+
+    impl ConnRow {
+        fn clone_with_token(self, token: usize) -> ConnRow {
+            ConnRow {
+                token: Some(token),
+                ..self
+            }
         }
     }
 
@@ -227,6 +435,79 @@ mod tests {
         assert_eq!(json["rows"][2]["remote"], "127.0.0.1:26813");
         assert_eq!(json["rows"][2]["you"], true);
         assert_eq!(json["rows"][0]["token"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn one_rendering_serves_every_requester_with_its_own_row_marked() {
+        let mut table = sample();
+        for row in &mut table.rows {
+            row.you = false;
+        }
+        let me = |token, port| {
+            ConnRow {
+                phase: "writing",
+                you: true,
+                ..table
+                    .rows
+                    .iter()
+                    .find(|r| r.remote.map(|a| a.port()) == Some(port))
+                    .unwrap()
+                    .clone()
+            }
+            .clone_with_token(token)
+        };
+        for format in [Format::Text, Format::Json] {
+            let shared = table.render(format);
+            let mut first = Vec::new();
+            shared.write_for(Some(&me(0, 54240)), &mut first);
+            let mut second = Vec::new();
+            shared.write_for(Some(&me(1, 26813)), &mut second);
+            // Each answer equals a fresh rendering with that requester's row marked.
+            for (bytes, port) in [(first, 54240u16), (second, 26813)] {
+                let mut fresh = table.clone();
+                for row in &mut fresh.rows {
+                    if row.remote.map(|a| a.port()) == Some(port) {
+                        row.you = true;
+                        row.phase = "writing";
+                    }
+                }
+                assert_eq!(
+                    String::from_utf8(bytes).unwrap(),
+                    fresh.render(format).into_string(),
+                    "{format:?}, requester on port {port}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_requester_left_out_by_the_row_limit_is_shown_after_the_rows() {
+        let mut table = sample();
+        table.rows.truncate(2); // the limit kept only the first connection
+        table.hidden = 1;
+        let me = ConnRow {
+            token: Some(1),
+            remote: Some(SocketAddr::from(([127, 0, 0, 1], 26813))),
+            you: true,
+            ..table.rows[1].clone()
+        };
+        let mut text = Vec::new();
+        table.render(Format::Text).write_for(Some(&me), &mut text);
+        let text = String::from_utf8(text).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(lines[4].contains("1 more connection not shown"), "{text}");
+        assert!(
+            lines[5].contains("26813") && lines[5].ends_with("<- you"),
+            "{text}"
+        );
+        let mut json = Vec::new();
+        table.render(Format::Json).write_for(Some(&me), &mut json);
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["hidden"], 1);
+        assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+        assert_eq!(json["rows"][2]["you"], true);
+        assert_eq!(json["rows"][0]["requests"], serde_json::Value::Null);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use common::{read_response, read_response_to, read_to_close, wait_until, Server}
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
 
 fn table(server: &Server) -> serde_json::Value {
-    let resp = server.get("/_/conns.json");
+    let resp = server.get("/_/conns.json?all");
     assert_eq!(resp.status, 200);
     serde_json::from_slice(&resp.body).expect("JSON table")
 }

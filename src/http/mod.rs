@@ -25,7 +25,7 @@ use parse::{BodyKind, ChunkedDecoder, Limits, Parsed, Reject, RequestHead};
 use response::{write_error, Answer};
 use routes::Route;
 
-use crate::table::ConnTable;
+use crate::table::Format;
 
 /// Settings of the protocol that do not change while the server runs.
 #[derive(Debug, Clone, Default)]
@@ -56,8 +56,11 @@ impl fmt::Display for Peer {
 
 /// What the protocol may ask of the server around it.
 pub trait Host {
-    /// A snapshot of every connection, with `me`'s row marked.
-    fn table(&self, me: usize) -> ConnTable;
+    /// Appends the connection table to `out`, written as `format`, with at
+    /// most `rows` connection rows and `me`'s own row always shown and
+    /// marked. A server answering many requesters at once may share one
+    /// rendering among them (see [`crate::table::Rendered`]).
+    fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>);
 }
 
 /// Everything a request may look at besides its own bytes.

@@ -9,6 +9,7 @@ use super::parse::RequestHead;
 use super::response::{html_escape_into, write_error, write_response, Answer, Status};
 use super::{Body, Ctx};
 use crate::files::FileRequest;
+use crate::table::{Format, DEFAULT_ROWS};
 
 /// What answering a request produced.
 #[derive(Debug)]
@@ -41,10 +42,9 @@ pub enum Route {
     Hello,
     /// `/_/whoami`: the caller's own 5-tuple as the server sees it.
     Whoami,
-    /// `/_/conns`: the live connection table as text.
-    Conns,
-    /// `/_/conns.json`: the same table as JSON.
-    ConnsJson,
+    /// `/_/conns` (text) and `/_/conns.json`: the live connection table,
+    /// with at most this many connection rows (`?rows=N`, `?all`).
+    Conns(Format, usize),
     /// `OPTIONS`: which methods are allowed.
     Options,
     /// A method other than GET, HEAD or OPTIONS.
@@ -103,13 +103,30 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
     match path {
         "/_/hello" => Route::Hello,
         "/_/whoami" => Route::Whoami,
-        "/_/conns" => Route::Conns,
-        "/_/conns.json" => Route::ConnsJson,
+        "/_/conns" => Route::Conns(Format::Text, rows_asked(target)),
+        "/_/conns.json" => Route::Conns(Format::Json, rows_asked(target)),
         _ if path.starts_with("/_/") => Route::NotFound,
         _ if files => Route::File(Box::default()),
         "/" => Route::Index,
         _ => Route::NotFound,
     }
+}
+
+/// How many connection rows a `/_/conns` request asks for: `?all`, or
+/// `?rows=N`, or [`DEFAULT_ROWS`].
+fn rows_asked(target: &str) -> usize {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    let mut rows = DEFAULT_ROWS;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            None if pair == "all" => rows = usize::MAX,
+            Some(("all", _)) => rows = usize::MAX,
+            Some(("rows", n)) => rows = n.parse().unwrap_or(rows),
+            _ => {}
+        }
+    }
+    rows
 }
 
 /// The path of a request target, without query or fragment. Accepts
@@ -150,18 +167,15 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
                 text.as_bytes(),
             )
         }
-        Route::Conns => {
-            let text = ctx.host.table(ctx.peer.token).render_text();
-            ok(
-                out,
-                "text/plain; charset=utf-8",
-                &[NO_STORE],
-                text.as_bytes(),
-            )
-        }
-        Route::ConnsJson => {
-            let json = ctx.host.table(ctx.peer.token).render_json();
-            ok(out, "application/json", &[NO_STORE], json.as_bytes())
+        Route::Conns(format, rows) => {
+            let mut body = Vec::new();
+            ctx.host
+                .write_table(ctx.peer.token, *format, *rows, &mut body);
+            let content_type = match format {
+                Format::Text => "text/plain; charset=utf-8",
+                Format::Json => "application/json",
+            };
+            ok(out, content_type, &[NO_STORE], &body)
         }
         Route::Index => ok(
             out,
@@ -262,8 +276,23 @@ mod tests {
             ("HEAD", "/_/hello", Route::Hello),
             ("GET", "/_/hello?x=1", Route::Hello),
             ("GET", "/_/whoami#frag", Route::Whoami),
-            ("GET", "/_/conns", Route::Conns),
-            ("GET", "/_/conns.json", Route::ConnsJson),
+            ("GET", "/_/conns", Route::Conns(Format::Text, DEFAULT_ROWS)),
+            (
+                "GET",
+                "/_/conns?all",
+                Route::Conns(Format::Text, usize::MAX),
+            ),
+            ("GET", "/_/conns?rows=7", Route::Conns(Format::Text, 7)),
+            (
+                "GET",
+                "/_/conns.json",
+                Route::Conns(Format::Json, DEFAULT_ROWS),
+            ),
+            (
+                "GET",
+                "/_/conns.json?x=1&all=1",
+                Route::Conns(Format::Json, usize::MAX),
+            ),
             ("GET", "http://example.com/_/hello", Route::Hello),
             ("GET", "http://example.com", Route::Index),
             ("GET", "*", Route::BadTarget),
