@@ -616,3 +616,71 @@ fn the_intro_page_is_at_slash_underscore_with_or_without_a_directory() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The checker every test reads answers through (`common::read_response_to`)
+/// refuses what a strict client refuses.
+#[test]
+fn the_response_checker_refuses_what_a_strict_client_refuses() {
+    let date = "Date: Tue, 24 Nov 2026 00:00:00 GMT\r\n";
+    let read = |bytes: String, head: bool| {
+        let mut input = std::io::Cursor::new(bytes.into_bytes());
+        let result = std::panic::catch_unwind(move || {
+            let r = read_response_to(&mut input, head);
+            (r.map(|r| r.body), input.position() as usize)
+        });
+        result.ok()
+    };
+    let ok = |bytes: String, head: bool| {
+        read(bytes.clone(), head).unwrap_or_else(|| panic!("refused: {bytes:?}"))
+    };
+    // Accepted: each framing, and no body read after a HEAD or a 304.
+    let body = |r: (Option<Vec<u8>>, usize)| r.0.expect("a response");
+    let good = format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 2\r\n\r\nhi");
+    assert_eq!(body(ok(good.clone(), false)), b"hi");
+    let (r, used) = ok(good.clone(), true);
+    assert_eq!((r.unwrap(), used), (Vec::new(), good.len() - 2));
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: chunked\r\n\r\n2;x\r\nhi\r\n0\r\n\r\n"
+    );
+    assert_eq!(body(ok(chunked, false)), b"hi");
+    let to_close = format!("HTTP/1.1 200 OK\r\n{date}Connection: close\r\n\r\nall of it");
+    assert_eq!(body(ok(to_close, false)), b"all of it");
+    let not_modified = format!("HTTP/1.1 304 Not Modified\r\n{date}Content-Length: 9\r\n\r\n");
+    assert_eq!(body(ok(not_modified, false)), b"");
+    assert_eq!(body(ok("HTTP/1.1 100 Continue\r\n\r\n".into(), false)), b"");
+    let python = format!("HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\n{date}\r\nold");
+    assert_eq!(body(ok(python, false)), b"old");
+    // Refused.
+    let bad = [
+        format!("HTTP/1.0 200 OK\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.0 200 OK\r\nServer: fivetuple/1\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 20 OK\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 0\r\n\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X: a\rb\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X-A : b\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X(A): b\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X: \x01\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 2\r\nContent-Length: 2\r\n\r\nhi"),
+        format!("HTTP/1.1 200 OK\r\n{date}Content-Length: +2\r\n\r\nhi"),
+        format!(
+            "HTTP/1.1 200 OK\r\n{date}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi"
+        ),
+        format!("HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: gzip\r\n\r\nhi"),
+        format!("HTTP/1.1 200 OK\r\n{date}\r\nunframed"),
+        format!("HTTP/1.1 204 No Content\r\n{date}Content-Length: 0\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_string(),
+        "HTTP/1.1 200 OK\r\nDate: yesterday\r\nContent-Length: 0\r\n\r\n".to_string(),
+        format!("HTTP/1.1 200 OK\r\n{date}{date}Content-Length: 0\r\n\r\n"),
+        format!(
+            "HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: chunked\r\n\r\n0x2\r\nhi\r\n0\r\n\r\n"
+        ),
+        format!("HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: chunked\r\n\r\n1\r\nhi\r\n0\r\n\r\n"),
+    ];
+    for bytes in bad {
+        assert!(read(bytes.clone(), false).is_none(), "accepted: {bytes:?}");
+    }
+    // A response cut short is not a violation, just no response.
+    assert_eq!(ok("HTTP/1.1 200 OK\r\nDa".into(), false).0, None);
+}

@@ -357,7 +357,8 @@ fn check_head(raw: &[u8], head: bool) -> CheckedHead {
     // Status line.
     let version = &status_line[..status_line.len().min(9)];
     let http10 = version == b"HTTP/1.0 ";
-    if version != b"HTTP/1.1 " && !(http10 && !ours) {
+    let version_ok = version == b"HTTP/1.1 " || (http10 && !ours);
+    if !version_ok {
         violation(raw, "the status line does not start with \"HTTP/1.1 \"");
     }
     let code = status_line.get(9..12).unwrap_or(b"");
