@@ -8,7 +8,10 @@ use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cpu_ticks, fd_count, read_response, read_to_close, rss_kib, wait_until, Server};
+use common::{
+    cpu_ticks, fd_count, read_response, read_response_to, read_to_close, rss_kib, wait_until,
+    Server,
+};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -397,4 +400,287 @@ fn size_limits_are_configurable() {
         405,
         "a body at the limit is read"
     );
+}
+
+#[test]
+fn refused_head_requests_get_no_body() {
+    let server = Server::start(&[]);
+    let big_line = format!("HEAD /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
+    let big_head = format!(
+        "HEAD / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let cases: &[(&[u8], u16)] = &[
+        (
+            b"HEAD /_/hello HTTP/1.1\r\nHost: t\r\nExpect: teapot\r\n\r\n",
+            417,
+        ),
+        (b"HEAD / HTTP/1.1\r\n\r\n", 400),
+        (
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n",
+            413,
+        ),
+        (big_line.as_bytes(), 414),
+        (big_head.as_bytes(), 431),
+        (b"HEAD / HTTP/2.0\r\n\r\n", 505),
+    ];
+    for (bytes, status) in cases {
+        let what = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
+        let mut s = server.connect();
+        s.write_all(bytes).unwrap();
+        let r = read_response_to(&mut s, true).unwrap_or_else(|| panic!("no answer to {what:?}"));
+        assert_eq!(r.status, *status, "{what:?}");
+        assert_eq!(r.header("Connection"), Some("close"), "{what:?}");
+        // The next bytes on the connection would be the error page, if any.
+        let after = read_to_close(&mut s);
+        assert!(
+            after.is_empty(),
+            "{what:?}: a body follows: {:?}",
+            String::from_utf8_lossy(&after)
+        );
+    }
+    // The header timeout's 408 to a HEAD has no body either.
+    let server = Server::start(&["--header-timeout", "0.3"]);
+    let mut s = server.connect();
+    s.write_all(b"HEAD /_/hello HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    assert_eq!(read_response_to(&mut s, true).unwrap().status, 408);
+    assert!(read_to_close(&mut s).is_empty());
+}
+
+#[test]
+fn a_head_answered_with_an_error_keeps_the_connection_in_step() {
+    // 404 to a HEAD on a keep-alive connection: the next answer starts
+    // right after the head, as a client that sent HEAD expects.
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response_to(&mut s, true).unwrap();
+    assert_eq!(r.status, 404);
+    assert_ne!(
+        r.header("Content-Length"),
+        Some("0"),
+        "the length a GET gets"
+    );
+    s.write_all(HELLO).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"Hello, World!");
+}
+
+#[test]
+fn invalid_host_values_and_userinfo_targets_get_400() {
+    let server = Server::start(&[]);
+    for host in ["a b", "a/b", "a\tb", "u@h", "h:8o", "[::1", "a\\b"] {
+        let req = format!("GET /_/hello HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        rejects(&server, req.as_bytes(), 400);
+    }
+    rejects(
+        &server,
+        b"GET http://u:p@t/ HTTP/1.1\r\nHost: t\r\n\r\n",
+        400,
+    );
+    rejects(
+        &server,
+        b"GET http://u@t/_/hello HTTP/1.1\r\nHost: t\r\n\r\n",
+        400,
+    );
+    // Valid forms still work: a port, an IP literal, an empty Host.
+    let mut s = server.connect();
+    for host in [
+        "t:8080",
+        "127.0.0.1:500",
+        "[::1]:500",
+        "xn--bcher-kva.example",
+        "",
+    ] {
+        write!(s, "GET /_/hello HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).unwrap().status, 200, "Host: {host}");
+    }
+    s.write_all(b"GET http://t:80/_/hello HTTP/1.1\r\nHost: t:80\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+}
+
+#[test]
+fn connect_and_a_star_target_are_answered_then_closed() {
+    let server = Server::start(&[]);
+    rejects(
+        &server,
+        b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n",
+        405,
+    );
+    rejects(&server, b"GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    // OPTIONS * is the one request where `*` belongs: it keeps the connection.
+    let mut s = server.connect();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 204);
+    s.write_all(HELLO).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+}
+
+/// How long a flood of empty lines may last before the head limit ends it
+/// (16 KiB at loopback speed takes microseconds; this is for a busy machine).
+const FLOOD_CUT_OFF: Duration = Duration::from_secs(3);
+
+/// Sends empty lines without end on one connection until the server
+/// answers or drops it. Returns how long that took and the answer's status.
+fn flood_empty_lines(addr: std::net::SocketAddr) -> (Duration, Option<u16>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(FLOOD_CUT_OFF * 2)).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let started = Instant::now();
+    let flood = std::thread::spawn(move || {
+        let chunk = b"\r\n".repeat(1024);
+        let mut sent = 0usize;
+        // Bounded in bytes and time, whatever the server does.
+        while sent < 64 << 20 && started.elapsed() < FLOOD_CUT_OFF * 2 {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break, // reset: the server has closed
+            }
+        }
+    });
+    let answer = read_response(&mut s).map(|r| {
+        assert_eq!(r.header("Connection"), Some("close"));
+        r.status
+    });
+    let took = started.elapsed();
+    let _ = s.shutdown(Shutdown::Both); // stops the writer
+    flood.join().unwrap();
+    (took, answer)
+}
+
+#[test]
+fn empty_line_floods_are_cut_off_by_the_head_limit() {
+    let server = Server::start(&["--quiet"]);
+    let mut other = server.connect();
+    other.write_all(HELLO).unwrap();
+    read_response(&mut other).unwrap();
+    let base = rss_kib(server.pid());
+    let addr = server.addr;
+    let flooders: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || flood_empty_lines(addr)))
+        .collect();
+    // Meanwhile another client's requests are answered promptly, and the
+    // server does not grow.
+    let mut slowest = Duration::ZERO;
+    let mut largest = base;
+    let deadline = Instant::now() + FLOOD_CUT_OFF * 3;
+    while !flooders.iter().all(|f| f.is_finished()) && Instant::now() < deadline {
+        let t = Instant::now();
+        other.write_all(HELLO).unwrap();
+        assert_eq!(read_response(&mut other).unwrap().status, 200);
+        slowest = slowest.max(t.elapsed());
+        largest = largest.max(rss_kib(server.pid()));
+    }
+    for f in flooders {
+        let (took, answer) = f.join().unwrap();
+        assert!(took < FLOOD_CUT_OFF, "a flooder was cut off after {took:?}");
+        // The 400 may be lost to the reset that the flood itself provokes.
+        assert!(matches!(answer, None | Some(400)), "{answer:?}");
+    }
+    largest = largest.max(rss_kib(server.pid()));
+    let grown = largest.saturating_sub(base);
+    assert!(grown < 8 * 1024, "the server grew by {grown} KiB");
+    assert!(
+        slowest < Duration::from_millis(250),
+        "another client waited {slowest:?}"
+    );
+}
+
+#[test]
+fn the_intro_page_is_at_slash_underscore_with_or_without_a_directory() {
+    let dir = std::env::temp_dir().join(format!("fivetuple-intro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>the site</p>\n").unwrap();
+    let with_dir = Server::start(&["--dir", dir.to_str().unwrap(), "--quiet"]);
+    let intro = with_dir.get("/_/");
+    assert_eq!(intro.status, 200);
+    assert!(
+        intro.text().contains("href=\"/_/conns\""),
+        "{}",
+        intro.text()
+    );
+    assert_eq!(with_dir.get("/").text(), "<p>the site</p>\n");
+    let without = Server::start(&["--quiet"]);
+    for path in ["/_/", "/"] {
+        let r = without.get(path);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.text().contains("href=\"/_/conns\""), "{path}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The checker every test reads answers through (`common::read_response_to`)
+/// refuses what a strict client refuses.
+#[test]
+fn the_response_checker_refuses_what_a_strict_client_refuses() {
+    let date = "Date: Tue, 24 Nov 2026 00:00:00 GMT\r\n";
+    let read = |bytes: String, head: bool| {
+        let mut input = std::io::Cursor::new(bytes.into_bytes());
+        let result = std::panic::catch_unwind(move || {
+            let r = read_response_to(&mut input, head);
+            (r.map(|r| r.body), input.position() as usize)
+        });
+        result.ok()
+    };
+    let ok = |bytes: String, head: bool| {
+        read(bytes.clone(), head).unwrap_or_else(|| panic!("refused: {bytes:?}"))
+    };
+    // Accepted: each framing, and no body read after a HEAD or a 304.
+    let body = |r: (Option<Vec<u8>>, usize)| r.0.expect("a response");
+    let good = format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 2\r\n\r\nhi");
+    assert_eq!(body(ok(good.clone(), false)), b"hi");
+    let (r, used) = ok(good.clone(), true);
+    assert_eq!((r.unwrap(), used), (Vec::new(), good.len() - 2));
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: chunked\r\n\r\n2;x\r\nhi\r\n0\r\n\r\n"
+    );
+    assert_eq!(body(ok(chunked, false)), b"hi");
+    let to_close = format!("HTTP/1.1 200 OK\r\n{date}Connection: close\r\n\r\nall of it");
+    assert_eq!(body(ok(to_close, false)), b"all of it");
+    let not_modified = format!("HTTP/1.1 304 Not Modified\r\n{date}Content-Length: 9\r\n\r\n");
+    assert_eq!(body(ok(not_modified, false)), b"");
+    assert_eq!(body(ok("HTTP/1.1 100 Continue\r\n\r\n".into(), false)), b"");
+    let python = format!("HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\n{date}\r\nold");
+    assert_eq!(body(ok(python, false)), b"old");
+    // Refused.
+    let bad = [
+        format!("HTTP/1.0 200 OK\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.0 200 OK\r\nServer: fivetuple/1\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 20 OK\r\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\n{date}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 0\r\n\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X: a\rb\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X-A : b\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X(A): b\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}X: \x01\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 2\r\nContent-Length: 2\r\n\r\nhi"),
+        format!("HTTP/1.1 200 OK\r\n{date}Content-Length: +2\r\n\r\nhi"),
+        format!(
+            "HTTP/1.1 200 OK\r\n{date}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi"
+        ),
+        format!("HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: gzip\r\n\r\nhi"),
+        format!("HTTP/1.1 200 OK\r\n{date}\r\nunframed"),
+        format!("HTTP/1.1 204 No Content\r\n{date}Content-Length: 0\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_string(),
+        "HTTP/1.1 200 OK\r\nDate: yesterday\r\nContent-Length: 0\r\n\r\n".to_string(),
+        format!("HTTP/1.1 200 OK\r\n{date}{date}Content-Length: 0\r\n\r\n"),
+        format!(
+            "HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: chunked\r\n\r\n0x2\r\nhi\r\n0\r\n\r\n"
+        ),
+        format!("HTTP/1.1 200 OK\r\n{date}Transfer-Encoding: chunked\r\n\r\n1\r\nhi\r\n0\r\n\r\n"),
+    ];
+    for bytes in bad {
+        assert!(read(bytes.clone(), false).is_none(), "accepted: {bytes:?}");
+    }
+    // A response cut short is not a violation, just no response.
+    assert_eq!(ok("HTTP/1.1 200 OK\r\nDa".into(), false).0, None);
 }

@@ -105,11 +105,24 @@ pub const TURN_RESPONSES: u64 = 256;
 /// Idle, it holds no heap memory at all: `held` only allocates while a
 /// request is split across reads (or requests wait their turn), and is freed
 /// as soon as it is empty.
+///
+/// Reading a head that arrives in pieces costs time in proportion to its
+/// size, not to its size times the number of pieces: the parser runs again
+/// over `held` only when the new bytes may have changed its verdict (see
+/// [`Session::feed`]). Empty lines before a request line are counted and
+/// dropped, never kept, so `held` stays below `Limits::max_head` plus one
+/// read, whatever a client sends.
 #[derive(Debug, Default)]
 pub struct Session {
     /// Bytes received but not used yet: the start of a request head whose end
     /// has not arrived, or whole requests waiting for the next turn.
     held: Vec<u8>,
+    /// Bytes of empty lines received before the request line that `held`
+    /// starts (or will start): dropped, but counted against the head limit.
+    skipped: usize,
+    /// The partial head in `held` contains its whole request line, and the
+    /// parser has seen it and found it good.
+    line_checked: bool,
     reading: Reading,
     /// The answer owed to a request whose body is still arriving.
     owed: Option<Owed>,
@@ -150,6 +163,13 @@ impl Session {
     /// complete requests among them to `out`, and keeps any rest: an
     /// unfinished request, or requests beyond this turn's share (then
     /// [`wants_resume`](Session::wants_resume) is true).
+    ///
+    /// When part of a head is already held, the new bytes are appended, and
+    /// the parser runs over the whole head again only if they may change its
+    /// verdict: they complete the request line (so a bad one is refused at
+    /// once), they may end the head, or the head has outgrown a limit. Any
+    /// other piece (one more header line, or a byte of one) costs a copy and
+    /// a look at the new bytes only.
     pub fn feed(&mut self, input: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
         let mut progress = Progress::default();
         if self.wants_resume() {
@@ -161,20 +181,31 @@ impl Session {
             // The common case: the read holds whole requests. Parse them where
             // they lie in the reactor's buffer, and copy only a trailing piece.
             let used = self.run(input, ctx, out, &mut progress);
-            if used < input.len() {
-                self.held.extend_from_slice(&input[used..]);
-            }
+            self.keep(&input[used..]);
             return progress;
         }
-        let may_complete = input.contains(&b'\n')
-            || self.held.len() + input.len() > ctx.config.limits.max_request_line;
+        let decisive = !matches!(self.reading, Reading::Head)
+            || self.may_decide_head(input, &ctx.config.limits);
         self.held.extend_from_slice(input);
-        if matches!(self.reading, Reading::Head) && !may_complete {
-            // A head ends with a newline: without a new one it cannot be complete.
-            return progress;
+        if decisive {
+            self.run_held(ctx, out, &mut progress);
         }
-        self.run_held(ctx, out, &mut progress);
         progress
+    }
+
+    /// Whether `input`, appended to the partial head in `held`, may change
+    /// what the parser says about it.
+    fn may_decide_head(&self, input: &[u8], limits: &Limits) -> bool {
+        let size = self.held.len() + input.len();
+        if self.skipped + size > limits.max_head {
+            return true; // 431 (or a verdict the parser finds first)
+        }
+        if !self.line_checked {
+            // A head cannot end before its request line does.
+            return input.contains(&b'\n') || size > limits.max_request_line;
+        }
+        let tail = &self.held[self.held.len().saturating_sub(2)..];
+        ends_an_empty_line(tail, input)
     }
 
     /// True when the session has more to write without reading anything:
@@ -244,8 +275,12 @@ impl Session {
             reason: "the request did not arrive in time",
         };
         let held = mem::take(&mut self.held);
+        let head_only = match &self.owed {
+            Some(owed) => owed.answer.head_only,
+            None => names_head(&held),
+        };
         let mut progress = Progress::default();
-        self.reject(reject, &held, ctx, out, &mut progress);
+        self.reject(reject, &held, head_only, ctx, out, &mut progress);
         progress
     }
 
@@ -253,15 +288,18 @@ impl Session {
     pub fn phase(&self) -> &'static str {
         match self.reading {
             _ if self.wants_resume() => "writing",
-            Reading::Head if self.held.is_empty() => "idle",
+            Reading::Head if self.held.is_empty() && self.skipped == 0 => "idle",
             Reading::Head | Reading::Body(_) | Reading::Chunked(_) => "reading",
             Reading::Done => "closing",
         }
     }
 
     /// True while part of a request has arrived and its answer is not written.
+    /// Empty lines before a request line count as part of it: the header
+    /// timeout, not the idle timeout, applies to a client that sends them.
     pub fn mid_request(&self) -> bool {
         !self.held.is_empty()
+            || self.skipped > 0
             || self.wants_resume()
             || matches!(self.reading, Reading::Body(_) | Reading::Chunked(_))
     }
@@ -269,6 +307,8 @@ impl Session {
     /// Nothing more will be read or answered on this connection.
     fn end(&mut self) {
         self.held = Vec::new();
+        self.skipped = 0;
+        self.line_checked = false;
         self.reading = Reading::Done;
         self.owed = None;
         self.paused = false;
@@ -282,8 +322,24 @@ impl Session {
         if used < held.len() {
             held.drain(..used);
             self.held = held;
+            self.note_partial_head();
         }
         // Otherwise `held` is dropped: its memory goes back as soon as it is unused.
+    }
+
+    /// Keeps `rest`, what [`run`](Session::run) left of the reactor's buffer.
+    fn keep(&mut self, rest: &[u8]) {
+        if !rest.is_empty() {
+            self.held.extend_from_slice(rest);
+            self.note_partial_head();
+        }
+    }
+
+    /// After `run` stopped at a partial head, records whether its request
+    /// line has been seen whole (and passed the parser, or `run` would have
+    /// refused it). Looks only as far as the first line end.
+    fn note_partial_head(&mut self) {
+        self.line_checked = !self.paused && self.held.contains(&b'\n');
     }
 
     /// Parses and answers requests from `data` until it runs out, the
@@ -312,13 +368,22 @@ impl Session {
                     if pos == data.len() {
                         return pos;
                     }
-                    match parse::parse_head(&data[pos..], &mut slots, limits) {
-                        Ok(Parsed::Partial) => return pos,
+                    match parse::parse_head(&data[pos..], self.skipped, &mut slots, limits) {
+                        Ok(Parsed::Partial { skipped }) => {
+                            // Empty lines are counted, not kept.
+                            self.skipped += skipped;
+                            return pos + skipped;
+                        }
                         Ok(Parsed::Complete(head, len)) => {
                             pos += len;
+                            self.skipped = 0;
                             self.on_head(&head, ctx, out, progress);
                         }
-                        Err(reject) => self.reject(reject, &data[pos..], ctx, out, progress),
+                        Err(reject) => {
+                            let rest = &data[pos..];
+                            let head_only = names_head(rest);
+                            self.reject(reject, rest, head_only, ctx, out, progress);
+                        }
                     }
                 }
                 Reading::Body(left) => {
@@ -337,8 +402,8 @@ impl Session {
                     }
                     Ok((used, false)) => return pos + used,
                     Err(reject) => {
-                        self.owed = None;
-                        self.reject(reject, b"", ctx, out, progress);
+                        let head_only = self.owed.take().is_some_and(|o| o.answer.head_only);
+                        self.reject(reject, b"", head_only, ctx, out, progress);
                     }
                 },
                 Reading::Done => break,
@@ -357,12 +422,16 @@ impl Session {
         progress: &mut Progress,
     ) {
         let route = routes::resolve(head, ctx.config.files.is_some());
+        let ends = routes::ends_connection(head.method, &route);
         let answer = Answer {
             head_only: head.method == "HEAD",
             minor: head.minor,
-            close: !head.keep_alive || ctx.draining,
+            close: !head.keep_alive || ctx.draining || ends,
         };
-        let next = match head.body {
+        // After a refused CONNECT, what follows the head is a tunnel's bytes,
+        // not a body: answer at once, read nothing more.
+        let body = if ends { BodyKind::None } else { head.body };
+        let next = match body {
             BodyKind::None => {
                 let reply = routes::respond(&route, &answer, ctx, out);
                 access_log(ctx, RequestLine::Head(head), &reply);
@@ -403,21 +472,27 @@ impl Session {
     }
 
     /// Answers a request that cannot be framed, and ends the connection.
+    /// `rest`: the bytes from the refused request's start, for the log.
+    /// `head_only`: the request is a HEAD, so the answer has no body, error
+    /// or not; a client that sent HEAD reads none, and would take a body
+    /// for the start of the next response.
     fn reject(
         &mut self,
         reject: Reject,
         rest: &[u8],
+        head_only: bool,
         ctx: &Ctx<'_>,
         out: &mut Vec<u8>,
         progress: &mut Progress,
     ) {
         let answer = Answer {
-            head_only: false,
+            head_only,
             minor: 1,
             close: true,
         };
         let bytes = write_error(out, &answer, reject.status, ctx.date, &[], reject.reason);
         if access_log_on(ctx) {
+            let rest = &rest[parse::leading_empty_lines(rest)..];
             let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
             let line = &rest[..line_end.min(200)];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -435,6 +510,33 @@ impl Session {
         progress.close = true;
         self.end();
     }
+}
+
+/// Whether a request whose head was refused is a HEAD. The method is the
+/// first word of the request line: when the line gets that far, the client
+/// sent HEAD and will read no body, whatever else is wrong with its
+/// request. When the request is too broken to tell, there is no HEAD to
+/// honour.
+fn names_head(request: &[u8]) -> bool {
+    request[parse::leading_empty_lines(request)..].starts_with(b"HEAD ")
+}
+
+/// True if `new` completes an empty line (`LF LF` or `LF CR LF`, the only
+/// ways a head can end), counting the last bytes of `old` before it, so
+/// that an empty line split between two reads is found.
+fn ends_an_empty_line(old: &[u8], new: &[u8]) -> bool {
+    // The two bytes before the one looked at; 0 stands for "none".
+    let mut before = [0u8; 2];
+    for (slot, &b) in before.iter_mut().rev().zip(old.iter().rev()) {
+        *slot = b;
+    }
+    for &b in new {
+        if b == b'\n' && (before[1] == b'\n' || before == *b"\n\r") {
+            return true;
+        }
+        before = [before[1], b];
+    }
+    false
 }
 
 fn access_log_on(ctx: &Ctx<'_>) -> bool {

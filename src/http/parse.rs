@@ -12,6 +12,10 @@
 //! it answers "complete, and it used n bytes", "partial: wait for more", or
 //! "rejected, with this status". It never copies the request: the
 //! [`RequestHead`] borrows from the caller's buffer.
+//!
+//! Beyond framing, the head must name a valid host ([`valid_host`]): a
+//! server that routes or logs by `Host` must not take `a/b` or `u@h` for a
+//! name, and RFC 9112 §3.2 says such a request is a 400.
 
 use std::mem::MaybeUninit;
 
@@ -25,7 +29,10 @@ pub struct Limits {
     /// Longest request line (method, target, version): longer gets 414.
     /// 8 KiB, as nginx's `large_client_header_buffers`.
     pub max_request_line: usize,
-    /// Longest request head, request line and headers together: longer gets 431.
+    /// Longest request head, request line and headers together: longer gets
+    /// 431. Empty lines sent before the request line count too (a flood of
+    /// nothing but empty lines gets 400), so that no byte a client sends
+    /// before its request is answered escapes every limit.
     pub max_head: usize,
     /// Most header fields in one request: more gets 431.
     pub max_headers: usize,
@@ -106,10 +113,13 @@ impl RequestHead<'_, '_> {
 /// The outcome of trying to parse a request head from the bytes so far.
 #[derive(Debug)]
 pub enum Parsed<'h, 'b> {
-    /// A whole head, which took this many bytes of the input.
+    /// A whole head, which took this many bytes of the input (empty lines
+    /// before it included).
     Complete(RequestHead<'h, 'b>, usize),
-    /// The head is not finished yet: wait for more bytes.
-    Partial,
+    /// The head is not finished yet: wait for more bytes. `skipped` bytes of
+    /// empty lines at the start were consumed: the caller need not keep
+    /// them, only pass their count to the next call.
+    Partial { skipped: usize },
 }
 
 /// Header slots for [`parse_head`], uninitialised: filling 100 empty
@@ -122,37 +132,61 @@ pub fn slots<'b>() -> Slots<'b> {
 }
 
 /// Parses one request head from the start of `buf`, using `slots` for the
-/// header array so that nothing is allocated.
+/// header array so that nothing is allocated. `skipped`: bytes of empty
+/// lines an earlier call already consumed before `buf` (see
+/// [`Parsed::Partial`]); they count against `Limits::max_head`.
 pub fn parse_head<'h, 'b>(
     buf: &'b [u8],
+    skipped: usize,
     slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
     limits: &Limits,
 ) -> Result<Parsed<'h, 'b>, Reject> {
+    #[cfg(test)]
+    counters::count(buf.len());
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
-    // request line (some clients send CRLF after a POST body).
+    // request line (some clients send CRLF after a POST body). Ignored is
+    // not free: they are counted, and a client that sends nothing else is
+    // refused once they pass the head limit.
     let skip = leading_empty_lines(buf);
+    let blank = skipped + skip;
     let buf_after = &buf[skip..];
+    // Nothing but empty lines so far (the last, perhaps, half arrived).
+    let only_empty_lines = buf_after.is_empty() || buf_after == b"\r";
+    if blank + buf_after.len() > limits.max_head && only_empty_lines {
+        return Err(Reject::bad(
+            "more empty lines before the request line than the head limit",
+        ));
+    }
+    if only_empty_lines {
+        return Ok(Parsed::Partial { skipped: skip });
+    }
     let slots_len = slots.len().min(limits.max_headers);
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf_after, &mut slots[..slots_len]) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return partial(buf_after, limits),
+        Ok(httparse::Status::Partial) => {
+            check_size(buf_after, buf_after.len(), blank, limits)?;
+            return Ok(Parsed::Partial { skipped: skip });
+        }
         Err(e) => return Err(reject_parse_error(e, buf_after)),
     };
-    check_size(buf_after, len, limits)?;
+    check_size(buf_after, len, blank, limits)?;
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let minor = req.version.unwrap_or(1);
     let headers: &'h [httparse::Header<'b>] = req.headers;
     let framing = Framing::read(headers, minor)?;
     let body = framing.body(limits)?;
-    if minor == 1 && framing.hosts != 1 {
-        return Err(Reject::bad(if framing.hosts == 0 {
-            "HTTP/1.1 request without a Host header"
-        } else {
-            "more than one Host header"
-        }));
+    if framing.hosts > 1 {
+        return Err(Reject::bad("more than one Host header"));
     }
+    if minor == 1 && framing.hosts == 0 {
+        return Err(Reject::bad("HTTP/1.1 request without a Host header"));
+    }
+    if framing.host.is_some_and(|host| !valid_host(host)) {
+        return Err(Reject::bad("invalid Host header"));
+    }
+    check_target(target)?;
     let keep_alive = match minor {
         1 => !framing.close,
         _ => framing.keep_alive && !framing.close,
@@ -171,7 +205,10 @@ pub fn parse_head<'h, 'b>(
     ))
 }
 
-fn leading_empty_lines(buf: &[u8]) -> usize {
+/// The bytes of empty lines (`CRLF` or a bare `LF`) at the start of `buf`.
+/// A CR at the very end is not counted: it may be half of an empty line,
+/// or the start of something invalid, and only the next byte tells.
+pub fn leading_empty_lines(buf: &[u8]) -> usize {
     let mut i = 0;
     while i < buf.len() {
         if buf[i..].starts_with(b"\r\n") {
@@ -185,15 +222,11 @@ fn leading_empty_lines(buf: &[u8]) -> usize {
     i
 }
 
-/// A partial head is fine unless it has already outgrown the limits.
-fn partial<'h, 'b>(buf: &[u8], limits: &Limits) -> Result<Parsed<'h, 'b>, Reject> {
-    check_size(buf, buf.len(), limits)?;
-    Ok(Parsed::Partial)
-}
-
-/// Rejects a head of `head_len` bytes (at the start of `buf`) whose request
-/// line or whole size is over the limits: 414 for the line, 431 otherwise.
-fn check_size(buf: &[u8], head_len: usize, limits: &Limits) -> Result<(), Reject> {
+/// Rejects a head of `head_len` bytes (at the start of `buf`, after `blank`
+/// bytes of empty lines) whose request line or whole size is over the
+/// limits: 414 for the line, 431 otherwise. A partial head is checked the
+/// same way, with all of it so far as `head_len`.
+fn check_size(buf: &[u8], head_len: usize, blank: usize, limits: &Limits) -> Result<(), Reject> {
     let line_len = buf[..head_len]
         .iter()
         .position(|&b| b == b'\n')
@@ -203,7 +236,7 @@ fn check_size(buf: &[u8], head_len: usize, limits: &Limits) -> Result<(), Reject
             Status::URI_TOO_LONG,
             "request line longer than the limit",
         ))
-    } else if head_len > limits.max_head {
+    } else if blank + head_len > limits.max_head {
         Err(Reject::new(
             Status::HEADERS_TOO_LARGE,
             "request headers larger than the limit",
@@ -256,17 +289,19 @@ fn names_other_http_version(buf: &[u8]) -> bool {
 
 /// What the headers say about framing and the connection, gathered in one pass.
 #[derive(Default)]
-struct Framing {
+struct Framing<'a> {
     content_length: Option<u64>,
     transfer_encoding: Option<bool>, // Some(true) when it is exactly `chunked`
     close: bool,
     keep_alive: bool,
     hosts: usize,
+    /// The value of the (first) Host header, if any.
+    host: Option<&'a [u8]>,
     expects_continue: bool,
 }
 
-impl Framing {
-    fn read(headers: &[httparse::Header<'_>], minor: u8) -> Result<Framing, Reject> {
+impl<'a> Framing<'a> {
+    fn read(headers: &[httparse::Header<'a>], minor: u8) -> Result<Framing<'a>, Reject> {
         let mut f = Framing::default();
         for h in headers {
             let name = h.name;
@@ -287,6 +322,7 @@ impl Framing {
                 }
             } else if name.eq_ignore_ascii_case("host") {
                 f.hosts += 1;
+                f.host.get_or_insert(trim(h.value));
             } else if name.eq_ignore_ascii_case("expect") {
                 if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
                     return Err(Reject::new(
@@ -344,6 +380,128 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(start, |i| i + 1);
     &bytes[start..end]
+}
+
+/// Whether `value` is RFC 3986's `host [ ":" port ]`, the grammar of a Host
+/// field value (RFC 9110 §7.2): an IP literal in brackets (`[::1]`,
+/// `[v1.x]`) or a reg-name (unreserved characters, sub-delims and
+/// %-escapes, which covers IPv4 addresses and DNS names alike), then
+/// optionally `:` and the digits of a port. Spaces, tabs, `/`, `@` and other
+/// delimiters are not part of any host. An empty value is valid: RFC 9112
+/// §3.2 has a client send one when the target URI has no authority.
+pub fn valid_host(value: &[u8]) -> bool {
+    let Some((host, port)) = split_host_port(value) else {
+        return false;
+    };
+    port.iter().all(u8::is_ascii_digit)
+        && match host.first() {
+            Some(b'[') => ip_literal(host),
+            _ => reg_name(host),
+        }
+}
+
+/// Splits `host [":" port]` at the colon that ends the host (for an IP
+/// literal, the one after `]`). `None` when something else follows the host.
+fn split_host_port(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let host_end = if value.first() == Some(&b'[') {
+        value.iter().position(|&b| b == b']')? + 1
+    } else {
+        value.iter().position(|&b| b == b':').unwrap_or(value.len())
+    };
+    match value.split_at(host_end) {
+        (host, []) => Some((host, &[])),
+        (host, [b':', port @ ..]) => Some((host, port)),
+        _ => None,
+    }
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`.
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let escape = host.get(i + 1..i + 3);
+                if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if unreserved_or_sub_delim(b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `IP-literal = "[" ( IPv6address / IPvFuture ) "]"`; the IPv6 grammar is
+/// the standard library's parser, `IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )`.
+fn ip_literal(host: &[u8]) -> bool {
+    let Some(inner) = host
+        .strip_prefix(b"[")
+        .and_then(|rest| rest.strip_suffix(b"]"))
+    else {
+        return false;
+    };
+    if let Some(future) = inner
+        .strip_prefix(b"v")
+        .or_else(|| inner.strip_prefix(b"V"))
+    {
+        let Some(dot) = future.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, rest) = (&future[..dot], &future[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !rest.is_empty()
+            && rest
+                .iter()
+                .all(|&b| b == b':' || unreserved_or_sub_delim(b));
+    }
+    std::str::from_utf8(inner).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+fn unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// A target in absolute form (`http://host/path`, RFC 9112 §3.2.2) names
+/// its own authority, which must be a valid, non-empty host (RFC 9110
+/// §4.2.1) and must not carry userinfo (`http://user:pass@host/`): RFC 9110
+/// §4.2.4 asks a recipient to treat userinfo as an error, since its only
+/// use left is to disguise a host (`http://trusted@evil/`).
+fn check_target(target: &str) -> Result<(), Reject> {
+    let Some(authority) = authority_of(target) else {
+        return Ok(());
+    };
+    if authority.contains('@') {
+        return Err(Reject::bad("userinfo in the request target"));
+    }
+    let empty_host = split_host_port(authority.as_bytes()).is_some_and(|(h, _)| h.is_empty());
+    if empty_host || !valid_host(authority.as_bytes()) {
+        return Err(Reject::bad("invalid host in the request target"));
+    }
+    Ok(())
+}
+
+/// The authority of an absolute-form target (`scheme://authority/...`);
+/// `None` for any other form (`/path`, `*`, `host:port`).
+fn authority_of(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return None; // origin-form, the common case
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// A strict decoder for `Transfer-Encoding: chunked` bodies that only
@@ -487,15 +645,38 @@ fn hex_value(b: u8) -> u8 {
     }
 }
 
+/// How often, and over how many bytes, [`parse_head`] ran on this thread:
+/// the unit tests use it to show that the read path never parses the same
+/// bytes over and over as a head arrives in pieces.
+#[cfg(test)]
+pub(crate) mod counters {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+        static BYTES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn count(bytes: usize) {
+        CALLS.with(|c| c.set(c.get() + 1));
+        BYTES.with(|c| c.set(c.get() + bytes));
+    }
+
+    /// (calls, bytes looked at) since the last `take` on this thread.
+    pub(crate) fn take() -> (usize, usize) {
+        (CALLS.with(|c| c.replace(0)), BYTES.with(|c| c.replace(0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn head(bytes: &[u8]) -> Result<(String, usize, BodyKind, bool), Reject> {
         let mut slots = slots();
-        match parse_head(bytes, &mut slots, &Limits::default())? {
+        match parse_head(bytes, 0, &mut slots, &Limits::default())? {
             Parsed::Complete(h, n) => Ok((h.target.to_string(), n, h.body, h.keep_alive)),
-            Parsed::Partial => Ok((String::new(), 0, BodyKind::None, false)),
+            Parsed::Partial { .. } => Ok((String::new(), 0, BodyKind::None, false)),
         }
     }
 
@@ -588,6 +769,135 @@ mod tests {
         let (target, n, _, _) = head(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(target, "/x");
         assert_eq!(n, 4 + 28);
+    }
+
+    #[test]
+    fn host_values_table() {
+        let valid: &[&[u8]] = &[
+            b"",
+            b"t",
+            b"example.com",
+            b"example.com:8080",
+            b"localhost:",
+            b"127.0.0.1",
+            b"127.0.0.1:500",
+            b"999.1.1.1", // not an IPv4 address, but a valid reg-name
+            b"xn--bcher-kva.example",
+            b"a-b_c~d.e",
+            b"%41%2e",
+            b"!$&'()*+,;=",
+            b"[::1]",
+            b"[::1]:500",
+            b"[2001:db8::7]",
+            b"[::ffff:192.0.2.1]",
+            b"[v1.fe80::a+en1]",
+            b"[V7.x]",
+        ];
+        for v in valid {
+            assert!(
+                valid_host(v),
+                "{:?} should be valid",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let invalid: &[&[u8]] = &[
+            b"a b",
+            b"a/b",
+            b"a\tb",
+            b"a\\b",
+            b"u@h",
+            b"u:p@h",
+            b"h:80:80",
+            b"h:8a",
+            b"h:-1",
+            b"%4",
+            b"%zz",
+            b"a?b",
+            b"a#b",
+            b"a\"b",
+            b"a<b>",
+            b"[::1",
+            b"::1",
+            b"[::1]x",
+            b"[::1]:x",
+            b"[1::2::3]",
+            b"[fe80::1%25eth0]",
+            b"[v.x]",
+            b"[v1.]",
+            b"[vg.x]",
+            b"[]",
+            "h\u{e9}".as_bytes(),
+        ];
+        for v in invalid {
+            assert!(
+                !valid_host(v),
+                "{:?} should be invalid",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_and_targets_are_checked_in_the_head() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost:  t:80 \r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 200),
+            (b"GET / HTTP/1.0\r\nHost: a b\r\n\r\n", 400),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+            (b"GET http://t:80?q HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+            (b"GET http://u:p@t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            (b"GET http://u@t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            (b"GET http:///x HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            (b"GET http://:80/x HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            (b"GET http://[::1/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            (b"GET /a?next=http://u@h/ HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(status(bytes), *want, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn empty_lines_count_against_the_head_limit() {
+        let limits = Limits::default();
+        let mut slots = slots();
+        // Empty lines alone are consumed, not kept: the caller is told how many.
+        let blank = b"\r\n\n".repeat(100);
+        match parse_head(&blank, 0, &mut slots, &limits) {
+            Ok(Parsed::Partial { skipped }) => assert_eq!(skipped, 300),
+            other => panic!("{other:?}"),
+        }
+        // A CR at the end may be half an empty line: it is not consumed yet.
+        match parse_head(b"\r\n\r", 0, &mut slots, &limits) {
+            Ok(Parsed::Partial { skipped }) => assert_eq!(skipped, 2),
+            other => panic!("{other:?}"),
+        }
+        // More empty lines than the head limit, in one piece or counted
+        // over earlier calls: 400.
+        let flood = b"\r\n".repeat(limits.max_head / 2 + 1);
+        assert_eq!(
+            parse_head(&flood, 0, &mut slots, &limits)
+                .unwrap_err()
+                .status
+                .code,
+            400
+        );
+        let err = parse_head(b"\r\n", limits.max_head - 1, &mut slots, &limits).unwrap_err();
+        assert_eq!(err.status.code, 400);
+        // Empty lines and head together over the limit: 431.
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let near = limits.max_head - req.len();
+        assert!(matches!(
+            parse_head(req, near, &mut slots, &limits),
+            Ok(Parsed::Complete(..))
+        ));
+        let err = parse_head(req, near + 1, &mut slots, &limits).unwrap_err();
+        assert_eq!(err.status.code, 431);
     }
 
     fn chunked(input: &[u8]) -> Result<(usize, bool), Reject> {

@@ -36,7 +36,8 @@ impl Reply {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `/`: a page that says what this server is and links the endpoints.
+    /// `/_/`, and `/` unless a directory is served: a page that says what
+    /// this server is and links the endpoints.
     Index,
     /// `/_/hello`: 13 bytes of plain text, the benchmark endpoint.
     Hello,
@@ -101,6 +102,9 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
         return Route::BadTarget;
     };
     match path {
+        // The intro page is always at `/_/`, so that it stays reachable when
+        // a served directory owns `/`.
+        "/_/" => Route::Index,
         "/_/hello" => Route::Hello,
         "/_/whoami" => Route::Whoami,
         "/_/conns" => Route::Conns(Format::Text, rows_asked(target)),
@@ -129,6 +133,18 @@ fn rows_asked(target: &str) -> usize {
     rows
 }
 
+/// Whether the connection must close after answering this request, even
+/// though its framing is sound:
+///
+/// - a `CONNECT` (refused with 405: this is no proxy) is followed by the
+///   bytes of the tunnel the client hoped for, which are no request;
+/// - a target that is not a path (`GET *`, `GET host:80`) means the client
+///   and the server disagree about what they are speaking, and a server
+///   does not guess where such a client's next request starts.
+pub fn ends_connection(method: &str, route: &Route) -> bool {
+    method == "CONNECT" || *route == Route::BadTarget
+}
+
 /// The path of a request target, without query or fragment. Accepts
 /// origin-form (`/a?b`) and absolute-form (`http://host/a?b`, which a
 /// server must accept, RFC 9112 §3.2.2); anything else is not a path.
@@ -139,9 +155,11 @@ pub fn path_of(target: &str) -> Option<&str> {
         let after_scheme = target
             .strip_prefix("http://")
             .or_else(|| target.strip_prefix("https://"))?;
-        match after_scheme.find('/') {
-            Some(slash) => &after_scheme[slash..],
-            None => "/",
+        // The authority ends at the first `/`, `?` or `#`; without a `/`
+        // the path is empty, which means `/`.
+        match after_scheme.find(['/', '?', '#']) {
+            Some(end) if after_scheme[end..].starts_with('/') => &after_scheme[end..],
+            _ => "/",
         }
     };
     let end = rest.find(['?', '#']).unwrap_or(rest.len());
@@ -295,6 +313,9 @@ mod tests {
             ),
             ("GET", "http://example.com/_/hello", Route::Hello),
             ("GET", "http://example.com", Route::Index),
+            ("GET", "http://example.com?to=/_/hello", Route::Index),
+            ("GET", "/_/", Route::Index),
+            ("HEAD", "/_/?x", Route::Index),
             ("GET", "*", Route::BadTarget),
             ("GET", "/nope", Route::NotFound),
             ("POST", "/_/hello", Route::MethodNotAllowed),
@@ -312,5 +333,17 @@ mod tests {
         assert_eq!(resolve_target("GET", "/a/b.txt", true), file);
         assert_eq!(resolve_target("GET", "/_/hello", true), Route::Hello);
         assert_eq!(resolve_target("GET", "/_/other", true), Route::NotFound);
+        assert_eq!(resolve_target("GET", "/_/", true), Route::Index);
+    }
+
+    #[test]
+    fn connect_and_targets_that_are_not_paths_end_the_connection() {
+        let route = |m, t| resolve_target(m, t, false);
+        assert!(ends_connection("CONNECT", &route("CONNECT", "t:443")));
+        assert!(ends_connection("GET", &route("GET", "*")));
+        assert!(ends_connection("HEAD", &route("HEAD", "t:80")));
+        assert!(!ends_connection("POST", &route("POST", "/_/hello")));
+        assert!(!ends_connection("OPTIONS", &route("OPTIONS", "*")));
+        assert!(!ends_connection("GET", &route("GET", "/nope")));
     }
 }

@@ -3,6 +3,13 @@
 //!
 //! Nothing here sleeps to synchronise: the server is ready when it has
 //! printed its line, and conditions are polled with a deadline.
+//!
+//! Every response a test reads goes through [`read_response_to`], which
+//! checks it the way a strict client (h11, llhttp) would: a well-formed
+//! status line and header fields, exactly one way to find the end of the
+//! body, no body where none may be, a `Date`. A violation fails the test
+//! that happened to read it, with the raw head in the message, so a framing
+//! slip anywhere in the server shows up in every suite.
 
 #![allow(dead_code)]
 
@@ -196,13 +203,82 @@ impl Response {
     }
 }
 
-/// Reads one response (framed by Content-Length; no body for HEAD when
-/// `head` is set, or for 1xx/204/304). `None` if the connection closed first.
+/// Reads one response to a request that was not HEAD, checking it (see
+/// [`read_response_to`]). `None` if the connection closed first.
 pub fn read_response(s: &mut impl Read) -> Option<Response> {
     read_response_to(s, false)
 }
 
+/// Longest response head the checker reads before it calls the response
+/// broken: the server's heads are a few hundred bytes.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Reads one response to a request (`head`: it was a HEAD, so no body
+/// follows whatever the headers say), and checks that it obeys RFC 9112:
+///
+/// - the status line is `HTTP/1.1 DDD reason` (a reference server that
+///   names itself in `Server` and is not this one may say `HTTP/1.0`);
+/// - every line ends with CRLF, and there is no CR or LF anywhere else;
+/// - header names are tokens, directly followed by the colon; values hold
+///   no control characters;
+/// - the body has exactly one framing: `Content-Length` (once, plain
+///   digits) or `Transfer-Encoding: chunked`, never both; read-to-close
+///   only with `Connection: close` and neither header;
+/// - answers to HEAD, and 1xx, 204 and 304 answers, have no body; 1xx and
+///   204 carry neither `Content-Length` nor `Transfer-Encoding`;
+/// - every answer but a 1xx has a `Date` in IMF-fixdate form.
+///
+/// A violation panics with the raw head. `None` if the connection closed
+/// or failed before the whole response arrived.
 pub fn read_response_to(s: &mut impl Read, head: bool) -> Option<Response> {
+    let raw = read_raw_head(s)?;
+    let checked = check_head(&raw, head);
+    let body = match checked.framing {
+        Framing::Empty => Vec::new(),
+        Framing::Length(n) => {
+            let mut body = vec![0; n];
+            s.read_exact(&mut body).ok()?;
+            body
+        }
+        Framing::Chunked => read_chunked(s, &raw)?,
+        Framing::UntilClose => {
+            let mut body = Vec::new();
+            s.read_to_end(&mut body).ok()?;
+            body
+        }
+    };
+    Some(Response {
+        status: checked.status,
+        headers: checked.headers,
+        body,
+    })
+}
+
+/// How the end of a response's body is found.
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct CheckedHead {
+    status: u16,
+    headers: Vec<(String, String)>,
+    framing: Framing,
+}
+
+/// Fails the test with the rule broken and the head as received.
+fn violation(raw: &[u8], why: &str) -> ! {
+    panic!(
+        "response violates HTTP/1.1: {why}\n--- raw head ---\n{}",
+        String::from_utf8_lossy(raw).escape_debug()
+    )
+}
+
+/// Reads up to and including the empty line, byte by byte so that nothing
+/// after the head is consumed. Panics on a bare CR or LF; `None` on EOF.
+fn read_raw_head(s: &mut impl Read) -> Option<Vec<u8>> {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {
@@ -210,28 +286,201 @@ pub fn read_response_to(s: &mut impl Read, head: bool) -> Option<Response> {
             Ok(1) => raw.push(byte[0]),
             _ => return None,
         }
+        let n = raw.len();
+        if raw[n - 1] == b'\n' && (n < 2 || raw[n - 2] != b'\r') {
+            violation(&raw, "a bare LF (a line not ended by CRLF)");
+        }
+        if n >= 2 && raw[n - 2] == b'\r' && raw[n - 1] != b'\n' {
+            violation(&raw, "a bare CR");
+        }
+        if n > MAX_RESPONSE_HEAD {
+            violation(&raw[..200], "a head of more than 64 KiB");
+        }
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next()?;
-    let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
+    Some(raw)
+}
+
+/// A header name is a token (RFC 9110 §5.6.2).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Text of a reason phrase or field value: tab, space, visible ASCII, or
+/// bytes above 127; no other control characters.
+fn is_field_text(bytes: &[u8]) -> bool {
+    bytes
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap_or(0));
-    let bodyless = head || status < 200 || status == 204 || status == 304;
-    let mut body = vec![0; if bodyless { 0 } else { len }];
-    s.read_exact(&mut body).ok()?;
-    Some(Response {
+        .all(|&b| b == b'\t' || b == b' ' || (b > 0x20 && b != 0x7f))
+}
+
+fn check_head(raw: &[u8], head: bool) -> CheckedHead {
+    let lines: Vec<&[u8]> = raw[..raw.len() - 4]
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .collect();
+    let status_line = lines[0];
+    let mut headers = Vec::new();
+    for line in &lines[1..] {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            violation(raw, "a header line without a colon");
+        };
+        let name = std::str::from_utf8(&line[..colon]).unwrap_or("");
+        if !is_token(name) {
+            violation(
+                raw,
+                "a header name that is not a token (or whitespace before the colon)",
+            );
+        }
+        let value = &line[colon + 1..];
+        if !is_field_text(value) {
+            violation(raw, "a control character in a header value");
+        }
+        let value = String::from_utf8_lossy(value)
+            .trim_matches([' ', '\t'])
+            .to_string();
+        headers.push((name.to_string(), value));
+    }
+    let all = |name: &str| {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    let ours = all("Server")
+        .first()
+        .is_none_or(|server| server.starts_with("fivetuple/"));
+
+    // Status line.
+    let version = &status_line[..status_line.len().min(9)];
+    let http10 = version == b"HTTP/1.0 ";
+    let version_ok = version == b"HTTP/1.1 " || (http10 && !ours);
+    if !version_ok {
+        violation(raw, "the status line does not start with \"HTTP/1.1 \"");
+    }
+    let code = status_line.get(9..12).unwrap_or(b"");
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
+        violation(raw, "the status code is not three digits from 100");
+    }
+    if status_line.get(12) != Some(&b' ') || !is_field_text(&status_line[13..]) {
+        violation(
+            raw,
+            "the status code is not followed by a space and a reason",
+        );
+    }
+    let status: u16 = std::str::from_utf8(code).unwrap().parse().unwrap();
+
+    // Date.
+    if status >= 200 {
+        match all("Date")[..] {
+            [date] if date.len() == 29 && date.ends_with(" GMT") => {
+                if httpdate::parse_http_date(date).is_err() {
+                    violation(raw, "a Date that is not an IMF-fixdate");
+                }
+            }
+            [_] => violation(raw, "a Date that is not an IMF-fixdate"),
+            [] => violation(raw, "no Date header"),
+            _ => violation(raw, "more than one Date header"),
+        }
+    }
+
+    // Framing.
+    let lengths = all("Content-Length");
+    let encodings = all("Transfer-Encoding");
+    if lengths.len() > 1 {
+        violation(raw, "more than one Content-Length");
+    }
+    if encodings.len() > 1 {
+        violation(raw, "more than one Transfer-Encoding");
+    }
+    let length = lengths.first().map(|v| {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            violation(raw, "a Content-Length that is not plain digits");
+        }
+        v.parse::<usize>()
+            .unwrap_or_else(|_| violation(raw, "a Content-Length too large"))
+    });
+    let chunked = encodings.first().map(|v| {
+        if !v.eq_ignore_ascii_case("chunked") {
+            violation(raw, "a Transfer-Encoding other than chunked");
+        }
+    });
+    if length.is_some() && chunked.is_some() {
+        violation(raw, "both Content-Length and Transfer-Encoding");
+    }
+    if (status < 200 || status == 204) && (length.is_some() || chunked.is_some()) {
+        violation(raw, "Content-Length or Transfer-Encoding on a 1xx or 204");
+    }
+    let closes = all("Connection")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"));
+    let framing = if head || status < 200 || status == 204 || status == 304 {
+        Framing::Empty
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else if chunked.is_some() {
+        Framing::Chunked
+    } else if closes || http10 {
+        Framing::UntilClose
+    } else {
+        violation(
+            raw,
+            "no framing: neither Content-Length, chunked, nor Connection: close",
+        )
+    };
+    CheckedHead {
         status,
         headers,
-        body,
-    })
+        framing,
+    }
+}
+
+/// Reads a chunked body strictly: hex sizes, CRLF after each size line and
+/// each chunk, trailers up to the empty line.
+fn read_chunked(s: &mut impl Read, raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_crlf_line(s, raw)?;
+        let size_text = line.split(|&b| b == b';').next().unwrap_or(b"");
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+            .unwrap_or_else(|| violation(raw, "a malformed chunk size line"));
+        if size == 0 {
+            break;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        s.read_exact(&mut body[start..]).ok()?;
+        if !read_crlf_line(s, raw)?.is_empty() {
+            violation(raw, "chunk data longer than its size");
+        }
+    }
+    while !read_crlf_line(s, raw)?.is_empty() {} // trailer fields
+    Some(body)
+}
+
+/// One line ended by CRLF, without it; panics on a bare LF.
+fn read_crlf_line(s: &mut impl Read, raw: &[u8]) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut byte).ok()?;
+        line.push(byte[0]);
+        if byte[0] == b'\n' && !line.ends_with(b"\r\n") {
+            violation(raw, "a bare LF in a chunked body");
+        }
+        if line.len() > MAX_RESPONSE_HEAD {
+            violation(raw, "a chunk line of more than 64 KiB");
+        }
+    }
+    line.truncate(line.len() - 2);
+    Some(line)
 }
 
 /// Reads until the peer closes (or the read timeout), returning all bytes.
