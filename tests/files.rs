@@ -7,7 +7,9 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{read_response, read_response_to, rss_kib, Response, Server};
 
@@ -50,6 +52,14 @@ impl Drop for Site {
 fn serve(site: &Site, extra: &[&str]) -> Server {
     let dir = site.dir.to_str().unwrap();
     Server::start(&[&["--dir", dir, "--quiet"], extra].concat())
+}
+
+/// Whether the server follows links that stay inside its directory: yes
+/// with openat2 (Linux 5.6+), no where it has to walk with O_NOFOLLOW. It
+/// says which in its start-up log.
+fn follows_links_inside(server: &Server) -> bool {
+    let line = server.wait_for_log("files are opened", Duration::from_secs(10));
+    !line.contains("every symbolic link is refused")
 }
 
 /// One raw request (the path exactly as given) on a fresh connection.
@@ -135,7 +145,7 @@ fn same_answers_as_pythons_http_server_where_python_is_right() {
     let ours = serve(&site, &[]);
     let python = Python::start(&site.dir);
     // (method, path, compare Content-Length too)
-    let same = [
+    let mut same = vec![
         ("GET", "/", false),
         ("GET", "/a.txt", true),
         ("HEAD", "/a.txt", true),
@@ -149,10 +159,15 @@ fn same_answers_as_pythons_http_server_where_python_is_right() {
         ("GET", "/with%20space/%C3%A9t%C3%A9.txt", true),
         ("GET", "/big.bin", true),
         ("HEAD", "/big.bin", true),
-        ("GET", "/link-in", true),
         ("GET", "/nope", false),
         ("GET", "/sub/nope.txt", false),
     ];
+    if follows_links_inside(&ours) {
+        same.push(("GET", "/link-in", true));
+    } else {
+        // Without openat2 every link is refused, even one that stays inside.
+        assert_eq!(get(&ours, "/link-in").status, 404);
+    }
     for (method, path, length) in same {
         let a = raw(ours.addr, method, path, "");
         let b = raw(python.addr, method, path, "");
@@ -234,7 +249,11 @@ fn traversal_in_every_spelling_is_refused() {
 fn symlinks_out_need_follow_symlinks() {
     let site = Site::new("links");
     let strict = serve(&site, &[]);
-    assert_eq!(get(&strict, "/link-in").body, b"hello\n");
+    if follows_links_inside(&strict) {
+        assert_eq!(get(&strict, "/link-in").body, b"hello\n");
+    } else {
+        assert_eq!(get(&strict, "/link-in").status, 404);
+    }
     assert_eq!(get(&strict, "/link-out").status, 404);
     let lenient = serve(&site, &["--follow-symlinks"]);
     let r = get(&lenient, "/link-out");
@@ -267,8 +286,23 @@ fn redirects_never_start_with_two_slashes() {
     }
 }
 
+/// The `href`s of a listing page, in order, without the link up.
+fn hrefs(page: &str) -> Vec<String> {
+    page.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|href| *href != "../")
+        .map(str::to_string)
+        .collect()
+}
+
+/// The rows of our listing page, one per entry.
+fn rows(page: &str) -> Vec<&str> {
+    page.lines().filter(|l| l.starts_with("<tr><td>")).collect()
+}
+
 #[test]
-fn listings_escape_names_and_mark_directories() {
+fn listings_escape_names_and_show_size_and_time() {
     let site = Site::new("listing");
     let server = serve(&site, &[]);
     let page = get(&server, "/").text();
@@ -277,14 +311,71 @@ fn listings_escape_names_and_mark_directories() {
     assert!(page.contains("href=\"%3Cb%3E%26.txt\""), "{page}");
     assert!(page.contains(">sub/</a>") && page.contains("href=\"sub/\""));
     assert!(page.contains(">with space/</a>") && page.contains("href=\"with%20space/\""));
-    let names: Vec<&str> = page.lines().filter(|l| l.starts_with("<li>")).collect();
-    let mut sorted = names.clone();
-    sorted.sort_by_key(|l| l.to_lowercase());
-    assert_eq!(names, sorted, "sorted");
+    assert!(page.contains(">link-in@</a>"), "{page}");
+    assert!(!page.contains("href=\"../\""), "no way up from the root");
+    assert!(
+        !page.contains("http://") && !page.contains("<link"),
+        "no external assets"
+    );
+    // Size and modification time: a file's are what a GET of it says.
+    let a = get(&server, "/a.txt");
+    let modified = a.header("Last-Modified").unwrap();
+    let row = rows(&page)
+        .into_iter()
+        .find(|r| r.contains("href=\"a.txt\""))
+        .expect("a row for a.txt");
+    assert!(row.contains("<td>6</td>"), "{row}");
+    assert!(row.contains(&format!("<td>{modified}</td>")), "{row}");
+    let row = rows(&page)
+        .into_iter()
+        .find(|r| r.contains("href=\"big.bin\""))
+        .unwrap();
+    assert!(row.contains("<td>5000000</td>"), "{row}");
+    let row = rows(&page)
+        .into_iter()
+        .find(|r| r.contains("href=\"sub/\""))
+        .unwrap();
+    assert!(row.contains("<td>-</td>"), "a directory has no size: {row}");
+    // Below the root, the first row leads up.
+    let deeper = get(&server, "/sub/deeper/").text();
+    assert!(
+        rows(&deeper)[0].contains("<a href=\"../\">../</a>"),
+        "{deeper}"
+    );
     // Error pages escape what the client sent.
     let r = get(&server, "/%3Cscript%3E");
     assert_eq!(r.status, 404);
     assert!(!r.text().contains("<script>"));
+}
+
+#[test]
+fn listings_are_in_pythons_order() {
+    let site = Site::new("order");
+    for dir in ["binutils", "binutils-common", "Zeta", "tree/b-c", "tree/b"] {
+        fs::create_dir_all(site.path(dir)).unwrap();
+    }
+    for file in [
+        "B.txt",
+        "b-",
+        "_under",
+        "Éclair.txt",
+        "eclair",
+        "tree/B.md",
+        "tree/a",
+    ] {
+        fs::write(site.path(file), "x").unwrap();
+    }
+    let ours = serve(&site, &[]);
+    let python = Python::start(&site.dir);
+    for path in ["/", "/tree/"] {
+        let a = get(&ours, path);
+        let b = raw(python.addr, "GET", path, "");
+        assert_eq!((a.status, b.status), (200, 200), "{path}");
+        assert_eq!(hrefs(&a.text()), hrefs(&b.text()), "{path}");
+    }
+    let names = hrefs(&get(&ours, "/").text());
+    let at = |name: &str| names.iter().position(|n| n == name).unwrap();
+    assert!(at("binutils/") < at("binutils-common/"), "{names:?}");
 }
 
 #[test]
@@ -374,7 +465,6 @@ fn keep_alive_across_files_and_methods() {
 
 #[test]
 fn unreadable_files_get_403() {
-    // As root every file is readable, so run the server as nobody.
     let site = Site::new("forbidden");
     fs::write(site.path("secret.txt"), "secret\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -390,16 +480,23 @@ fn unreadable_files_get_403() {
     for f in ["a.txt", "big.bin", "sub/index.html"] {
         fs::set_permissions(site.path(f), fs::Permissions::from_mode(0o644)).unwrap();
     }
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        common::bin(),
-    ])
-    .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
-    .arg(&site.dir);
-    let server = Server::spawn(cmd, &[]);
+    // SAFETY: geteuid only reads the process's credentials.
+    let server = if unsafe { libc::geteuid() } == 0 {
+        // Root reads every file whatever its mode, so run the server as nobody.
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::bin(),
+        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&site.dir);
+        Server::spawn(cmd, &[])
+    } else {
+        // Anyone else is already refused by mode 000.
+        serve(&site, &[])
+    };
     assert_eq!(get(&server, "/secret.txt").status, 403);
     assert_eq!(get(&server, "/a.txt").status, 200);
 }
@@ -518,4 +615,196 @@ fn control_characters_in_request_lines_are_escaped_in_the_log() {
         !line.contains('\x1b') && !line.contains('\x07'),
         "raw control characters in {line:?}"
     );
+}
+
+/// A directory beside the served one, removed on drop.
+struct Outside {
+    dir: PathBuf,
+}
+
+impl Outside {
+    fn new(name: &str) -> Outside {
+        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Outside { dir }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_file_swapped_for_a_link_out_never_serves_the_secret() {
+    // The served tree and, beside it, a secret. A writer in the tree swaps
+    // race.txt between a plain file and a link to ../outside/secret.txt,
+    // as fast as it can, while clients ask for race.txt.
+    let site = Site::new("race");
+    let outside = Outside::new("race-outside");
+    let secret = format!("TOP-SECRET-{}", std::process::id());
+    fs::write(outside.dir.join("secret.txt"), &secret).unwrap();
+    let target = format!(
+        "../{}/secret.txt",
+        outside.dir.file_name().unwrap().to_str().unwrap()
+    );
+    fs::write(site.path("race.txt"), "just a file\n").unwrap();
+    let server = serve(&site, &[]);
+    assert_eq!(get(&server, "/race.txt").body, b"just a file\n");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (dir, stop) = (site.dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // rename(2) replaces the name in one step, so race.txt is
+                // always something: a file or a link.
+                let _ = fs::write(dir.join(".file"), "just a file\n");
+                let _ = fs::rename(dir.join(".file"), dir.join("race.txt"));
+                let _ = std::os::unix::fs::symlink(&target, dir.join(".link"));
+                let _ = fs::rename(dir.join(".link"), dir.join("race.txt"));
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, secret) = (server.addr, secret.clone());
+            std::thread::spawn(move || {
+                let (mut leaks, mut files, mut others) = (0u64, 0u64, 0u64);
+                let mut s = None;
+                while Instant::now() < deadline {
+                    let conn = s.get_or_insert_with(|| {
+                        let c = std::net::TcpStream::connect(addr).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                        c
+                    });
+                    let sent = conn.write_all(b"GET /race.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+                    let Some(r) = sent.ok().and_then(|_| read_response(conn)) else {
+                        s = None; // closed: a new connection next time
+                        continue;
+                    };
+                    if String::from_utf8_lossy(&r.body).contains(&secret) {
+                        leaks += 1;
+                    } else if r.status == 200 && r.body == b"just a file\n" {
+                        files += 1;
+                    } else {
+                        assert!([404, 503].contains(&r.status), "status {}", r.status);
+                        others += 1;
+                    }
+                }
+                (leaks, files, others)
+            })
+        })
+        .collect();
+    let (mut leaks, mut files, mut others) = (0, 0, 0);
+    for c in clients {
+        let (l, f, o) = c.join().expect("a client failed");
+        (leaks, files, others) = (leaks + l, files + f, others + o);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    eprintln!("{swaps} swaps: {files} files, {others} refusals, {leaks} secrets");
+    assert_eq!(leaks, 0, "the secret was served {leaks} times");
+    assert!(files > 0, "the file itself was never served");
+    assert!(swaps > 0);
+}
+
+#[test]
+fn what_the_client_asks_wrongly_is_4xx_not_500() {
+    let site = Site::new("mistakes");
+    std::os::unix::fs::symlink("loop-b", site.path("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", site.path("loop-b")).unwrap();
+    let long_name = "n".repeat(255);
+    fs::write(site.path(&long_name), "long\n").unwrap();
+    for extra in [&[][..], &["--follow-symlinks"][..]] {
+        let server = serve(&site, extra);
+        let cases = [
+            ("/loop-a".to_string(), 404),
+            ("/loop-a/x".to_string(), 404),
+            (format!("/{long_name}"), 200),
+            (format!("/{}", "n".repeat(256)), 404),
+            (format!("/sub/{}", "n".repeat(300)), 404),
+            ("/a".repeat(3000), 414),
+            (format!("/{}", vec!["n".repeat(255); 17].join("/")), 414),
+            ("/a.txt/".to_string(), 404),
+            ("/a.txt/x".to_string(), 404),
+            ("/sub/index.html/".to_string(), 404),
+        ];
+        for (path, status) in cases {
+            let r = get(&server, &path);
+            assert_eq!(r.status, status, "{extra:?} {:.40}...", path);
+        }
+        let r = raw(server.addr, "GET", "/a.txt", "Range: BYTES=0-1\r\n");
+        assert_eq!(r.status, 206, "the range unit is case-insensitive");
+        assert_eq!(r.body, b"he");
+        assert_eq!(r.header("Content-Range"), Some("bytes 0-1/6"));
+    }
+}
+
+/// The descriptor numbers a process has open, in order.
+fn open_fds(pid: u32) -> Vec<i32> {
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Sets the soft open-files limit of process `pid`; returns the old limits.
+fn set_fd_limit(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: the first prlimit writes the current limits into `old`, the
+    // second reads `new`; both are live structs, and a null pointer means
+    // "not this one".
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old),
+            0
+        );
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(
+            libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()),
+            0,
+            "prlimit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    old
+}
+
+#[test]
+fn out_of_descriptors_is_503_with_retry_after() {
+    let site = Site::new("emfile");
+    let server = serve(&site, &[]);
+    let open = open_fds(server.pid());
+    assert_eq!(get(&server, "/a.txt").status, 200);
+    // That connection's descriptor is released once the server has closed
+    // it, which may be a moment after its answer.
+    common::wait_until(Duration::from_secs(10), || open_fds(server.pid()) == open);
+    // Leave the server room for exactly one more descriptor: the lowest
+    // free number. The next connection's socket takes it, so opening the
+    // file it asks for finds none (EMFILE).
+    let second_free = (0..).filter(|n| !open.contains(n)).nth(1).unwrap();
+    let old = set_fd_limit(server.pid(), second_free as u64);
+    let r = get(&server, "/a.txt");
+    set_fd_limit(server.pid(), old.rlim_cur);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    // With descriptors back, the same request is served again.
+    common::wait_until(Duration::from_secs(10), || {
+        get(&server, "/a.txt").status == 200
+    });
 }
