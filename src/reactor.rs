@@ -51,7 +51,7 @@
 //! never-reused serial number instead.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -347,7 +347,7 @@ impl Reactor {
     /// plus one per file being streamed. `--max-conns` caps this sum, so the
     /// server refuses or reclaims before the kernel says EMFILE.
     fn descriptors_in_use(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + crate::files::descriptors_held()
     }
 
     /// Puts a newly accepted stream in the slab and registers it under its key.
@@ -363,7 +363,7 @@ impl Reactor {
                     info!(
                         "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
                     );
-                    return; // dropping the stream closes it
+                    return self.refuse(stream);
                 }
             }
         }
@@ -403,6 +403,31 @@ impl Reactor {
         trace!("token {key}: reading its request right at accept");
         self.conns[key].unread = true;
         self.serve(key);
+    }
+
+    /// Tells a client the server is full, instead of leaving it to wait in
+    /// silence: a 503 written straight into the empty send buffer (it always
+    /// fits), our FIN, one read to take the request that is usually there
+    /// already (so the close is not a reset that destroys the answer), and
+    /// the socket is closed when `stream` is dropped.
+    fn refuse(&mut self, mut stream: TcpStream) {
+        let answer = http::response::Answer {
+            head_only: false,
+            minor: 1,
+            close: true,
+        };
+        let mut page = Vec::new();
+        http::response::write_error(
+            &mut page,
+            &answer,
+            http::response::Status::SERVICE_UNAVAILABLE,
+            self.clock.http_date(),
+            &[("Retry-After", "1")],
+            "The server holds as many connections as it may (--max-conns). Try again shortly.",
+        );
+        let _ = stream.write(&page);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.read(&mut self.read_buf);
     }
 
     /// The connection to close when the server is full: a lingering one

@@ -243,10 +243,15 @@ fn at_max_conns_busy_connections_are_never_reclaimed() {
     }
     let mut extra = None;
     wait_until(Duration::from_secs(10), || {
-        // The newcomer is closed at once (EOF or reset), without an answer.
+        // The newcomer is told at once that the server is full, and closed.
         let mut s = server.connect();
         let _ = s.write_all(HELLO);
-        let closed = read_response(&mut s).is_none();
+        let refused = read_response(&mut s).is_some_and(|r| {
+            r.status == 503
+                && r.header("Retry-After") == Some("1")
+                && r.header("Connection") == Some("close")
+        });
+        let closed = refused && read_to_close(&mut s).is_empty();
         extra = Some(s);
         closed
     });
