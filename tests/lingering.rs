@@ -1,0 +1,160 @@
+//! Lingering close: answers survive the server's decision to close.
+//!
+//! When the server closes a connection whose client is still sending (a bad
+//! request behind a good one, a body too large to accept), closing at once
+//! makes the kernel answer the unread bytes with a reset, and the reset
+//! throws away every byte of the earlier answers that the client has not
+//! read yet. So the server shuts its write side, reads and discards for a
+//! bounded time, and only then closes. These tests make the client read
+//! late, after the server has decided to close, and check that every answer
+//! arrives whole and the stream ends with a clean EOF.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{read_response, wait_until, Server};
+
+const BIG: usize = 1 << 20;
+
+/// A served directory holding a 1 MiB file, removed when dropped.
+struct Site(PathBuf);
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("big.bin"), vec![b'b'; BIG]).unwrap();
+        Site(dir)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The phase the server's table shows for the connection from `client`,
+/// or None once the server no longer holds it.
+fn phase_of(server: &Server, client: &TcpStream) -> Option<String> {
+    let me = client.local_addr().unwrap().to_string();
+    let table: serde_json::Value =
+        serde_json::from_slice(&server.get("/_/conns.json?all").body).unwrap();
+    table["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| r["remote"] == me.as_str())
+        .map(|r| r["phase"].as_str().unwrap_or("").to_string())
+}
+
+/// A client whose receive buffer is large enough to hold the whole 1 MiB
+/// answer unread, so that the server gets to its close before we read.
+fn roomy_client(server: &Server) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4 << 20).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    socket.into()
+}
+
+/// Reads the answers owed, then expects a clean end of stream, not a reset.
+fn read_owed_answers(client: &mut TcpStream, second_status: u16) {
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let first = read_response(client).expect("the file's answer");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body.len(), BIG, "the 1 MiB answer was cut short");
+    let second = read_response(client).expect("the refusal");
+    assert_eq!(second.status, second_status);
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("a clean end of stream, not a reset");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_bad_request_behind_a_download_does_not_reset_the_download() {
+    let site = Site::new("linger-bad");
+    let server = Server::start(&["--quiet", "--dir", site.0.to_str().unwrap()]);
+    let mut client = roomy_client(&server);
+    let mut bytes = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\nBAD LINE HERE\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    client.write_all(&bytes).unwrap();
+    // The server answers the download, refuses the bad line, and decides to
+    // close while our 64 KiB of x are still unread on its side.
+    wait_until(Duration::from_secs(10), || {
+        phase_of(&server, &client).as_deref() == Some("linger")
+    });
+    read_owed_answers(&mut client, 400);
+}
+
+#[test]
+fn a_refused_body_still_being_sent_does_not_reset_the_answers_before_it() {
+    let site = Site::new("linger-body");
+    let server = Server::start(&["--quiet", "--dir", site.0.to_str().unwrap()]);
+    let mut client = roomy_client(&server);
+    client
+        .write_all(
+            b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n\
+              POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n",
+        )
+        .unwrap();
+    // The body keeps coming from another thread while we wait to read.
+    let mut sender = client.try_clone().unwrap();
+    let body = thread::spawn(move || {
+        let chunk = vec![b'y'; 64 * 1024];
+        let mut sent = 0;
+        while sent < 10_000_000 {
+            match sender.write(&chunk[..chunk.len().min(10_000_000 - sent)]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    wait_until(Duration::from_secs(10), || {
+        phase_of(&server, &client).as_deref() == Some("linger")
+    });
+    read_owed_answers(&mut client, 413);
+    let sent = body.join().unwrap();
+    assert_eq!(
+        sent, 10_000_000,
+        "the server reset the body before it was all sent"
+    );
+}
+
+#[test]
+fn a_lingering_client_that_goes_quiet_is_closed_within_the_quiet_limit() {
+    let server = Server::start(&["--quiet"]);
+    let mut client = server.connect();
+    // A body refused at its head, of which more is sent than one read takes.
+    let mut bytes = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'y', 256 * 1024));
+    client.write_all(&bytes).unwrap();
+    wait_until(Duration::from_secs(10), || {
+        phase_of(&server, &client).as_deref() == Some("linger")
+    });
+    let started = Instant::now();
+    // The table calls it what netstat would: our FIN is out, theirs is not.
+    let table = server.get("/_/conns").text();
+    let me = client.local_addr().unwrap().to_string();
+    let row = table.lines().find(|l| l.contains(&me)).unwrap();
+    assert!(row.contains("FIN_WAIT2"), "{row}");
+    // We read the 413 and its FIN, and then neither send nor close: the
+    // server gives up after its quiet limit.
+    assert_eq!(read_response(&mut client).unwrap().status, 413);
+    wait_until(Duration::from_secs(15), || {
+        phase_of(&server, &client).is_none()
+    });
+    let lingered = started.elapsed();
+    assert!(
+        lingered <= fivetuple::reactor::LINGER_QUIET + Duration::from_secs(2),
+        "lingered {lingered:?}"
+    );
+}
