@@ -158,3 +158,41 @@ fn a_lingering_client_that_goes_quiet_is_closed_within_the_quiet_limit() {
         "lingered {lingered:?}"
     );
 }
+
+#[test]
+fn a_download_cut_off_by_the_shutdown_grace_is_not_counted_as_served() {
+    let dir = std::env::temp_dir().join(format!("fivetuple-grace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("huge.bin"), vec![b'h'; 32 << 20]).unwrap();
+    let mut server = Server::start(&[
+        "--quiet",
+        "--shutdown-grace",
+        "0.3",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    // A download that cannot finish: the client reads nothing.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stuck: TcpStream = socket.into();
+    stuck
+        .write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        phase_of(&server, &stuck).as_deref() == Some("writing")
+    });
+    let before: serde_json::Value =
+        serde_json::from_slice(&server.get("/_/conns.json").body).unwrap();
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    // Served: what the last table counted, and that table's own answer; the
+    // download the grace period cut off is not among them.
+    let want = format!(
+        "shut down: {} connections accepted, {} requests served",
+        before["accepted"],
+        before["served"].as_u64().unwrap() + 1
+    );
+    assert_eq!(server.stdout().last(), Some(&want));
+    let _ = std::fs::remove_dir_all(&dir);
+}
