@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fivetuple::http::{Config, Ctx, Host, Peer, Session};
-use fivetuple::table::{ConnRow, ConnTable, Format};
+use fivetuple::procnet::TcpState;
+use fivetuple::table::{ConnRow, ConnTable, Format, Phase};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: 127.0.0.1:500\r\nUser-Agent: wrk\r\n\r\n";
 
@@ -36,8 +37,8 @@ fn table(rows: usize) -> ConnTable {
                     [127, 0, 0, 1],
                     32768 + (i % 28000) as u16,
                 ))),
-                state: "ESTABLISHED",
-                phase: "idle",
+                state: TcpState::Established,
+                phase: Phase::Idle,
                 age_ms: 12_345,
                 bytes_in: 78,
                 bytes_out: 140,
@@ -59,7 +60,7 @@ fn protocol(c: &mut Criterion) {
         host: &NoTable,
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config: &config,
-        draining: false,
+        shutting_down: false,
     };
     let mut group = c.benchmark_group("session");
     let mut session = Session::default();

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use fivetuple::http::response::Clock;
 use fivetuple::http::{self, Ctx, Host, Peer, Session};
-use fivetuple::table::{ConnRow, ConnTable, Format};
+use fivetuple::procnet::TcpState;
+use fivetuple::table::{ConnRow, ConnTable, Format, Phase};
 use slab::Slab;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,8 +57,8 @@ impl Host for Registry {
             proto: "tcp",
             local: c.local,
             remote: Some(c.remote),
-            state: "ESTABLISHED",
-            phase: if you { "writing" } else { "idle" },
+            state: TcpState::Established,
+            phase: if you { Phase::Writing } else { Phase::Idle },
             age_ms: now.duration_since(c.accepted_at).as_millis() as u64,
             bytes_in: 0,
             bytes_out: 0,
@@ -192,7 +193,7 @@ async fn connection(
                     host: registry,
                     date: clock.http_date(),
                     config,
-                    draining: false,
+                    shutting_down: false,
                 };
                 match input {
                     Some([]) => {

@@ -1,5 +1,5 @@
-//! One accepted TCP connection: its 5-tuple, its counters, and the two
-//! edge-triggered habits every connection in a mio loop needs.
+//! One accepted TCP connection: its 5-tuple, its counters, its lifecycle,
+//! and the two edge-triggered habits every connection in a mio loop needs.
 //!
 //! mio's readiness is edge-triggered: the kernel says "readable" once when
 //! data arrives, not again and again while data is waiting. So a connection
@@ -8,31 +8,55 @@
 //! keep whatever it could not write and send it when the next "writable"
 //! edge comes. Miss either and the connection stalls forever.
 //!
+//! The reactor never sets a connection's state from outside. It tells the
+//! connection what happened (an event, a read, a write, the protocol's
+//! verdict, a timeout) and asks it questions: what should happen next
+//! ([`Connection::next_step`]), what is it waiting for
+//! ([`Connection::waiting_for`], which decides its deadline and what a
+//! timeout does), may it be reclaimed when the server is full, and what
+//! does the table call it. Its life has three stages ([`Stage`]): open,
+//! closing (no more requests are read; the last answers go out), and
+//! lingering (our FIN is sent, the client is still sending).
+//!
 //! A connection owns no read buffer: it reads into the reactor's one shared
 //! buffer, and the HTTP [`Session`] keeps only the unfinished tail of a
 //! request. Its output buffer is empty (and unallocated) whenever the kernel
 //! has taken everything, so an idle connection costs a few hundred bytes.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::mem;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::http::{Peer, Session};
-use crate::table::ConnRow;
+use crate::http::{Peer, Progress, Session};
+use crate::procnet::TcpState;
+use crate::table::{ConnRow, Phase};
+use crate::timer::{Deadline, Fired, Timeouts};
+
+/// Lingering close: how long, at most, to keep reading and discarding what a
+/// client still sends after our last answer (nginx's `lingering_time`).
+pub const LINGER_TIME: Duration = Duration::from_secs(30);
+/// Lingering close: how long the client may stay silent before we close
+/// anyway (nginx's `lingering_timeout`).
+pub const LINGER_QUIET: Duration = Duration::from_secs(5);
+/// Lingering close: the most bytes thrown away before we close anyway. It
+/// bounds the CPU one lingering client can cost; a client that sends more
+/// than this after being told to go away is not waiting for an answer.
+pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where a connection is in its life, from the server's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum Stage {
     /// Reading requests and writing their answers.
     Open,
     /// No more requests will be read: write what is owed, then close.
-    Draining,
+    Closing,
     /// Everything owed is written and our FIN is sent, but the client was
     /// still sending: read and throw its bytes away until it closes too, or
-    /// a deadline passes (see `Reactor::finish`). Closing now would make the
-    /// kernel answer those bytes with a reset, and a reset destroys the
-    /// answers still on their way to the client.
+    /// a limit is reached. Closing at once would make the kernel answer
+    /// those bytes with a reset, and a reset destroys the answers still on
+    /// their way to the client.
     Lingering {
         /// When lingering began: it lasts at most `LINGER_TIME` from here.
         since: Instant,
@@ -41,6 +65,36 @@ pub enum State {
         /// Bytes thrown away so far, at most `LINGER_BYTES`.
         discarded: u64,
     },
+}
+
+/// What a connection waits for. It decides the connection's deadline, and
+/// what happens when that passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The client to read the answers already written, or being written
+    /// (send timeout: closed).
+    ClientToRead,
+    /// The rest of a request that has begun (header timeout: 408).
+    RestOfRequest,
+    /// The next request on a kept-alive connection (idle timeout: closed).
+    NextRequest,
+    /// The client to close after our FIN (lingering limits: closed).
+    ClientToLeave,
+}
+
+/// What the reactor should do for a connection now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Give the protocol its next turn without reading: the rest of a
+    /// streamed body, or requests that wait for their turn.
+    Resume,
+    /// Read from the socket and answer what arrives.
+    Read,
+    /// Read and throw away: the connection is lingering.
+    Discard,
+    /// Nothing until an event: output waits for the client to read it, or
+    /// the socket is empty.
+    Wait,
 }
 
 /// The result of one `read` call.
@@ -62,105 +116,201 @@ pub struct Connection {
     stream: TcpStream,
     /// Token, local address (getsockname) and remote address: with the
     /// protocol, the 5-tuple that makes this connection unique.
-    pub peer: Peer,
+    peer: Peer,
     /// The n-th connection accepted since start. Unlike the token, which the
-    /// slab reuses, this number is never reused, so logs can tell apart two
-    /// connections that had the same token at different times.
-    pub serial: u64,
-    pub accepted_at: Instant,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    /// slab reuses, this number is never reused, so logs and the reactor's
+    /// ready list and timer heap can tell apart two connections that had
+    /// the same token at different times.
+    serial: u64,
+    accepted_at: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
     /// Responses written for this connection (handed to the kernel whole).
-    pub requests: u64,
+    requests: u64,
     /// Responses produced but not yet wholly handed to the kernel: they
     /// count as served only once written, so a download cut off at
     /// shutdown is not counted.
-    pub unwritten: u64,
-    pub state: State,
+    unwritten: u64,
+    stage: Stage,
     /// The client sent FIN: the kernel's state for us is CLOSE_WAIT.
-    pub peer_closed: bool,
+    peer_closed: bool,
     /// The socket may hold bytes (or an EOF) we have not read: a readable
     /// event came and reading stopped before `WouldBlock` or a short read.
     /// Under edge triggering no second event will come for those bytes, so
-    /// the reactor must remember to read them.
-    pub unread: bool,
+    /// the connection must remember to read them.
+    unread: bool,
     /// An event said the client closed its side (or the socket failed).
     /// Then a short read no longer proves the socket empty: the EOF behind
     /// the data still has to be read, and no further event will announce it.
-    pub hangup: bool,
+    hangup: bool,
     /// On the reactor's ready list, to be served again next turn.
-    pub scheduled: bool,
-    /// When the connection times out if nothing happens (see `Reactor::rearm`).
-    pub deadline: Option<Instant>,
-    /// The earliest entry for this connection in the reactor's timer heap.
-    pub armed: Option<Instant>,
-    /// When the first byte of the request now in progress arrived.
-    pub request_started: Option<Instant>,
-    /// When the kernel last took bytes from us (or the connection began).
-    pub last_progress: Instant,
+    scheduled: bool,
+    /// When the connection times out, and what that counts from.
+    deadline: Deadline,
     /// The HTTP state: any unfinished request.
-    pub session: Session,
+    session: Session,
     /// Response bytes the kernel has not taken yet.
     out: Vec<u8>,
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: Peer, serial: u64) -> Connection {
+    /// A connection just accepted, with its request probably already in the
+    /// socket: an HTTP client sends it as soon as it is connected.
+    pub fn new(stream: TcpStream, peer: Peer, serial: u64, now: Instant) -> Connection {
         Connection {
             stream,
             peer,
             serial,
-            accepted_at: Instant::now(),
+            accepted_at: now,
             bytes_in: 0,
             bytes_out: 0,
             requests: 0,
             unwritten: 0,
-            state: State::Open,
+            stage: Stage::Open,
             peer_closed: false,
-            unread: false,
+            unread: true,
             hangup: false,
             scheduled: false,
-            deadline: None,
-            armed: None,
-            request_started: None,
-            last_progress: Instant::now(),
+            deadline: Deadline::new(now),
             session: Session::default(),
             out: Vec::new(),
         }
     }
 
-    /// The socket, for registering with the Poll.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    pub fn peer(&self) -> Peer {
+        self.peer
     }
 
-    /// One `read` into the shared buffer, retried if a signal interrupted it.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Bytes in, bytes out and requests answered, for the log.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        (self.bytes_in, self.bytes_out, self.requests)
+    }
+
+    /// A readiness event came: there may be bytes (or an EOF) to read.
+    pub fn on_event(&mut self, readable: bool, hangup: bool) {
+        self.unread |= readable || hangup;
+        self.hangup |= hangup;
+    }
+
+    /// What to do now. Output first: a connection whose answers the kernel
+    /// has not taken is not read (backpressure), so a client that does not
+    /// read its answers stops being read, and the server holds one turn of
+    /// output for it at most.
+    pub fn next_step(&self) -> Step {
+        match self.stage {
+            Stage::Lingering { .. } if self.unread => Step::Discard,
+            Stage::Lingering { .. } => Step::Wait,
+            _ if !self.out.is_empty() => Step::Wait,
+            _ if self.session.wants_resume() => Step::Resume,
+            Stage::Open if self.unread => Step::Read,
+            _ => Step::Wait,
+        }
+    }
+
+    /// The connection has work that no event will announce (a streamed
+    /// body, requests waiting their turn, bytes left unread after this
+    /// turn's share): it needs a place on the ready list.
+    pub fn needs_another_turn(&self) -> bool {
+        self.out.is_empty() && self.next_step() != Step::Wait
+    }
+
+    /// Every answer owed is with the kernel and no more will be read: the
+    /// connection is ready to finish.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Closing && self.out.is_empty() && !self.session.wants_resume()
+    }
+
+    /// Marks the connection as being on the ready list; false if it already was.
+    pub fn schedule(&mut self) -> bool {
+        !mem::replace(&mut self.scheduled, true)
+    }
+
+    /// Takes the connection off the ready list for its turn.
+    pub fn unschedule(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// One `read` into the shared buffer, retried if a signal interrupted
+    /// it. Keeps track of whether the socket may still hold more: a short
+    /// read empties it (unless a hangup was reported, when the EOF behind
+    /// the data has yet to be read); another read would only say WouldBlock,
+    /// and new data brings a new event.
     pub fn read_chunk(&mut self, buf: &mut [u8]) -> ReadOutcome {
         loop {
             return match self.stream.read(buf) {
-                Ok(0) => ReadOutcome::Eof,
+                Ok(0) => {
+                    self.unread = false;
+                    ReadOutcome::Eof
+                }
                 Ok(n) => {
                     self.bytes_in += n as u64;
                     log::trace!("token {}: read {n} bytes", self.peer.token);
+                    if n < buf.len() && !self.hangup {
+                        self.unread = false;
+                    }
                     ReadOutcome::Data(n)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    ReadOutcome::WouldBlock
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => ReadOutcome::Failed(e),
             };
         }
     }
 
+    /// Takes the HTTP session out for a call that needs the rest of the
+    /// server too (`/_/conns` looks at every connection); give it back with
+    /// [`Connection::put_session`].
+    pub fn take_session(&mut self) -> Session {
+        mem::take(&mut self.session)
+    }
+
+    /// Puts the session back and books what its call did: answers produced
+    /// (served once written), and whether the connection is to close.
+    pub fn put_session(&mut self, session: Session, progress: Progress) {
+        self.session = session;
+        if progress.responses > 0 {
+            self.deadline.request_done();
+        }
+        self.unwritten += progress.responses;
+        if progress.close && self.stage == Stage::Open {
+            self.stage = Stage::Closing;
+        }
+    }
+
+    /// The client closed its side: answer what it sent, then close.
+    pub fn on_peer_closed(&mut self) {
+        self.peer_closed = true;
+        if self.stage == Stage::Open {
+            self.stage = Stage::Closing;
+        }
+    }
+
+    /// No more requests: the server is shutting down, or a timeout answered.
+    pub fn stop_reading(&mut self) {
+        self.unread = false;
+        if self.stage == Stage::Open {
+            self.stage = Stage::Closing;
+        }
+    }
+
     /// Writes `fresh` (responses just produced, in the reactor's shared
     /// buffer) after anything still queued, with one `write` call, and
-    /// keeps what the kernel did not take. Clears `fresh`. Returns whether
-    /// everything has been written.
+    /// keeps what the kernel did not take. Clears `fresh`. Returns how many
+    /// answers are now wholly written (and counted as served).
     ///
     /// One call is enough: a short write means the socket's send buffer is
     /// full, the kernel has noted that someone is waiting for space, and a
     /// writable event will come when it drains. Another `write` now would
     /// only return `WouldBlock`.
-    pub fn send(&mut self, fresh: &mut Vec<u8>) -> io::Result<bool> {
+    pub fn send(&mut self, fresh: &mut Vec<u8>, now: Instant) -> io::Result<u64> {
+        let before = self.bytes_out;
         if self.out.is_empty() {
             if !fresh.is_empty() {
                 let n = self.write_once(fresh)?;
@@ -169,7 +319,7 @@ impl Connection {
             }
         } else {
             self.out.append(fresh);
-            let pending = std::mem::take(&mut self.out);
+            let pending = mem::take(&mut self.out);
             let n = self.write_once(&pending)?;
             if n < pending.len() {
                 self.out = pending;
@@ -177,7 +327,17 @@ impl Connection {
             }
             // Otherwise `pending` is dropped here: an idle connection keeps no buffer.
         }
-        Ok(self.out.is_empty())
+        if self.bytes_out != before {
+            self.deadline.progress(now);
+        }
+        // A body still streaming belongs to the last answer: it is not
+        // served until its last byte is written.
+        if self.out.is_empty() && !self.session.wants_resume() {
+            let served = mem::take(&mut self.unwritten);
+            self.requests += served;
+            return Ok(served);
+        }
+        Ok(0)
     }
 
     fn write_once(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -208,43 +368,149 @@ impl Connection {
     }
 
     /// Sends FIN: we will write nothing more. The descriptor stays open
-    /// until the connection is dropped.
+    /// until the connection is dropped. Whoever closes first keeps the
+    /// TIME_WAIT, and it belongs on the server, not on the client, whose
+    /// ephemeral ports it would hold.
     pub fn shutdown_write(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 
-    /// Bytes waiting for the kernel to take them.
-    pub fn queued(&self) -> usize {
-        self.out.len()
+    /// The client is still sending after our last answer: linger, having
+    /// already thrown away the `discarded` bytes that told us so.
+    pub fn start_lingering(&mut self, now: Instant, discarded: usize) {
+        self.stage = Stage::Lingering {
+            since: now,
+            last_input: now,
+            discarded: discarded as u64,
+        };
+        self.unread = true;
+    }
+
+    /// `n` more bytes were thrown away while lingering. False once more
+    /// than `LINGER_BYTES` have been: time to close anyway.
+    pub fn discarded(&mut self, n: usize, now: Instant) -> bool {
+        if let Stage::Lingering {
+            last_input,
+            discarded,
+            ..
+        } = &mut self.stage
+        {
+            *last_input = now;
+            *discarded += n as u64;
+            return *discarded <= LINGER_BYTES;
+        }
+        true
+    }
+
+    /// What the connection waits for; see [`Waiting`].
+    pub fn waiting_for(&self) -> Waiting {
+        if matches!(self.stage, Stage::Lingering { .. }) {
+            Waiting::ClientToLeave
+        } else if !self.out.is_empty() || self.session.wants_resume() {
+            Waiting::ClientToRead
+        } else if self.session.mid_request() || self.unread {
+            Waiting::RestOfRequest
+        } else {
+            Waiting::NextRequest
+        }
+    }
+
+    /// Works out when the connection times out from what it waits for now.
+    /// Returns a time to push into the timer heap when the deadline moved
+    /// earlier than the entry already there.
+    pub fn rearm(&mut self, now: Instant, t: &Timeouts) -> Option<Instant> {
+        let due = match (self.waiting_for(), self.stage) {
+            (
+                Waiting::ClientToLeave,
+                Stage::Lingering {
+                    since, last_input, ..
+                },
+            ) => Some((since + LINGER_TIME).min(last_input + LINGER_QUIET)),
+            (Waiting::ClientToRead, _) => t.send.map(|d| self.deadline.last_progress() + d),
+            (Waiting::RestOfRequest, _) => t.header.map(|d| self.deadline.request_started(now) + d),
+            _ => t.idle.map(|d| now + d),
+        };
+        self.deadline.set(due)
+    }
+
+    /// A timer heap entry for `when` came due at `now`.
+    pub fn on_timer(&mut self, when: Instant, now: Instant) -> Fired {
+        self.deadline.fire(when, now)
+    }
+
+    /// Whether `when` is this connection's live entry in the timer heap.
+    pub fn is_armed_at(&self, when: Instant) -> bool {
+        self.deadline.is_armed_at(when)
+    }
+
+    /// May this connection be closed to make room for a new one, and how
+    /// eagerly: lingering ones first (they owe nothing and only wait for
+    /// the client to go), then keep-alive connections that have had an
+    /// answer and wait for nothing, nearest idle deadline first. Never one
+    /// in the middle of a request or an answer.
+    pub fn reclaim_order(&self) -> Option<(bool, Option<Instant>)> {
+        match self.stage {
+            Stage::Lingering { .. } => Some((false, self.deadline.due())),
+            Stage::Open
+                if self.requests > 0
+                    && !self.scheduled
+                    && self.waiting_for() == Waiting::NextRequest =>
+            {
+                Some((true, self.deadline.due()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The server is shutting down. Returns true if the connection can
+    /// close now: nothing begun, nothing owed. One whose answers are still
+    /// queued stops reading and closes after them; one in the middle of a
+    /// request finishes it (its answer will say `Connection: close`).
+    pub fn on_shutdown(&mut self) -> bool {
+        if self.stage != Stage::Open || self.session.mid_request() || self.unread {
+            return false;
+        }
+        if self.out.is_empty() {
+            return true;
+        }
+        self.stage = Stage::Closing;
+        false
     }
 
     /// This connection's row in the connection table.
     pub fn row(&self, now: Instant, you: bool) -> ConnRow {
-        let phase = match self.state {
-            State::Lingering { .. } => "linger",
-            _ if !self.out.is_empty() => "writing",
-            State::Draining => "closing",
-            State::Open => self.session.phase(),
+        let phase = match self.stage {
+            _ if you => Phase::Writing, // it is answering this very request
+            Stage::Lingering { .. } => Phase::Linger,
+            _ if !self.out.is_empty() => Phase::Writing,
+            Stage::Closing => Phase::Closing,
+            Stage::Open => self.session.phase(),
+        };
+        // As netstat would name the kernel's state: our FIN sent and theirs
+        // not yet come is FIN_WAIT2 (once acknowledged); theirs come and
+        // ours not yet sent is CLOSE_WAIT.
+        let state = match self.stage {
+            Stage::Lingering { .. } => TcpState::FinWait2,
+            _ if self.peer_closed => TcpState::CloseWait,
+            _ => TcpState::Established,
         };
         ConnRow {
             token: Some(self.peer.token),
             proto: "tcp",
             local: self.peer.local,
             remote: Some(self.peer.remote),
-            // As netstat would name the kernel's state: our FIN sent and
-            // theirs not yet come is FIN_WAIT2 (once acknowledged); theirs
-            // come and ours not yet sent is CLOSE_WAIT.
-            state: match self.state {
-                State::Lingering { .. } => "FIN_WAIT2",
-                _ if self.peer_closed => "CLOSE_WAIT",
-                _ => "ESTABLISHED",
-            },
-            phase: if you { "writing" } else { phase },
+            state,
+            phase,
             age_ms: now.duration_since(self.accepted_at).as_millis() as u64,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             requests: Some(self.requests),
             you,
         }
+    }
+
+    /// The socket, for registering with the Poll.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 }

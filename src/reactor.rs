@@ -64,12 +64,13 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{Connection, ReadOutcome, State};
+use crate::connection::{Connection, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
 use crate::table::{ConnRow, ConnTable, Format, Rendered};
-use crate::timer::Timers;
+pub use crate::timer::Timeouts;
+use crate::timer::{Fired, Timers};
 
 /// The listening socket's token. Slab keys count up from 0, so the fixed
 /// tokens sit at the other end of the range, where no key will ever reach.
@@ -102,38 +103,6 @@ const TURN_INPUT: usize = READ_BUFFER;
 /// How long to wait before trying `accept` again after running out of file
 /// descriptors, if no connection has closed meanwhile.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// Lingering close: how long, at most, to keep reading and discarding what a
-/// client still sends after our last answer (nginx's `lingering_time`).
-pub const LINGER_TIME: Duration = Duration::from_secs(30);
-/// Lingering close: how long the client may stay silent before we close
-/// anyway (nginx's `lingering_timeout`).
-pub const LINGER_QUIET: Duration = Duration::from_secs(5);
-/// Lingering close: the most bytes thrown away before we close anyway. It
-/// bounds the CPU one lingering client can cost; a client that sends more
-/// than this after being told to go away is not waiting for an answer.
-pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
-
-/// How long a connection may take at each stage; `None` waits forever.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// From the first byte of a request to its end (slowloris): 408 and close.
-    pub header: Option<Duration>,
-    /// A keep-alive connection with no request in progress: closed.
-    pub idle: Option<Duration>,
-    /// Output waiting while the client reads nothing: closed.
-    pub send: Option<Duration>,
-}
-
-impl Default for Timeouts {
-    fn default() -> Timeouts {
-        Timeouts {
-            header: Some(Duration::from_secs(20)),
-            idle: Some(Duration::from_secs(60)),
-            send: Some(Duration::from_secs(60)),
-        }
-    }
-}
 
 /// Everything `fivetuple serve` can be told.
 #[derive(Debug, Clone)]
@@ -192,7 +161,7 @@ pub struct Reactor {
     /// `accept` failed for lack of file descriptors; retry when one frees up.
     accept_paused: bool,
     /// When shutdown began; connections get `shutdown_grace` from here.
-    draining_since: Option<Instant>,
+    shutting_down_since: Option<Instant>,
 }
 
 impl Reactor {
@@ -232,7 +201,7 @@ impl Reactor {
             config,
             stats: Summary::default(),
             accept_paused: false,
-            draining_since: None,
+            shutting_down_since: None,
         })
     }
 
@@ -301,7 +270,9 @@ impl Reactor {
             return Some(Instant::now()); // work is waiting: just look for new events
         }
         let retry = self.accept_paused.then(|| self.now + ACCEPT_RETRY);
-        let grace = self.draining_since.map(|t| t + self.config.shutdown_grace);
+        let grace = self
+            .shutting_down_since
+            .map(|t| t + self.config.shutdown_grace);
         [retry, grace, self.timers.next()]
             .into_iter()
             .flatten()
@@ -395,13 +366,12 @@ impl Reactor {
             remote,
         };
         debug!("accept {peer}, token {key}; {open} open");
-        entry.insert(Connection::new(stream, peer, self.stats.accepted));
+        entry.insert(Connection::new(stream, peer, self.stats.accepted, self.now));
         // An HTTP client sends its request as soon as it is connected, so
         // the request is often here before we accept. Try a read now rather
         // than one turn of the loop later; if nothing has come, it costs
         // one `WouldBlock`, and the registration reports the data when it comes.
         trace!("token {key}: reading its request right at accept");
-        self.conns[key].unread = true;
         self.serve(key);
     }
 
@@ -430,26 +400,15 @@ impl Reactor {
         let _ = stream.read(&mut self.read_buf);
     }
 
-    /// The connection to close when the server is full: a lingering one
-    /// (it owes nothing and is only waiting for the client to go), else the
-    /// keep-alive connection (answered, now waiting for nothing) whose idle
-    /// deadline is nearest. A scan, but it runs only when the server is full.
+    /// The connection to close when the server is full (see
+    /// [`Connection::reclaim_order`]). A scan, but it runs only when the
+    /// server is full.
     fn idlest_reclaimable(&self) -> Option<usize> {
         self.conns
             .iter()
-            .filter(|(_, c)| match c.state {
-                State::Lingering { .. } => true,
-                State::Open => {
-                    c.requests > 0
-                        && c.queued() == 0
-                        && !c.unread
-                        && !c.scheduled
-                        && !c.session.mid_request()
-                }
-                State::Draining => false,
-            })
-            .min_by_key(|(_, c)| (!matches!(c.state, State::Lingering { .. }), c.deadline))
-            .map(|(key, _)| key)
+            .filter_map(|(key, c)| c.reclaim_order().map(|order| (order, key)))
+            .min()
+            .map(|(_, key)| key)
     }
 
     /// Step 2 for a connection: note what the event says, then serve it.
@@ -462,39 +421,33 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.unread |= event.readable || event.hangup;
-        conn.hangup |= event.hangup;
+        conn.on_event(event.readable, event.hangup);
         self.serve(key);
     }
 
     /// Moves one connection as far as one turn allows: continue what the
     /// last turn left, or read and answer new requests; write; then decide
-    /// whether it needs another turn, a writable event, or closing.
+    /// whether it needs another turn, a writable event, or finishing.
     fn serve(&mut self, key: usize) {
-        if matches!(self.conns[key].state, State::Lingering { .. }) {
-            return self.linger(key);
-        }
-        let conn = &self.conns[key];
-        // Produce more only while the kernel takes what we write: a client
-        // that does not read its answers stops being read (backpressure).
-        if conn.queued() == 0 {
-            if conn.session.wants_resume() {
-                self.resume(key);
-            } else if conn.unread && conn.state == State::Open && !self.read_and_answer(key) {
-                return; // the read failed and the connection is gone
+        match self.conns[key].next_step() {
+            Step::Resume => self.resume(key),
+            Step::Read => {
+                if !self.read_and_answer(key) {
+                    return; // the read failed and the connection is gone
+                }
             }
+            Step::Discard => return self.linger(key),
+            Step::Wait => {}
         }
         if !self.flush(key) {
             return;
         }
         let conn = &self.conns[key];
-        if conn.queued() > 0 {
-            return self.rearm(key); // a writable event will bring us back
-        }
-        if conn.session.wants_resume() || (conn.unread && conn.state == State::Open) {
-            self.schedule(key);
-        } else if conn.state == State::Draining {
+        if conn.is_done() {
             return self.finish(key);
+        }
+        if conn.needs_another_turn() {
+            self.schedule(key);
         }
         self.rearm(key);
     }
@@ -505,28 +458,19 @@ impl Reactor {
     fn read_and_answer(&mut self, key: usize) -> bool {
         let mut budget = TURN_INPUT;
         loop {
-            let conn = &mut self.conns[key];
-            match conn.read_chunk(&mut self.read_buf) {
+            match self.conns[key].read_chunk(&mut self.read_buf) {
                 ReadOutcome::Data(n) => {
                     self.answer(key, n);
-                    let conn = &mut self.conns[key];
-                    if n < self.read_buf.len() && !conn.hangup {
-                        // A short read emptied the socket: another read would
-                        // only say WouldBlock, and new data brings a new event.
-                        conn.unread = false;
+                    budget = budget.saturating_sub(n);
+                    // Stop at an empty socket, a spent budget, or when the
+                    // protocol stops taking input; what is left is noted by
+                    // the connection and gets the ready list.
+                    if budget == 0 || self.conns[key].next_step() != Step::Read {
                         return true;
                     }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 || conn.state != State::Open || conn.session.wants_resume() {
-                        return true; // more may wait: `unread` stays set, `serve` schedules it
-                    }
                 }
-                ReadOutcome::WouldBlock => {
-                    conn.unread = false;
-                    return true;
-                }
+                ReadOutcome::WouldBlock => return true,
                 ReadOutcome::Eof => {
-                    conn.unread = false;
                     self.on_peer_closed(key);
                     return true;
                 }
@@ -563,8 +507,8 @@ impl Reactor {
         // The session is taken out of the slab for the call, so that
         // `/_/conns` can look at the whole slab while this entry is in use.
         let conn = &mut self.conns[key];
-        let mut session = mem::take(&mut conn.session);
-        let peer = conn.peer;
+        let mut session = conn.take_session();
+        let peer = conn.peer();
         // Field by field, not a method on `self`: `write_buf` is borrowed mutably below.
         let view = SlabView {
             conns: &self.conns,
@@ -578,18 +522,10 @@ impl Reactor {
             host: &view,
             date: self.clock.http_date(),
             config: &self.config.http,
-            draining: self.draining_since.is_some(),
+            shutting_down: self.shutting_down_since.is_some(),
         };
         let progress = step(&mut session, &ctx, &self.read_buf, &mut self.write_buf);
-        let conn = &mut self.conns[key];
-        conn.session = session;
-        if progress.responses > 0 {
-            conn.request_started = None; // the next request's clock starts at its first byte
-        }
-        conn.unwritten += progress.responses;
-        if progress.close && conn.state == State::Open {
-            conn.state = State::Draining;
-        }
+        self.conns[key].put_session(session, progress);
     }
 
     /// The client closed its side: answer what it sent, then close.
@@ -598,29 +534,16 @@ impl Reactor {
             session.on_eof(ctx);
             Progress::default()
         });
-        let conn = &mut self.conns[key];
-        conn.peer_closed = true;
-        conn.state = State::Draining;
+        self.conns[key].on_peer_closed();
     }
 
     /// Writes what was produced (and anything left from before), and counts
     /// the answers that are now wholly with the kernel. Returns false if the
     /// connection failed and was closed.
     fn flush(&mut self, key: usize) -> bool {
-        let conn = &mut self.conns[key];
-        let before = conn.bytes_out;
-        match conn.send(&mut self.write_buf) {
-            Ok(all_written) => {
-                if conn.bytes_out != before {
-                    conn.last_progress = self.now;
-                }
-                // A body still streaming belongs to the last answer: it is
-                // not served until its last byte is written.
-                if all_written && conn.unwritten > 0 && !conn.session.wants_resume() {
-                    conn.requests += conn.unwritten;
-                    self.stats.served += conn.unwritten;
-                    conn.unwritten = 0;
-                }
+        match self.conns[key].send(&mut self.write_buf, self.now) {
+            Ok(served) => {
+                self.stats.served += served;
                 true
             }
             Err(e) => {
@@ -631,16 +554,12 @@ impl Reactor {
     }
 
     /// Every answer owed is written and the connection is to close. Send our
-    /// FIN now: whoever closes first keeps the TIME_WAIT, and it belongs on
-    /// the server, not on the client, whose ephemeral ports it would hold.
-    /// Then, if the client is still sending, linger instead of closing: a
-    /// close with unread input makes the kernel send a reset, and a reset
-    /// throws away whatever of our answers the client has not read yet.
+    /// FIN now (see [`Connection::shutdown_write`]). Then, if the client is
+    /// still sending, linger instead of closing: a close with unread input
+    /// makes the kernel send a reset, and a reset throws away whatever of
+    /// our answers the client has not read yet.
     fn finish(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.peer_closed {
-            return self.close(key, "done");
-        }
         conn.shutdown_write();
         // One read tells whether anything is still coming. A client that sent
         // one request and waits for our FIN has nothing more: close at once.
@@ -648,14 +567,9 @@ impl Reactor {
             ReadOutcome::Data(n) => {
                 debug!(
                     "linger {}, token {key}: the client is still sending; reading and discarding",
-                    conn.peer
+                    conn.peer()
                 );
-                conn.state = State::Lingering {
-                    since: self.now,
-                    last_input: self.now,
-                    discarded: n as u64,
-                };
-                conn.unread = true;
+                conn.start_lingering(self.now, n);
                 self.schedule(key);
                 self.rearm(key);
             }
@@ -668,22 +582,11 @@ impl Reactor {
     /// buffer per turn, until it closes its side or a limit is reached.
     fn linger(&mut self, key: usize) {
         let mut budget = TURN_INPUT;
-        let now = self.now;
         loop {
             let conn = &mut self.conns[key];
             match conn.read_chunk(&mut self.read_buf) {
                 ReadOutcome::Data(n) => {
-                    let State::Lingering {
-                        last_input,
-                        discarded,
-                        ..
-                    } = &mut conn.state
-                    else {
-                        return;
-                    };
-                    *last_input = now;
-                    *discarded += n as u64;
-                    if *discarded > LINGER_BYTES {
+                    if !conn.discarded(n, self.now) {
                         return self.close(key, "lingering close: byte limit reached");
                     }
                     budget = budget.saturating_sub(n);
@@ -692,10 +595,7 @@ impl Reactor {
                         return self.rearm(key);
                     }
                 }
-                ReadOutcome::WouldBlock => {
-                    conn.unread = false;
-                    return self.rearm(key);
-                }
+                ReadOutcome::WouldBlock => return self.rearm(key),
                 ReadOutcome::Eof => return self.close(key, "done, after lingering"),
                 ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
             }
@@ -706,9 +606,8 @@ impl Reactor {
     /// (a streamed body, waiting requests, unread bytes), and gets it next turn.
     fn schedule(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if !conn.scheduled {
-            conn.scheduled = true;
-            self.ready.push((key, conn.serial));
+        if conn.schedule() {
+            self.ready.push((key, conn.serial()));
         }
     }
 
@@ -722,8 +621,8 @@ impl Reactor {
         let mut ready = mem::take(&mut self.ready);
         for &(key, serial) in &ready {
             match self.conns.get_mut(key) {
-                Some(conn) if conn.serial == serial => {
-                    conn.scheduled = false;
+                Some(conn) if conn.serial() == serial => {
+                    conn.unschedule();
                     trace!("token {key}: another turn from the ready list");
                     self.serve(key);
                 }
@@ -736,35 +635,12 @@ impl Reactor {
         }
     }
 
-    /// Works out when this connection times out, from what it is doing now:
-    /// lingering (the sooner of its two limits), waiting for the client to
-    /// read (send timeout), in the middle of a request (header timeout,
-    /// counted from the request's first byte), or idle between requests
-    /// (idle timeout). Touches the timer heap only if the deadline moved
-    /// earlier than the entry already there.
+    /// Sets the connection's deadline from what it waits for now (see
+    /// [`Connection::rearm`]), pushing a heap entry only when it moved earlier.
     fn rearm(&mut self, key: usize) {
-        let now = self.now;
-        let t = self.config.timeouts;
         let conn = &mut self.conns[key];
-        let deadline = if let State::Lingering {
-            since, last_input, ..
-        } = conn.state
-        {
-            Some((since + LINGER_TIME).min(last_input + LINGER_QUIET))
-        } else if conn.queued() > 0 || conn.session.wants_resume() {
-            t.send.map(|d| conn.last_progress + d)
-        } else if conn.session.mid_request() || conn.unread {
-            let started = *conn.request_started.get_or_insert(now);
-            t.header.map(|d| started + d)
-        } else {
-            t.idle.map(|d| now + d)
-        };
-        conn.deadline = deadline;
-        if let Some(when) = deadline {
-            if conn.armed.is_none_or(|armed| when < armed) {
-                conn.armed = Some(when);
-                self.timers.push(when, key, conn.serial);
-            }
+        if let Some(when) = conn.rearm(self.now, &self.config.timeouts) {
+            self.timers.push(when, key, conn.serial());
         }
     }
 
@@ -772,55 +648,42 @@ impl Reactor {
     /// connection has moved its deadline on is pushed again for the new time.
     fn fire_timers(&mut self) {
         while let Some((when, key, serial)) = self.timers.pop_due(self.now) {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial() == serial) else {
+                continue; // a closed connection's entry
             };
-            if conn.serial != serial || conn.armed != Some(when) {
-                continue; // a closed connection's, or a duplicate
-            }
-            conn.armed = None;
-            match conn.deadline {
-                Some(deadline) if deadline > self.now => {
-                    conn.armed = Some(deadline);
-                    self.timers.push(deadline, key, serial);
-                }
-                Some(_) => self.on_timeout(key),
-                None => {}
+            match conn.on_timer(when, self.now) {
+                Fired::Stale => {}
+                Fired::Moved(later) => self.timers.push(later, key, serial),
+                Fired::Due => self.on_timeout(key),
             }
         }
     }
 
-    /// A deadline passed: say why, and end the connection.
+    /// A deadline passed: what happens depends on what the connection was
+    /// waiting for.
     fn on_timeout(&mut self, key: usize) {
-        let conn = &self.conns[key];
-        trace!("token {key}: deadline passed");
-        if matches!(conn.state, State::Lingering { .. }) {
-            self.close(key, "lingering close: time is up");
-        } else if conn.queued() > 0 || conn.session.wants_resume() {
-            info!(
-                "{}: send timeout, the client stopped reading; closing",
-                conn.peer.remote
-            );
-            self.close(key, "send timeout");
-        } else if conn.session.mid_request() || conn.unread {
-            info!(
-                "{}: header timeout, the request did not arrive in time: 408",
-                conn.peer.remote
-            );
-            self.with_session(key, |session, ctx, _, out| session.on_timeout(ctx, out));
-            let conn = &mut self.conns[key];
-            conn.state = State::Draining;
-            conn.unread = false;
-            if !self.flush(key) {
-                return;
+        let conn = &mut self.conns[key];
+        let remote = conn.peer().remote;
+        match conn.waiting_for() {
+            Waiting::ClientToLeave => self.close(key, "lingering close: time is up"),
+            Waiting::ClientToRead => {
+                info!("{remote}: send timeout, the client stopped reading; closing");
+                self.close(key, "send timeout");
             }
-            if self.conns[key].queued() == 0 {
-                self.finish(key);
-            } else {
-                self.rearm(key); // the 408 is queued: the send timeout now applies
+            Waiting::RestOfRequest => {
+                info!("{remote}: header timeout, the request did not arrive in time: 408");
+                self.with_session(key, |session, ctx, _, out| session.on_timeout(ctx, out));
+                self.conns[key].stop_reading();
+                if !self.flush(key) {
+                    return;
+                }
+                if self.conns[key].is_done() {
+                    self.finish(key);
+                } else {
+                    self.rearm(key); // the 408 is queued: the send timeout now applies
+                }
             }
-        } else {
-            self.close(key, "idle timeout");
+            Waiting::NextRequest => self.close(key, "idle timeout"),
         }
     }
 
@@ -839,12 +702,11 @@ impl Reactor {
             self.freed_in_turn.resize(key + 1, 0);
         }
         self.freed_in_turn[key] = self.turn;
+        let (bytes_in, bytes_out, requests) = conn.counters();
         debug!(
-            "close {}, token {key} ({why}): {} in, {} out, {} requests; {} open",
-            conn.peer,
-            conn.bytes_in,
-            conn.bytes_out,
-            conn.requests,
+            "close {}, token {key} ({why}): {bytes_in} in, {bytes_out} out, {requests} {}; {} open",
+            conn.peer(),
+            if requests == 1 { "request" } else { "requests" },
             self.conns.len()
         );
         drop(conn);
@@ -863,7 +725,7 @@ impl Reactor {
             self.timers.retain(|&(when, key, serial)| {
                 conns
                     .get(key)
-                    .is_some_and(|c| c.serial == serial && c.armed == Some(when))
+                    .is_some_and(|c| c.serial() == serial && c.is_armed_at(when))
             });
         }
         if self.accept_paused && !self.listener_ready {
@@ -873,7 +735,7 @@ impl Reactor {
             // A huge response (a big /_/conns) grew the shared buffer; give it back.
             self.write_buf = Vec::with_capacity(READ_BUFFER);
         }
-        if let Some(since) = self.draining_since {
+        if let Some(since) = self.shutting_down_since {
             if since.elapsed() >= self.config.shutdown_grace && !self.conns.is_empty() {
                 warn!(
                     "shutdown grace of {:?} is over: closing {} connections",
@@ -901,7 +763,7 @@ impl Reactor {
         let Some(signal) = stop else {
             return;
         };
-        if self.draining_since.is_some() {
+        if self.shutting_down_since.is_some() {
             info!(
                 "second signal: closing {} connections now",
                 self.conns.len()
@@ -912,21 +774,18 @@ impl Reactor {
             "signal {signal}: shutting down; {} connections open",
             self.conns.len()
         );
-        self.draining_since = Some(Instant::now());
+        self.shutting_down_since = Some(Instant::now());
         self.listener_ready = false;
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        // Closing connections while iterating over their keys is safe here:
+        // this runs between events, and any event of this turn still to come
+        // for a key closed now is dropped (see `freed_in_turn`).
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let conn = &mut self.conns[key];
-            if conn.state != State::Open || conn.session.mid_request() || conn.unread {
-                continue; // its answer will say `Connection: close`
-            }
-            if conn.queued() == 0 {
+            if self.conns[key].on_shutdown() {
                 self.close(key, "shutdown");
-            } else {
-                conn.state = State::Draining;
             }
         }
     }
@@ -951,7 +810,7 @@ impl Reactor {
     }
 
     fn finished(&self) -> bool {
-        self.draining_since.is_some() && self.conns.is_empty()
+        self.shutting_down_since.is_some() && self.conns.is_empty()
     }
 }
 
@@ -1081,7 +940,7 @@ mod tests {
         let me = client.local_addr().unwrap();
         r.conns
             .iter()
-            .find(|(_, c)| c.peer.remote == me)
+            .find(|(_, c)| c.peer().remote == me)
             .map(|(k, _)| k)
             .unwrap()
     }
@@ -1118,12 +977,15 @@ mod tests {
             hangup: true,
         };
         r.on_connection_event(key_a, stale);
-        assert_eq!(r.conns[key_b].bytes_in, 0, "a stale event read B's socket");
-        assert!(!r.conns[key_b].hangup, "a stale hangup reached B");
+        assert_eq!(
+            r.conns[key_b].counters(),
+            (0, 0, 0),
+            "a stale event read B's socket"
+        );
         // In the next turn, events for that key are B's own, and reach B.
         next_turn(&mut r);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while r.conns[key_b].requests == 0 {
+        while r.conns[key_b].counters().2 == 0 {
             assert!(Instant::now() < deadline, "B's request was not answered");
             r.on_connection_event(
                 key_b,
@@ -1133,7 +995,7 @@ mod tests {
                 },
             );
         }
-        assert_eq!(r.conns[key_b].requests, 1);
+        assert_eq!(r.conns[key_b].counters().2, 1);
         drop(a);
     }
 
@@ -1149,8 +1011,11 @@ mod tests {
         accept_until(&mut r, 1);
         assert_eq!(key_of(&r, &b), key);
         r.run_ready();
-        assert!(!r.conns[key].scheduled, "B was never scheduled");
-        assert!(r.ready.is_empty());
+        assert!(
+            r.ready.is_empty(),
+            "A's entry was dropped, and B was never scheduled"
+        );
+        assert!(r.conns[key].schedule(), "B was not on the ready list");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! reactor, the tokio version used in benchmarks, and the tests.
 
 use serde::Serialize;
+
+use crate::procnet::TcpState;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,12 +25,12 @@ pub struct ConnRow {
     pub local: SocketAddr,
     /// The client's address and ephemeral port; `None` for the listener.
     pub remote: Option<SocketAddr>,
-    /// The TCP state as netstat would name it: LISTEN, ESTABLISHED, or
-    /// CLOSE_WAIT once the client has closed its side.
-    pub state: &'static str,
-    /// What the server is doing with the connection: idle, reading,
-    /// writing, closing (or accepting for the listener).
-    pub phase: &'static str,
+    /// The TCP state as netstat would name it: LISTEN, ESTABLISHED,
+    /// CLOSE_WAIT once the client has closed its side, FIN_WAIT2 once we
+    /// have closed ours.
+    pub state: TcpState,
+    /// What the server is doing with the socket.
+    pub phase: Phase,
     /// Milliseconds since the connection was accepted (or the listener bound).
     pub age_ms: u64,
     pub bytes_in: u64,
@@ -48,14 +50,51 @@ impl ConnRow {
             proto: "tcp",
             local,
             remote: None,
-            state: "LISTEN",
-            phase: "accept",
+            state: TcpState::Listen,
+            phase: Phase::Accept,
             age_ms: age.as_millis() as u64,
             bytes_in: 0,
             bytes_out: 0,
             requests: None,
             you: false,
         }
+    }
+}
+
+/// What the server is doing with a socket, the table's `Phase` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The listener: waiting for connections.
+    Accept,
+    /// Waiting for the next request.
+    Idle,
+    /// A request has begun and is not complete.
+    Reading,
+    /// Answers are being written (or wait for the client to read them).
+    Writing,
+    /// No more requests will be read: the last answers go out, then close.
+    Closing,
+    /// Our FIN is sent; reading and discarding until the client closes.
+    Linger,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Accept => "accept",
+            Phase::Idle => "idle",
+            Phase::Reading => "reading",
+            Phase::Writing => "writing",
+            Phase::Closing => "closing",
+            Phase::Linger => "linger",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
     }
 }
 
@@ -380,8 +419,8 @@ mod tests {
             proto: "tcp",
             local,
             remote: Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            state: "ESTABLISHED",
-            phase: "idle",
+            state: TcpState::Established,
+            phase: Phase::Idle,
             age_ms: 1200,
             bytes_in: 78,
             bytes_out: 0,
@@ -398,8 +437,8 @@ mod tests {
                 ConnRow {
                     token: None,
                     remote: None,
-                    state: "LISTEN",
-                    phase: "accept",
+                    state: TcpState::Listen,
+                    phase: Phase::Accept,
                     local: "0.0.0.0:500".parse().unwrap(),
                     requests: None,
                     ..conn(0, 0, false)
@@ -445,7 +484,7 @@ mod tests {
         }
         let me = |token, port| {
             ConnRow {
-                phase: "writing",
+                phase: Phase::Writing,
                 you: true,
                 ..table
                     .rows
@@ -468,7 +507,7 @@ mod tests {
                 for row in &mut fresh.rows {
                     if row.remote.map(|a| a.port()) == Some(port) {
                         row.you = true;
-                        row.phase = "writing";
+                        row.phase = Phase::Writing;
                     }
                 }
                 assert_eq!(

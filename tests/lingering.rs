@@ -154,7 +154,7 @@ fn a_lingering_client_that_goes_quiet_is_closed_within_the_quiet_limit() {
     });
     let lingered = started.elapsed();
     assert!(
-        lingered <= fivetuple::reactor::LINGER_QUIET + Duration::from_secs(2),
+        lingered <= fivetuple::connection::LINGER_QUIET + Duration::from_secs(2),
         "lingered {lingered:?}"
     );
 }

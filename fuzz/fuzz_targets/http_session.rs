@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         host: &EmptyTable,
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config: &config,
-        draining: false,
+        shutting_down: false,
     };
     let mut session = Session::default();
     let mut out = Vec::new();

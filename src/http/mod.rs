@@ -25,7 +25,7 @@ use parse::{BodyKind, ChunkedDecoder, Limits, Parsed, Reject, RequestHead};
 use response::{write_error, Answer};
 use routes::Route;
 
-use crate::table::Format;
+use crate::table::{Format, Phase};
 
 /// Settings of the protocol that do not change while the server runs.
 #[derive(Debug, Clone, Default)]
@@ -71,7 +71,7 @@ pub struct Ctx<'a> {
     pub date: &'a str,
     pub config: &'a Config,
     /// The server is shutting down: answer what was asked, then close.
-    pub draining: bool,
+    pub shutting_down: bool,
 }
 
 /// What one call to [`Session::feed`] or [`Session::resume`] did.
@@ -285,12 +285,12 @@ impl Session {
     }
 
     /// What the session is doing, for the connection table.
-    pub fn phase(&self) -> &'static str {
+    pub fn phase(&self) -> Phase {
         match self.reading {
-            _ if self.wants_resume() => "writing",
-            Reading::Head if self.held.is_empty() && self.skipped == 0 => "idle",
-            Reading::Head | Reading::Body(_) | Reading::Chunked(_) => "reading",
-            Reading::Done => "closing",
+            _ if self.wants_resume() => Phase::Writing,
+            Reading::Head if self.held.is_empty() && self.skipped == 0 => Phase::Idle,
+            Reading::Head | Reading::Body(_) | Reading::Chunked(_) => Phase::Reading,
+            Reading::Done => Phase::Closing,
         }
     }
 
@@ -426,7 +426,7 @@ impl Session {
         let answer = Answer {
             head_only: head.method == "HEAD",
             minor: head.minor,
-            close: !head.keep_alive || ctx.draining || ends,
+            close: !head.keep_alive || ctx.shutting_down || ends,
         };
         // After a refused CONNECT, what follows the head is a tunnel's bytes,
         // not a body: answer at once, read nothing more.

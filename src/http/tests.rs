@@ -1,7 +1,7 @@
 //! The sans-IO core, tested without a socket: bytes in, bytes out.
 
 use super::*;
-use crate::table::{ConnTable, Format};
+use crate::table::{ConnTable, Format, Phase};
 
 struct NoTable;
 
@@ -22,7 +22,7 @@ fn ctx<'a>(config: &'a Config, host: &'a NoTable) -> Ctx<'a> {
         host,
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config,
-        draining: false,
+        shutting_down: false,
     }
 }
 
@@ -216,7 +216,7 @@ fn the_story_payload_is_not_a_request() {
     let p = session.feed(b"Test payload.", &ctx, &mut out);
     assert_eq!(p.responses, 0);
     assert!(out.is_empty());
-    assert_eq!(session.phase(), "reading");
+    assert_eq!(session.phase(), Phase::Reading);
     assert_eq!(session.on_eof(&ctx), 13);
     // With a line end it is a malformed request line: 400 and close.
     let (out, n, close) = converse(&[b"Test payload.\r\n"]);
@@ -249,7 +249,7 @@ fn an_idle_session_holds_no_memory() {
     assert!(session.held.capacity() > 0);
     session.feed(&HELLO[10..], &ctx, &mut out);
     assert_eq!(session.held.capacity(), 0);
-    assert_eq!(session.phase(), "idle");
+    assert_eq!(session.phase(), Phase::Idle);
 }
 
 /// Splits an answer into its head and whatever follows the head.
@@ -455,7 +455,7 @@ fn empty_lines_before_a_request_are_dropped_counted_and_limited() {
         // ...and, past the head limit, refused: 400 and close.
         assert!(sent > limit - 8, "refused after only {sent} bytes");
         assert!(text(&out).starts_with("HTTP/1.1 400 "), "{}", text(&out));
-        assert_eq!(session.phase(), "closing");
+        assert_eq!(session.phase(), Phase::Closing);
         // Each piece is looked at once (a held CR once more).
         let (_, looked_at) = parse::counters::take();
         assert!(looked_at <= 2 * sent, "{looked_at} bytes parsed for {sent}");
