@@ -7,17 +7,8 @@
 
 #![no_main]
 
-use fivetuple::http::{Config, Ctx, Host, Peer, Session};
-use fivetuple::table::ConnTable;
+use fivetuple::http::{Config, Ctx, NoConnections, Peer, Session};
 use libfuzzer_sys::fuzz_target;
-
-struct EmptyTable;
-
-impl Host for EmptyTable {
-    fn table(&self, _me: usize) -> ConnTable {
-        ConnTable::empty("127.0.0.1:500".parse().unwrap())
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else { return };
@@ -37,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
             local: "127.0.0.1:500".parse().unwrap(),
             remote: "127.0.0.1:54240".parse().unwrap(),
         },
-        host: &EmptyTable,
+        host: &NoConnections,
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config: &config,
         shutting_down: false,

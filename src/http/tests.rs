@@ -1,18 +1,9 @@
 //! The sans-IO core, tested without a socket: bytes in, bytes out.
 
 use super::*;
-use crate::table::{ConnTable, Format, Phase};
+use crate::table::Phase;
 
-struct NoTable;
-
-impl Host for NoTable {
-    fn write_table(&self, _me: usize, format: Format, _rows: usize, out: &mut Vec<u8>) {
-        let table = ConnTable::empty("127.0.0.1:500".parse().unwrap());
-        table.render(format).write_for(None, out);
-    }
-}
-
-fn ctx<'a>(config: &'a Config, host: &'a NoTable) -> Ctx<'a> {
+fn ctx<'a>(config: &'a Config, host: &'a NoConnections) -> Ctx<'a> {
     Ctx {
         peer: Peer {
             token: 7,
@@ -30,7 +21,7 @@ fn ctx<'a>(config: &'a Config, host: &'a NoTable) -> Ctx<'a> {
 /// turn) and returns everything written and whether it asked to close.
 fn converse(chunks: &[&[u8]]) -> (Vec<u8>, u64, bool) {
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     let mut session = Session::default();
     let mut out = Vec::new();
@@ -114,7 +105,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn a_long_pipeline_is_answered_in_turns_of_bounded_size() {
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     let mut session = Session::default();
     let mut out = Vec::new();
@@ -209,7 +200,7 @@ fn expect_continue_gets_an_interim_response() {
 fn the_story_payload_is_not_a_request() {
     // Without a line end it is an unfinished request line: nothing to answer yet.
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     let mut session = Session::default();
     let mut out = Vec::new();
@@ -241,7 +232,7 @@ fn nothing_is_answered_after_a_rejected_request() {
 #[test]
 fn an_idle_session_holds_no_memory() {
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     let mut session = Session::default();
     let mut out = Vec::new();
@@ -318,7 +309,7 @@ fn refused_heads_get_no_body_either() {
 #[test]
 fn a_head_that_times_out_gets_no_body() {
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     for (sent, bodyless) in [
         (&b"HEAD /_/hello HTTP/1.1\r\nHost: t\r\n"[..], true),
@@ -427,7 +418,7 @@ fn an_unfinished_head_is_checked_when_its_request_line_ends_and_at_the_limit() {
 #[test]
 fn empty_lines_before_a_request_are_dropped_counted_and_limited() {
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     let limit = config.limits.max_head;
     // In pieces of every shape, empty lines are never kept...
@@ -488,7 +479,7 @@ fn empty_lines_before_a_request_are_dropped_counted_and_limited() {
 #[test]
 fn memory_stays_bounded_by_the_head_limit_plus_one_read() {
     let config = Config::default();
-    let host = NoTable;
+    let host = NoConnections;
     let ctx = ctx(&config, &host);
     let read = 64 * 1024;
     for filler in [&b"X: v\r\n"[..], b"\r\n", b"a"] {
