@@ -51,7 +51,8 @@ use crate::http::response::{
     html_escape_into, write_error, write_head, write_response, Answer, Status,
 };
 use crate::http::routes::Reply;
-use crate::http::Body;
+pub use crate::http::FileRequest;
+use crate::http::{Body, FileService};
 
 /// Files up to this size are written in one piece; larger ones stream.
 const SMALL_FILE: u64 = 64 * 1024;
@@ -100,19 +101,6 @@ pub struct Site {
     root: beneath::Root,
 }
 
-/// The parts of a file request that are kept from its head.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FileRequest {
-    /// The request target's path, still percent-encoded.
-    pub path: String,
-    /// The query string (without `?`), kept for redirects.
-    pub query: Option<String>,
-    pub if_none_match: Option<String>,
-    pub if_modified_since: Option<String>,
-    pub range: Option<String>,
-    pub if_range: Option<String>,
-}
-
 /// Where a request path leads.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolved {
@@ -120,6 +108,14 @@ pub enum Resolved {
     Path(Vec<String>),
     /// Refused before touching the disk: the status to answer, and why.
     Refused(Status, &'static str),
+}
+
+/// The route table reaches the served directory through this trait, so
+/// the protocol does not depend on this module (which uses its types).
+impl FileService for Site {
+    fn respond(&self, req: &FileRequest, answer: &Answer, date: &str, out: &mut Vec<u8>) -> Reply {
+        Site::respond(self, req, answer, date, out)
+    }
 }
 
 impl Site {

@@ -35,6 +35,7 @@ pub use access::Escaped;
 pub use session::Session;
 
 use parse::Limits;
+use response::Answer;
 
 use crate::table::{ConnTable, Format};
 
@@ -45,7 +46,7 @@ pub struct Config {
     /// Write one `info` line per request to the `access` log target.
     pub access_log: bool,
     /// The directory served at `/` (`--dir`), if any.
-    pub files: Option<std::sync::Arc<crate::files::Site>>,
+    pub files: Option<std::sync::Arc<dyn FileService>>,
 }
 
 /// One connection's 5-tuple (the protocol is always TCP) and its token.
@@ -72,6 +73,33 @@ pub trait Host {
     /// marked. A server answering many requesters at once may share one
     /// rendering among them (see [`crate::table::Rendered`]).
     fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>);
+}
+
+/// What answers for a served directory (`--dir`, see `crate::files`). The
+/// route table names it through this trait rather than the files module
+/// itself, which builds on this module's types: the dependency runs one way.
+pub trait FileService: fmt::Debug + Send + Sync {
+    /// Answers a GET or HEAD for `req`.
+    fn respond(
+        &self,
+        req: &FileRequest,
+        answer: &Answer,
+        date: &str,
+        out: &mut Vec<u8>,
+    ) -> routes::Reply;
+}
+
+/// The parts of a file request that are kept from its head.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileRequest {
+    /// The request target's path, still percent-encoded.
+    pub path: String,
+    /// The query string (without `?`), kept for redirects.
+    pub query: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
 }
 
 /// A [`Host`] with no connections to show, for running the protocol alone:

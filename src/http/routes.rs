@@ -7,8 +7,8 @@
 
 use super::parse::RequestHead;
 use super::response::{html_escape_into, write_error, write_response, Answer, Status};
+use super::FileRequest;
 use super::{Body, Ctx};
-use crate::files::FileRequest;
 use crate::table::{Format, DEFAULT_ROWS};
 
 /// What answering a request produced.
