@@ -1,0 +1,105 @@
+//! `docs/demo-hosts.sh` (`make demo-hosts`): a server host and three client
+//! hosts in their own network namespaces, and the server's table showing
+//! three different remote addresses on one local port. It needs root to
+//! create namespaces, and skips with one line where it cannot.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/demo-hosts.sh");
+
+/// The network namespaces a run of the script made (named after its pid).
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    let prefix = format!("ft{pid}-");
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Namespaces can be made here (root, and a kernel and sandbox that allow it).
+fn can_make_namespaces() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    let name = format!("ftprobe{}", std::process::id());
+    let made = Command::new("ip")
+        .args(["netns", "add", &name])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
+    made
+}
+
+#[test]
+fn three_client_hosts_show_three_remote_addresses_on_one_port() {
+    if !can_make_namespaces() {
+        return skip("demo-hosts needs root and network namespaces (ip netns add)");
+    }
+    let child = Command::new("sh")
+        .arg(SCRIPT)
+        .env("FIVETUPLE", common::bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh runs the script");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server's table: one row per connection, all on 10.50.0.1:500,
+    // from three hosts, two connections each.
+    for host in ["10.50.0.11", "10.50.0.12", "10.50.0.13"] {
+        let rows = stdout
+            .lines()
+            .filter(|l| l.contains("ESTABLISHED") && l.contains("10.50.0.1:500"))
+            .filter(|l| l.contains(&format!(" {host}:")))
+            .count();
+        // Two in the server's table, two in the kernel's (the asker's own
+        // connection comes from client1 on top).
+        assert!(rows >= 4, "{rows} rows from {host}:\n{stdout}");
+    }
+    assert!(namespaces_of(pid).is_empty(), "namespaces left behind");
+}
+
+#[test]
+fn ctrl_c_leaves_no_host_behind() {
+    if !can_make_namespaces() {
+        return skip("demo-hosts needs root and network namespaces (ip netns add)");
+    }
+    let mut child = Command::new("sh")
+        .arg(SCRIPT)
+        .env("FIVETUPLE", common::bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh runs the script");
+    let pid = child.id();
+    // Interrupt it once its hosts exist and the server runs.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.starts_with("server host"), "{first}");
+    // SAFETY: kill with a pid we spawned and a valid signal number.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let _ = child.wait();
+    assert!(namespaces_of(pid).is_empty(), "namespaces left behind");
+}
+
+fn skip(why: &str) {
+    eprintln!("skipped: {why}");
+}
