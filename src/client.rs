@@ -209,7 +209,9 @@ pub fn run(args: &ConnectArgs) -> Result<ExitCode> {
 
 /// The arguments, checked and resolved.
 struct Plan {
-    target: SocketAddr,
+    /// The server's addresses, in the resolver's order; `localhost` is
+    /// often `::1` and then `127.0.0.1`. See [`Client::settled`].
+    targets: Vec<SocketAddr>,
     target_text: String,
     payload: Vec<u8>,
     count: usize,
@@ -222,7 +224,8 @@ struct Plan {
 
 impl Plan {
     fn from_args(args: &ConnectArgs) -> Result<Plan> {
-        let target = resolve(&args.target, args.source.first())?;
+        let targets = resolve(&args.target, args.source.first())?;
+        let target = targets[0];
         let payload = if args.http {
             format!(
                 "GET /_/whoami HTTP/1.1\r\nHost: {}\r\nUser-Agent: fivetuple\r\n\r\n",
@@ -266,7 +269,7 @@ impl Plan {
             check_source(source)?;
         }
         Ok(Plan {
-            target,
+            targets,
             target_text: args.target.clone(),
             payload,
             count: args.count,
@@ -279,8 +282,10 @@ impl Plan {
     }
 }
 
-/// `host:port` to one address, preferring the family of `--source`.
-fn resolve(target: &str, source: Option<&IpAddr>) -> Result<SocketAddr> {
+/// `host:port` to its addresses, only those of the family of `--source`
+/// when one is given (all of them if none is of that family: the caller
+/// then says the versions differ).
+fn resolve(target: &str, source: Option<&IpAddr>) -> Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| {
@@ -289,13 +294,20 @@ fn resolve(target: &str, source: Option<&IpAddr>) -> Result<SocketAddr> {
             ))
         })?
         .collect();
+    if addrs.is_empty() {
+        return Err(Error::usage(format!("{target:?} resolves to no address")));
+    }
     let wanted_v4 = source.map(IpAddr::is_ipv4);
-    addrs
+    let same_family: Vec<SocketAddr> = addrs
         .iter()
-        .find(|a| wanted_v4.is_none_or(|v4| a.is_ipv4() == v4))
-        .or(addrs.first())
         .copied()
-        .ok_or_else(|| Error::usage(format!("{target:?} resolves to no address")))
+        .filter(|a| wanted_v4.is_none_or(|v4| a.is_ipv4() == v4))
+        .collect();
+    Ok(if same_family.is_empty() {
+        addrs
+    } else {
+        same_family
+    })
 }
 
 fn read_payload_file(path: &PathBuf) -> Result<Vec<u8>> {
@@ -407,6 +419,14 @@ struct Client<'p> {
     interrupted: bool,
     progress: Progress,
     read_buf: Vec<u8>,
+    /// Which of the plan's addresses connections go to.
+    target: usize,
+    /// Whether that address is the one to stay with. A name can stand for
+    /// several addresses, and a server listening on `0.0.0.0` refuses
+    /// `localhost`'s `::1`: so while a name's first addresses are refused,
+    /// one connection at a time tries the next, as a browser would; the
+    /// first that connects (or the last address) settles it for all.
+    settled: bool,
 }
 
 impl<'p> Client<'p> {
@@ -429,7 +449,31 @@ impl<'p> Client<'p> {
             interrupted: false,
             progress: Progress::new(plan.count),
             read_buf: vec![0; 64 * 1024],
+            target: 0,
+            settled: plan.targets.len() == 1,
         })
+    }
+
+    /// After a connection to the current address failed with `failure`:
+    /// true (and the next address chosen) when it should be tried again
+    /// there.
+    fn try_next_address(&mut self, failure: &Failure) -> bool {
+        let worth_another = matches!(
+            failure,
+            Failure::Refused | Failure::Unreachable | Failure::NotLocal | Failure::Other(_)
+        );
+        if self.settled || !worth_another || self.target + 1 >= self.plan.targets.len() {
+            self.settled = true;
+            return false;
+        }
+        log::info!(
+            "{}: {}; trying {}",
+            self.plan.targets[self.target],
+            failure.describe(),
+            self.plan.targets[self.target + 1]
+        );
+        self.target += 1;
+        true
     }
 
     fn run(mut self) -> Result<Vec<Outcome>> {
@@ -483,15 +527,25 @@ impl<'p> Client<'p> {
         Ok(outcomes.into_iter().map(|(_, o)| o).collect())
     }
 
-    /// Starts connections until `concurrency` are in the handshake at once.
+    /// Starts connections until `concurrency` are in the handshake at once
+    /// (one, until the address is settled).
     fn launch(&mut self) {
-        while self.launched < self.plan.count && self.connecting < self.plan.concurrency {
+        loop {
+            let concurrency = if self.settled {
+                self.plan.concurrency
+            } else {
+                1
+            };
+            if self.launched >= self.plan.count || self.connecting >= concurrency {
+                break;
+            }
+            let target = self.plan.targets[self.target];
             let source = (!self.plan.sources.is_empty())
                 .then(|| self.plan.sources[self.launched % self.plan.sources.len()]);
             self.launched += 1;
             let outcome = Outcome {
                 local: None,
-                remote: self.plan.target,
+                remote: target,
                 source,
                 connect_ms: None,
                 sent: 0,
@@ -503,7 +557,7 @@ impl<'p> Client<'p> {
             // Before the connect call: on loopback the handshake is often
             // over by the time it returns.
             let started = Instant::now();
-            match start_connect(self.plan.target, source) {
+            match start_connect(target, source) {
                 Ok(mut stream) => {
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
@@ -525,6 +579,10 @@ impl<'p> Client<'p> {
                     self.connecting += 1;
                 }
                 Err(failure) => {
+                    if self.try_next_address(&failure) {
+                        self.launched -= 1;
+                        continue;
+                    }
                     // Failed before any packet (no free port, say): a record without a socket.
                     self.conns.insert(Outgoing {
                         stream: None,
@@ -551,6 +609,7 @@ impl<'p> Client<'p> {
             match connect_result(stream) {
                 Ok(None) => return, // a spurious wake-up: still connecting
                 Ok(Some(local)) => {
+                    self.settled = true;
                     conn.outcome.local = Some(local);
                     conn.outcome.connect_ms = Some(conn.started.elapsed().as_secs_f64() * 1e3);
                     conn.phase = Phase::Open;
@@ -558,8 +617,18 @@ impl<'p> Client<'p> {
                     self.open += 1;
                 }
                 Err(e) => {
-                    conn.outcome.error = Some(Failure::from_io(&e));
+                    let failure = Failure::from_io(&e);
                     self.connecting -= 1;
+                    if self.try_next_address(&failure) {
+                        // Forget this attempt; `launch` makes it again at
+                        // the next address. No connection is started while
+                        // this batch of events is handled, so no stale
+                        // event can reach a new owner of this key.
+                        self.conns.remove(key);
+                        self.launched -= 1;
+                        return;
+                    }
+                    self.conns[key].outcome.error = Some(failure);
                     return self.finish(key);
                 }
             }
@@ -1098,7 +1167,7 @@ fn summary(plan: &Plan, outcomes: &[Outcome]) -> String {
         "{} of {} connections to {} connected, from {} distinct local address:port {pairs}\n",
         s.connected,
         outcomes.len(),
-        plan.target,
+        outcomes.first().map_or(plan.targets[0], |o| o.remote),
         s.distinct_local_ends
     );
     if let (Some(min), Some(p50), Some(p99), Some(max)) = (s.min_ms, s.p50_ms, s.p99_ms, s.max_ms) {
@@ -1181,15 +1250,63 @@ mod tests {
     fn targets_resolve_or_say_why() {
         assert_eq!(
             resolve("127.0.0.1:500", None).unwrap(),
-            "127.0.0.1:500".parse().unwrap()
+            vec!["127.0.0.1:500".parse().unwrap()]
         );
         assert_eq!(
             resolve("[::1]:500", None).unwrap(),
-            "[::1]:500".parse().unwrap()
+            vec!["[::1]:500".parse().unwrap()]
         );
         let err = resolve("127.0.0.1", None).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("HOST:PORT"));
+    }
+
+    fn plan_for(targets: Vec<SocketAddr>, count: usize) -> Plan {
+        Plan {
+            targets,
+            target_text: "test".into(),
+            payload: Vec::new(),
+            count,
+            sources: Vec::new(),
+            http: false,
+            hold: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+            concurrency: 256,
+        }
+    }
+
+    /// A port nothing listens on: bound, then released.
+    fn closed_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_refused_address_of_a_name_gives_way_to_the_next() {
+        // Like `localhost` as ::1 then 127.0.0.1, with the server on 127.0.0.1 only.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = server.local_addr().unwrap();
+        let plan = plan_for(vec![closed_port(), listening], 5);
+        let outcomes = Client::new(&plan).unwrap().run().unwrap();
+        assert_eq!(outcomes.len(), 5, "the refused attempt is not counted");
+        for o in &outcomes {
+            assert_eq!(o.remote, listening);
+            assert!(o.error.is_none(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn when_every_address_refuses_each_connection_says_so() {
+        let last = closed_port();
+        let plan = plan_for(vec![closed_port(), last], 3);
+        let outcomes = Client::new(&plan).unwrap().run().unwrap();
+        assert_eq!(outcomes.len(), 3);
+        for o in &outcomes {
+            assert_eq!(o.remote, last);
+            assert_eq!(o.error, Some(Failure::Refused));
+        }
     }
 
     #[test]
