@@ -659,7 +659,10 @@ impl<'p> Client<'p> {
                     conn.outcome.error = Some(if conn.reply.is_empty() {
                         Failure::NoAnswer
                     } else {
-                        Failure::NotWhoami(first_line(&conn.reply))
+                        Failure::NotWhoami(format!(
+                            "\"{}\", then closed mid-answer",
+                            first_line(&conn.reply)
+                        ))
                     });
                 }
                 Verdict::Pending => {}
