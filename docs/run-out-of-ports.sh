@@ -46,6 +46,9 @@ err=$(mktemp)
 "$bin" serve --listen 127.0.0.1:8500 --quiet > "$out" 2> "$err" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -f "$out" "$err"' EXIT
+# A signal (Ctrl-C, or a closed pipe as in `| head`) becomes an exit, so the
+# cleanup above runs and the server does not outlive the script.
+trap 'exit 1' INT TERM HUP PIPE
 # Wait for the server to say it is listening; if it exits first, show why.
 tries=0
 until grep -q '^listening on' "$out"; do
