@@ -1,19 +1,73 @@
 # fivetuple: the commands a newcomer needs.
 CARGO ?= cargo
-BIN   := target/release/fivetuple
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BIN   := $(TARGET_DIR)/release/fivetuple
+# Where tests that could not run for lack of privileges note themselves
+# (tests/privilege/mod.rs); `make test` counts them at the end.
+SKIPS := $(TARGET_DIR)/tmp/skipped-tests.txt
+# `make install` copies the binary to $(PREFIX)/bin: /usr/local for root,
+# ~/.local (no root needed, on the PATH of most desktop systems) for others.
+PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
 
-.PHONY: build run test lint fmt doc bench fuzz soak clean
+.PHONY: build run install uninstall test lint fmt doc bench fuzz soak clean profiling
 
 build:
 	$(CARGO) build --release
 
-# Serves on 0.0.0.0:500, the port of the story (needs root, or see README).
-run: build
-	$(BIN) serve
+# The release build with full debug info, for perf: $(TARGET_DIR)/profiling/fivetuple.
+profiling:
+	$(CARGO) build --profile profiling --bin fivetuple
 
+# Serves on 0.0.0.0:500, the port of the story, where this user may bind it
+# (root, CAP_NET_BIND_SERVICE for the shell or on the binary, or a low
+# net.ipv4.ip_unprivileged_port_start); anyone else gets port 8500, and one
+# line saying why.
+run: build
+	@if $(call can_bind_port,500); then \
+	  exec $(BIN) serve; \
+	else \
+	  echo "make run: port 500 needs root or CAP_NET_BIND_SERVICE, which this user lacks; serving on 8500 instead (README: What needs root)"; \
+	  exec $(BIN) serve --listen 0.0.0.0:8500; \
+	fi
+
+# A shell test: may $(BIN), started by this user, bind port $(1)?
+# CAP_NET_BIND_SERVICE is bit 10 of the capability sets in /proc/self/status;
+# for root the effective set counts (a container may withhold it), for
+# anyone else the ambient set (what survives exec) or a file capability on
+# the binary (sudo setcap cap_net_bind_service=+ep $(BIN)).
+can_bind_port = { \
+  cap_bit() { c=$$(sed -n "s/^$$1:[[:space:]]*//p" /proc/self/status); [ -n "$$c" ] && [ $$(( 0x$$c >> 10 & 1 )) = 1 ]; }; \
+  start=$$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024); \
+  [ $(1) -ge "$$start" ] \
+  || { [ "$$(id -u)" = 0 ] && cap_bit CapEff; } \
+  || cap_bit CapAmb \
+  || { command -v getcap >/dev/null && getcap $(BIN) | grep -q cap_net_bind_service; }; \
+}
+
+# Copies the release binary to $(PREFIX)/bin (make install PREFIX=/opt/x for
+# elsewhere). `cargo install --path .` is the other way: it builds again,
+# into ~/.cargo/bin.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fivetuple
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/fivetuple"
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; \
+	  *) echo "note: $(PREFIX)/bin is not on your PATH; add it (export PATH=\"$(PREFIX)/bin:\$$PATH\") or run $(PREFIX)/bin/fivetuple";; esac
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/fivetuple
+
+# Every test. Tests that need privileges this user lacks skip themselves;
+# the count at the end says which, so no skip goes unseen.
 test:
 	$(CARGO) build --release
-	$(CARGO) test --release
+	@rm -f $(SKIPS)
+	@status=0; $(CARGO) test --release || status=$$?; \
+	if [ -s $(SKIPS) ]; then \
+	  echo; echo "$$(wc -l < $(SKIPS)) tests skipped (they need privileges this user lacks; README: What needs root):"; \
+	  sed 's/^/  /' $(SKIPS); \
+	fi; \
+	exit $$status
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -15,6 +15,11 @@
 //! connection (a spurious wake-up says `ENOTCONN`). Thousands of connections
 //! are opened a bounded number at a time, so that a burst does not overflow
 //! the server's accept queue.
+//!
+//! With `--http` it also asks the server how it sees each connection
+//! (`GET /_/whoami`), and checks that the answer is the one `fivetuple
+//! serve` gives (`tcp A <- B, token N`), so that another server's error page
+//! is reported as what it is rather than shown as the server's view.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -32,8 +37,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::error::{Error, Result};
-use crate::http::Escaped;
+use crate::error::{write_stdout, Error, Result};
 
 /// Options of `fivetuple connect`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,7 +46,9 @@ Hold: without --http, connections stay open --hold seconds (default 5) once all 
 then close; with --http, each closes as soon as its answer is in, unless --hold is given. \
 A connection the server closes ends early. Ctrl-C ends the hold and prints the results.
 
-Exit code: 0 when every connection succeeded, 1 when any failed, 2 for bad arguments.")]
+Exit code: 0 when every connection succeeded, 1 when any failed (refused, timed out, no free \
+local port; a --source address this machine does not have; with --http, an answer that is not \
+fivetuple's), 2 for bad arguments.")]
 pub struct ConnectArgs {
     /// The server, as host:port (`[::1]:500` for IPv6).
     #[arg(value_name = "HOST:PORT")]
@@ -100,7 +106,15 @@ pub enum Failure {
     Reset,
     /// No ephemeral port left for this (source, destination) pair.
     NoPorts,
+    /// The `--source` address is not one of this machine's (bind said
+    /// `EADDRNOTAVAIL`).
+    NotLocal,
     Unreachable,
+    /// With `--http`: the server answered, but not as `fivetuple serve`
+    /// answers `/_/whoami`; what it said instead.
+    NotWhoami(String),
+    /// With `--http`: the server closed the connection without an answer.
+    NoAnswer,
     Other(String),
 }
 
@@ -116,13 +130,28 @@ impl Failure {
         }
     }
 
+    /// A failure of `bind`, before any packet: there `EADDRNOTAVAIL` means
+    /// the address is not this machine's (at `connect` it means no free
+    /// port), and `EADDRINUSE` that every port of the address is taken.
+    fn from_bind(e: &io::Error) -> Failure {
+        match e.raw_os_error() {
+            Some(libc::EADDRNOTAVAIL) => Failure::NotLocal,
+            _ => Failure::from_io(e),
+        }
+    }
+
+    /// A few words, the same for every connection that failed this way
+    /// (the summary counts connections by them).
     fn describe(&self) -> String {
         match self {
             Failure::Refused => "connection refused".into(),
             Failure::TimedOut => "timed out".into(),
             Failure::Reset => "reset by the server".into(),
             Failure::NoPorts => "no free local port".into(),
+            Failure::NotLocal => "source address not on this machine".into(),
             Failure::Unreachable => "unreachable".into(),
+            Failure::NotWhoami(_) => "not a fivetuple answer".into(),
+            Failure::NoAnswer => "closed by the server without an answer".into(),
             Failure::Other(e) => e.clone(),
         }
     }
@@ -169,7 +198,7 @@ struct Outgoing {
 pub fn run(args: &ConnectArgs) -> Result<ExitCode> {
     let plan = Plan::from_args(args)?;
     let outcomes = Client::new(&plan)?.run()?;
-    print!("{}", report(&plan, &outcomes, args));
+    write_stdout(&report(&plan, &outcomes, args))?;
     let failed = outcomes.iter().any(|o| o.error.is_some());
     Ok(if failed {
         ExitCode::from(1)
@@ -180,7 +209,9 @@ pub fn run(args: &ConnectArgs) -> Result<ExitCode> {
 
 /// The arguments, checked and resolved.
 struct Plan {
-    target: SocketAddr,
+    /// The server's addresses, in the resolver's order; `localhost` is
+    /// often `::1` and then `127.0.0.1`. See [`Client::settled`].
+    targets: Vec<SocketAddr>,
     target_text: String,
     payload: Vec<u8>,
     count: usize,
@@ -193,7 +224,8 @@ struct Plan {
 
 impl Plan {
     fn from_args(args: &ConnectArgs) -> Result<Plan> {
-        let target = resolve(&args.target, args.source.first())?;
+        let targets = resolve(&args.target, args.source.first())?;
+        let target = targets[0];
         let payload = if args.http {
             format!(
                 "GET /_/whoami HTTP/1.1\r\nHost: {}\r\nUser-Agent: fivetuple\r\n\r\n",
@@ -233,8 +265,11 @@ impl Plan {
         )?;
         let timeout = secs("timeout", args.timeout)?;
         check_fd_limit(args.count)?;
+        for &source in &args.source {
+            check_source(source)?;
+        }
         Ok(Plan {
-            target,
+            targets,
             target_text: args.target.clone(),
             payload,
             count: args.count,
@@ -247,8 +282,10 @@ impl Plan {
     }
 }
 
-/// `host:port` to one address, preferring the family of `--source`.
-fn resolve(target: &str, source: Option<&IpAddr>) -> Result<SocketAddr> {
+/// `host:port` to its addresses, only those of the family of `--source`
+/// when one is given (all of them if none is of that family: the caller
+/// then says the versions differ).
+fn resolve(target: &str, source: Option<&IpAddr>) -> Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| {
@@ -257,13 +294,20 @@ fn resolve(target: &str, source: Option<&IpAddr>) -> Result<SocketAddr> {
             ))
         })?
         .collect();
+    if addrs.is_empty() {
+        return Err(Error::usage(format!("{target:?} resolves to no address")));
+    }
     let wanted_v4 = source.map(IpAddr::is_ipv4);
-    addrs
+    let same_family: Vec<SocketAddr> = addrs
         .iter()
-        .find(|a| wanted_v4.is_none_or(|v4| a.is_ipv4() == v4))
-        .or(addrs.first())
         .copied()
-        .ok_or_else(|| Error::usage(format!("{target:?} resolves to no address")))
+        .filter(|a| wanted_v4.is_none_or(|v4| a.is_ipv4() == v4))
+        .collect();
+    Ok(if same_family.is_empty() {
+        addrs
+    } else {
+        same_family
+    })
 }
 
 fn read_payload_file(path: &PathBuf) -> Result<Vec<u8>> {
@@ -313,6 +357,41 @@ pub fn unescape(text: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A `--source` address must be one of this machine's: a packet can only
+/// leave from an address the machine has. Checked once, before any
+/// connection, with the same bind each connection does; a failure here is
+/// the machine saying no (exit code 1), not a typing mistake.
+fn check_source(source: IpAddr) -> Result<()> {
+    let probe = socket2::Socket::new(
+        socket2::Domain::for_address(SocketAddr::new(source, 0)),
+        socket2::Type::STREAM.cloexec(),
+        None,
+    )
+    .map_err(|e| Error::io(format!("--source {source}: creating a socket"), e))?;
+    if source.is_ipv4() {
+        set_bind_address_no_port(&probe);
+    }
+    match probe.bind(&SocketAddr::new(source, 0).into()) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+            let loopback = if source.is_ipv4() {
+                "any of 127.0.0.0/8 is this machine"
+            } else {
+                "::1 is this machine"
+            };
+            Err(Error::explained(
+                format!(
+                    "--source {source} is not an address of this machine, so no connection can \
+                     leave from it (bind: {e}); use one that `ip addr` lists ({loopback})"
+                ),
+                e,
+            ))
+        }
+        // Other refusals (no port left, say) are the story itself: each
+        // connection meets them and reports them in its own line.
+        _ => Ok(()),
+    }
+}
+
 /// Every connection is a file descriptor: say so before starting, not at 1,021.
 fn check_fd_limit(count: usize) -> Result<()> {
     let limit = crate::listener::raise_fd_limit().unwrap_or(1024);
@@ -340,6 +419,14 @@ struct Client<'p> {
     interrupted: bool,
     progress: Progress,
     read_buf: Vec<u8>,
+    /// Which of the plan's addresses connections go to.
+    target: usize,
+    /// Whether that address is the one to stay with. A name can stand for
+    /// several addresses, and a server listening on `0.0.0.0` refuses
+    /// `localhost`'s `::1`: so while a name's first addresses are refused,
+    /// one connection at a time tries the next, as a browser would; the
+    /// first that connects (or the last address) settles it for all.
+    settled: bool,
 }
 
 impl<'p> Client<'p> {
@@ -362,7 +449,31 @@ impl<'p> Client<'p> {
             interrupted: false,
             progress: Progress::new(plan.count),
             read_buf: vec![0; 64 * 1024],
+            target: 0,
+            settled: plan.targets.len() == 1,
         })
+    }
+
+    /// After a connection to the current address failed with `failure`:
+    /// true (and the next address chosen) when it should be tried again
+    /// there.
+    fn try_next_address(&mut self, failure: &Failure) -> bool {
+        let worth_another = matches!(
+            failure,
+            Failure::Refused | Failure::Unreachable | Failure::NotLocal | Failure::Other(_)
+        );
+        if self.settled || !worth_another || self.target + 1 >= self.plan.targets.len() {
+            self.settled = true;
+            return false;
+        }
+        log::info!(
+            "{}: {}; trying {}",
+            self.plan.targets[self.target],
+            failure.describe(),
+            self.plan.targets[self.target + 1]
+        );
+        self.target += 1;
+        true
     }
 
     fn run(mut self) -> Result<Vec<Outcome>> {
@@ -397,7 +508,10 @@ impl<'p> Client<'p> {
                 }
             }
             self.expire();
-            self.progress.show(self.open, self.failed());
+            let hold_left = self
+                .all_up
+                .map(|up| (up + self.plan.hold).saturating_duration_since(Instant::now()));
+            self.progress.show(self.open, self.failed(), hold_left);
         }
         self.progress.clear();
         let mut outcomes: Vec<(usize, Outcome)> = self
@@ -413,15 +527,25 @@ impl<'p> Client<'p> {
         Ok(outcomes.into_iter().map(|(_, o)| o).collect())
     }
 
-    /// Starts connections until `concurrency` are in the handshake at once.
+    /// Starts connections until `concurrency` are in the handshake at once
+    /// (one, until the address is settled).
     fn launch(&mut self) {
-        while self.launched < self.plan.count && self.connecting < self.plan.concurrency {
+        loop {
+            let concurrency = if self.settled {
+                self.plan.concurrency
+            } else {
+                1
+            };
+            if self.launched >= self.plan.count || self.connecting >= concurrency {
+                break;
+            }
+            let target = self.plan.targets[self.target];
             let source = (!self.plan.sources.is_empty())
                 .then(|| self.plan.sources[self.launched % self.plan.sources.len()]);
             self.launched += 1;
             let outcome = Outcome {
                 local: None,
-                remote: self.plan.target,
+                remote: target,
                 source,
                 connect_ms: None,
                 sent: 0,
@@ -430,7 +554,10 @@ impl<'p> Client<'p> {
                 server_view: None,
                 error: None,
             };
-            match start_connect(self.plan.target, source) {
+            // Before the connect call: on loopback the handshake is often
+            // over by the time it returns.
+            let started = Instant::now();
+            match start_connect(target, source) {
                 Ok(mut stream) => {
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
@@ -444,23 +571,27 @@ impl<'p> Client<'p> {
                     entry.insert(Outgoing {
                         stream: Some(stream),
                         phase: Phase::Connecting,
-                        started: Instant::now(),
+                        started,
                         written: 0,
                         reply: Vec::new(),
                         outcome,
                     });
                     self.connecting += 1;
                 }
-                Err(e) => {
+                Err(failure) => {
+                    if self.try_next_address(&failure) {
+                        self.launched -= 1;
+                        continue;
+                    }
                     // Failed before any packet (no free port, say): a record without a socket.
                     self.conns.insert(Outgoing {
                         stream: None,
                         phase: Phase::Done,
-                        started: Instant::now(),
+                        started,
                         written: 0,
                         reply: Vec::new(),
                         outcome: Outcome {
-                            error: Some(Failure::from_io(&e)),
+                            error: Some(failure),
                             ..outcome
                         },
                     });
@@ -478,6 +609,7 @@ impl<'p> Client<'p> {
             match connect_result(stream) {
                 Ok(None) => return, // a spurious wake-up: still connecting
                 Ok(Some(local)) => {
+                    self.settled = true;
                     conn.outcome.local = Some(local);
                     conn.outcome.connect_ms = Some(conn.started.elapsed().as_secs_f64() * 1e3);
                     conn.phase = Phase::Open;
@@ -485,8 +617,18 @@ impl<'p> Client<'p> {
                     self.open += 1;
                 }
                 Err(e) => {
-                    conn.outcome.error = Some(Failure::from_io(&e));
+                    let failure = Failure::from_io(&e);
                     self.connecting -= 1;
+                    if self.try_next_address(&failure) {
+                        // Forget this attempt; `launch` makes it again at
+                        // the next address. No connection is started while
+                        // this batch of events is handled, so no stale
+                        // event can reach a new owner of this key.
+                        self.conns.remove(key);
+                        self.launched -= 1;
+                        return;
+                    }
+                    self.conns[key].outcome.error = Some(failure);
                     return self.finish(key);
                 }
             }
@@ -499,21 +641,40 @@ impl<'p> Client<'p> {
             conn.outcome.error = Some(Failure::from_io(&e));
             return self.finish(key);
         }
+        let mut server_closed = false;
         if readable {
             match read_reply(conn, &mut self.read_buf) {
-                Ok(false) => {}
-                Ok(true) => return self.finish(key), // the server closed
+                Ok(closed) => server_closed = closed,
                 Err(e) => {
                     conn.outcome.error = Some(Failure::from_io(&e));
                     return self.finish(key);
                 }
             }
         }
-        let conn = &mut self.conns[key];
+        // The answer is judged before a close is handled: a server that
+        // answers and closes at once sends both in one event.
         if self.plan.http && conn.outcome.server_view.is_none() {
-            if let Some(body) = complete_http_body(&conn.reply) {
-                conn.outcome.server_view = Some(body.trim_end().to_string());
+            match judge_whoami(&conn.reply, server_closed) {
+                Verdict::Pending if server_closed => {
+                    conn.outcome.error = Some(if conn.reply.is_empty() {
+                        Failure::NoAnswer
+                    } else {
+                        Failure::NotWhoami(format!(
+                            "\"{}\", then closed mid-answer",
+                            first_line(&conn.reply)
+                        ))
+                    });
+                }
+                Verdict::Pending => {}
+                Verdict::Whoami(view) => conn.outcome.server_view = Some(view),
+                Verdict::NotWhoami(what) => {
+                    conn.outcome.error = Some(Failure::NotWhoami(what));
+                    return self.finish(key);
+                }
             }
+        }
+        if server_closed {
+            self.finish(key);
         }
     }
 
@@ -607,10 +768,16 @@ impl<'p> Client<'p> {
     }
 }
 
-/// A non-blocking connect from `source` (port chosen by the kernel).
-fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// A non-blocking connect from `source` (port chosen by the kernel). The
+/// same errno means different things at `bind` and at `connect`, so each
+/// step classifies its own.
+fn start_connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::result::Result<TcpStream, Failure> {
     let domain = socket2::Domain::for_address(target);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM.nonblocking().cloexec(), None)?;
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM.nonblocking().cloexec(), None)
+        .map_err(|e| Failure::from_io(&e))?;
     if let Some(ip) = source {
         // Without this, bind picks the port before the destination is known,
         // and each port is then taken for every destination. With it, the
@@ -618,12 +785,14 @@ fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
         if ip.is_ipv4() {
             set_bind_address_no_port(&socket);
         }
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
+        socket
+            .bind(&SocketAddr::new(ip, 0).into())
+            .map_err(|e| Failure::from_bind(&e))?;
     }
     match socket.connect(&target.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(Failure::from_io(&e)),
     }
     Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
 }
@@ -696,31 +865,124 @@ fn read_reply(conn: &mut Outgoing, buf: &mut [u8]) -> io::Result<bool> {
     }
 }
 
-/// The body of a complete HTTP response in `bytes`, if it is all there.
-fn complete_http_body(bytes: &[u8]) -> Option<String> {
-    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let body = bytes.get(head_end..head_end + length)?;
-    Some(String::from_utf8_lossy(body).into_owned())
+/// What the answer to `GET /_/whoami` says so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Not all there yet.
+    Pending,
+    /// fivetuple's answer: `tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2`.
+    Whoami(String),
+    /// Something else; what, in a few readable words.
+    NotWhoami(String),
 }
 
-/// A reply shown safely: text as text, anything else escaped.
+/// Judges the reply to `GET /_/whoami` as early as it can: a first byte
+/// that cannot begin `HTTP/`, or a status other than 200, settles it before
+/// the rest arrives. A body without Content-Length ends when the server
+/// closes (`closed`).
+fn judge_whoami(bytes: &[u8], closed: bool) -> Verdict {
+    let start = &bytes[..bytes.len().min(5)];
+    if !b"HTTP/".starts_with(start) {
+        return Verdict::NotWhoami(format!("\"{}\", which is not HTTP", first_line(bytes)));
+    }
+    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Verdict::Pending;
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    if status_line.split(' ').nth(1) != Some("200") {
+        return Verdict::NotWhoami(format!("\"{}\"", readable(status_line.as_bytes())));
+    }
+    let length = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    let rest = &bytes[head_end + 4..];
+    let body = match length {
+        Some(n) if rest.len() >= n => &rest[..n],
+        None if closed => rest,
+        _ => return Verdict::Pending,
+    };
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim_end();
+    if is_whoami(text) {
+        Verdict::Whoami(text.to_string())
+    } else {
+        let shown = readable(text.as_bytes());
+        let mut start: String = shown.chars().take(60).collect();
+        if shown.chars().count() > 60 {
+            start.push('…');
+        }
+        Verdict::NotWhoami(format!("\"{status_line}\" with the body \"{start}\""))
+    }
+}
+
+/// `tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2`, and nothing else.
+fn is_whoami(text: &str) -> bool {
+    let parse = || {
+        let (local, rest) = text.strip_prefix("tcp ")?.split_once(" <- ")?;
+        let (remote, token) = rest.split_once(", token ")?;
+        local.parse::<SocketAddr>().ok()?;
+        remote.parse::<SocketAddr>().ok()?;
+        token.parse::<usize>().ok()
+    };
+    parse().is_some()
+}
+
+/// The first line of a reply, readable.
+fn first_line(bytes: &[u8]) -> String {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    readable(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// A reply shown line by line, readably: see [`readable`].
 fn display_reply(bytes: &[u8]) -> String {
     let mut out = String::new();
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let _ = writeln!(out, "{}", Escaped(line));
+        out.push_str(&readable(line));
+        out.push('\n');
     }
     out
+}
+
+/// Text as it is, quotes and all; only what a terminal would act on
+/// (control characters: escape sequences, a bell, a carriage return that
+/// overwrites the line) and bytes that are not UTF-8 are written as `\xNN`
+/// (`\u{NN}` for the control characters above ASCII). A tab stays a tab.
+fn readable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\t' => out.push(c),
+                c if c.is_ascii_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// A connection time: microseconds below a millisecond, where `0.00 ms`
+/// would say nothing (loopback connects take tens of microseconds).
+fn duration_text(ms: f64) -> String {
+    if (ms * 1e3).round() < 1e3 {
+        format!("{:.0} µs", ms * 1e3)
+    } else {
+        format!("{ms:.2} ms")
+    }
 }
 
 /// A live progress line on stderr, only when stderr is a terminal.
@@ -739,16 +1001,29 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, open: usize, failed: usize) {
+    /// `hold_left`: once every connection is up, the time the hold has to
+    /// run, so the line counts down instead of standing still.
+    fn show(&mut self, open: usize, failed: usize, hold_left: Option<Duration>) {
         if self.live && self.last.elapsed() >= Duration::from_millis(100) {
             self.last = Instant::now();
-            eprint!("\r{open}/{} connected, {failed} failed ", self.total);
+            let mut line = format!("\r{open}/{} connected, {failed} failed", self.total);
+            if let Some(left) = hold_left.filter(|l| !l.is_zero()) {
+                let _ = write!(
+                    line,
+                    ", holding {} s more (Ctrl-C ends it)",
+                    left.as_secs_f64().ceil()
+                );
+            }
+            // Clear to the end of the line: the new text may be shorter.
+            line.push_str("\x1b[K");
+            // A progress line is not worth failing for if stderr is gone.
+            let _ = io::stderr().write_all(line.as_bytes());
         }
     }
 
     fn clear(&self) {
         if self.live {
-            eprint!("\r\x1b[K");
+            let _ = io::stderr().write_all(b"\r\x1b[K");
         }
     }
 }
@@ -769,10 +1044,22 @@ fn report(plan: &Plan, outcomes: &[Outcome], args: &ConnectArgs) -> String {
     if outcomes.iter().any(|o| o.error == Some(Failure::NoPorts)) {
         out.push_str(&no_ports_advice(plan));
     }
+    if let Some(what) = outcomes.iter().find_map(|o| match &o.error {
+        Some(Failure::NotWhoami(what)) => Some(what),
+        _ => None,
+    }) {
+        let _ = writeln!(
+            out,
+            "{} does not look like fivetuple serve: to GET /_/whoami it answered {what}, \
+             where fivetuple answers `tcp A <- B, token N`; --http needs fivetuple serve at \
+             the other end (without --http, connect works with any TCP server)",
+            plan.target_text
+        );
+    }
     out
 }
 
-/// `tcp 127.0.0.1:54240 -> 127.0.0.1:500 connected in 0.2 ms, sent 13 B, received 0 B`
+/// `tcp 127.0.0.1:54240 -> 127.0.0.1:500 connected in 85 µs, sent 13 B, received 0 B`
 fn line(o: &Outcome, show_reply: bool) -> String {
     let mut out = String::new();
     let local = o
@@ -787,8 +1074,11 @@ fn line(o: &Outcome, show_reply: bool) -> String {
         (error, Some(ms)) => {
             let _ = write!(
                 out,
-                "tcp {local} -> {} connected in {ms:.2} ms, sent {} B, received {} B",
-                o.remote, o.sent, o.received
+                "tcp {local} -> {} connected in {}, sent {} B, received {} B",
+                o.remote,
+                duration_text(ms),
+                o.sent,
+                o.received
             );
             if let Some(e) = error {
                 let _ = write!(out, ", then {}", e.describe());
@@ -871,17 +1161,26 @@ pub struct Summary {
 
 fn summary(plan: &Plan, outcomes: &[Outcome]) -> String {
     let s = summarize(outcomes);
+    let pairs = if s.distinct_local_ends == 1 {
+        "pair"
+    } else {
+        "pairs"
+    };
     let mut out = format!(
-        "{} of {} connections to {} connected, from {} distinct local address:port pairs\n",
+        "{} of {} connections to {} connected, from {} distinct local address:port {pairs}\n",
         s.connected,
         outcomes.len(),
-        plan.target,
+        outcomes.first().map_or(plan.targets[0], |o| o.remote),
         s.distinct_local_ends
     );
     if let (Some(min), Some(p50), Some(p99), Some(max)) = (s.min_ms, s.p50_ms, s.p99_ms, s.max_ms) {
         let _ = writeln!(
             out,
-            "connect time: min {min:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+            "connect time: min {}, p50 {}, p99 {}, max {}",
+            duration_text(min),
+            duration_text(p50),
+            duration_text(p99),
+            duration_text(max)
         );
     }
     let _ = writeln!(out, "sent {} B, received {} B", s.sent, s.received);
@@ -954,15 +1253,63 @@ mod tests {
     fn targets_resolve_or_say_why() {
         assert_eq!(
             resolve("127.0.0.1:500", None).unwrap(),
-            "127.0.0.1:500".parse().unwrap()
+            vec!["127.0.0.1:500".parse().unwrap()]
         );
         assert_eq!(
             resolve("[::1]:500", None).unwrap(),
-            "[::1]:500".parse().unwrap()
+            vec!["[::1]:500".parse().unwrap()]
         );
         let err = resolve("127.0.0.1", None).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("HOST:PORT"));
+    }
+
+    fn plan_for(targets: Vec<SocketAddr>, count: usize) -> Plan {
+        Plan {
+            targets,
+            target_text: "test".into(),
+            payload: Vec::new(),
+            count,
+            sources: Vec::new(),
+            http: false,
+            hold: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+            concurrency: 256,
+        }
+    }
+
+    /// A port nothing listens on: bound, then released.
+    fn closed_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_refused_address_of_a_name_gives_way_to_the_next() {
+        // Like `localhost` as ::1 then 127.0.0.1, with the server on 127.0.0.1 only.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = server.local_addr().unwrap();
+        let plan = plan_for(vec![closed_port(), listening], 5);
+        let outcomes = Client::new(&plan).unwrap().run().unwrap();
+        assert_eq!(outcomes.len(), 5, "the refused attempt is not counted");
+        for o in &outcomes {
+            assert_eq!(o.remote, listening);
+            assert!(o.error.is_none(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn when_every_address_refuses_each_connection_says_so() {
+        let last = closed_port();
+        let plan = plan_for(vec![closed_port(), last], 3);
+        let outcomes = Client::new(&plan).unwrap().run().unwrap();
+        assert_eq!(outcomes.len(), 3);
+        for o in &outcomes {
+            assert_eq!(o.remote, last);
+            assert_eq!(o.error, Some(Failure::Refused));
+        }
     }
 
     #[test]
@@ -1001,10 +1348,68 @@ mod tests {
     }
 
     #[test]
-    fn http_bodies_are_taken_when_complete() {
-        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(complete_http_body(reply).as_deref(), Some("hello"));
-        assert_eq!(complete_http_body(&reply[..reply.len() - 1]), None);
+    fn replies_are_shown_readably_quotes_and_all() {
+        let page = "<a href=\"/x\">caf\u{e9}</a>\t\\n";
+        assert_eq!(readable(page.as_bytes()), page);
+        assert_eq!(readable(b"\xff\x07ok\r"), "\\xff\\x07ok\\x0d");
+        assert_eq!(readable("\u{9b}31m".as_bytes()), "\\u{9b}31m");
+    }
+
+    fn whoami_reply(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn fivetuples_whoami_answer_is_recognised_when_complete() {
+        let reply = whoami_reply("200 OK", "tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2\n");
+        assert_eq!(
+            judge_whoami(&reply, false),
+            Verdict::Whoami("tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2".into())
+        );
+        assert_eq!(
+            judge_whoami(&reply[..reply.len() - 3], false),
+            Verdict::Pending
+        );
+        assert_eq!(judge_whoami(b"HTT", false), Verdict::Pending);
+    }
+
+    #[test]
+    fn other_answers_are_named_for_what_they_are() {
+        let page = whoami_reply("404 Not Found", "<html><body>Nothing here</body></html>");
+        assert_eq!(
+            judge_whoami(&page[..20], false),
+            Verdict::Pending,
+            "the status line is not all there yet"
+        );
+        assert_eq!(
+            judge_whoami(&page, false),
+            Verdict::NotWhoami("\"HTTP/1.1 404 Not Found\"".into())
+        );
+        let ok_but_other = whoami_reply("200 OK", "Hello, World!");
+        assert_eq!(
+            judge_whoami(&ok_but_other, false),
+            Verdict::NotWhoami("\"HTTP/1.1 200 OK\" with the body \"Hello, World!\"".into())
+        );
+        assert_eq!(
+            judge_whoami(b"SSH-2.0-OpenSSH_9.6\r\n", false),
+            Verdict::NotWhoami("\"SSH-2.0-OpenSSH_9.6\", which is not HTTP".into())
+        );
+        // Without Content-Length, the body ends when the server closes.
+        let unframed = b"HTTP/1.0 200 OK\r\n\r\ntcp 127.0.0.1:500 <- 127.0.0.1:1, token 0";
+        assert_eq!(judge_whoami(unframed, false), Verdict::Pending);
+        assert!(matches!(judge_whoami(unframed, true), Verdict::Whoami(_)));
+    }
+
+    #[test]
+    fn times_below_a_millisecond_are_in_microseconds() {
+        assert_eq!(duration_text(0.0042), "4 µs");
+        assert_eq!(duration_text(0.25), "250 µs");
+        assert_eq!(duration_text(0.9996), "1.00 ms");
+        assert_eq!(duration_text(2.5), "2.50 ms");
     }
 
     #[test]
@@ -1012,7 +1417,7 @@ mod tests {
         let text = line(&outcome(54240, Some(0.25), None), false);
         assert_eq!(
             text,
-            "tcp 127.0.0.1:54240 -> 127.0.0.1:500 connected in 0.25 ms, sent 13 B, received 0 B\n"
+            "tcp 127.0.0.1:54240 -> 127.0.0.1:500 connected in 250 µs, sent 13 B, received 0 B\n"
         );
         let failed = line(&outcome(0, None, Some(Failure::Refused)), false);
         assert_eq!(

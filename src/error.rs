@@ -1,13 +1,21 @@
 //! Errors as values.
 //!
-//! The library never prints and never exits: it returns an [`Error`], and the
-//! binary (`main.rs`) turns it into one line on stderr and an exit code. Two
-//! kinds matter to a user: a mistake they can fix by asking differently
-//! (exit code 2, and the message says how), and a failure of the machine at
-//! run time (exit code 1).
+//! The library never exits, and prints only what a command is for (its
+//! report on standard output): it returns an [`Error`], and the binary
+//! (`main.rs`) turns it into one line on stderr and an exit code. Two kinds
+//! matter to a user: a mistake they can fix by asking differently (exit
+//! code 2, and the message says how), and a failure of the machine at run
+//! time (exit code 1: a port that cannot be bound, a file that cannot be
+//! read), whose message says what to do where we know it.
+//!
+//! One more case is not a failure at all: the reader of our standard output
+//! went away (`fivetuple conns | head -1`). Like netstat and ss, a command
+//! then stops quietly; [`write_stdout`] turns that into
+//! [`Error::OutputClosed`], which the binary ends with exit code 0 and no
+//! message.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 
 /// Everything that can stop a `fivetuple` command.
 #[derive(Debug)]
@@ -20,6 +28,11 @@ pub enum Error {
         context: String,
         source: io::Error,
     },
+    /// The operating system refused something, and we know why: the
+    /// message says it in the user's terms and names the fix.
+    Explained { message: String, source: io::Error },
+    /// Standard output was closed by its reader: stop writing, quietly.
+    OutputClosed,
 }
 
 impl Error {
@@ -36,20 +49,37 @@ impl Error {
         }
     }
 
-    /// The process exit code for this error: 2 for usage, 1 otherwise.
+    /// A run-time failure with a message that already explains it.
+    pub fn explained(message: impl Into<String>, source: io::Error) -> Error {
+        Error::Explained {
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error: 2 for usage, 1 for a failure
+    /// at run time, 0 when the reader of our output simply stopped reading.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
-            Error::Io { .. } => 1,
+            Error::Io { .. } | Error::Explained { .. } => 1,
+            Error::OutputClosed => 0,
         }
+    }
+
+    /// Whether the binary should print this error (everything but a closed
+    /// standard output, which is not worth a word).
+    pub fn is_worth_a_message(&self) -> bool {
+        !matches!(self, Error::OutputClosed)
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(message) => f.write_str(message),
+            Error::Usage(message) | Error::Explained { message, .. } => f.write_str(message),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::OutputClosed => f.write_str("standard output was closed"),
         }
     }
 }
@@ -57,11 +87,46 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) => None,
-            Error::Io { source, .. } => Some(source),
+            Error::Usage(_) | Error::OutputClosed => None,
+            Error::Io { source, .. } | Error::Explained { source, .. } => Some(source),
         }
     }
 }
 
+/// Writes a command's report to standard output, all of it, and flushes.
+///
+/// Rust ignores SIGPIPE, so a closed pipe shows up as an `EPIPE` error
+/// here instead of killing the process; `print!` would panic on it. A
+/// closed pipe becomes [`Error::OutputClosed`]; any other failure (a full
+/// disk behind `> file`) is a real error.
+pub fn write_stdout(text: &str) -> Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => Error::OutputClosed,
+            _ => Error::io("writing to standard output", e),
+        })
+}
+
 /// Shorthand used across the crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_who_can_fix_it() {
+        assert_eq!(Error::usage("bad").exit_code(), 2);
+        let refused = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(Error::io("binding", refused).exit_code(), 1);
+        let refused = io::Error::from(io::ErrorKind::PermissionDenied);
+        let explained = Error::explained("port 80 needs privileges", refused);
+        assert_eq!(explained.exit_code(), 1);
+        assert_eq!(explained.to_string(), "port 80 needs privileges");
+        assert_eq!(Error::OutputClosed.exit_code(), 0);
+        assert!(!Error::OutputClosed.is_worth_a_message());
+    }
+}

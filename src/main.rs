@@ -1,19 +1,19 @@
 //! The `fivetuple` command line: parse the arguments, call the library, and
 //! turn any error into one line on stderr and an exit code (2 when the user
-//! can fix it by asking differently, 1 when the machine said no).
+//! can fix it by asking differently, 1 when the machine said no, 0 and no
+//! word at all when the reader of our output stopped reading).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-
-use std::sync::Arc;
+use clap::{CommandFactory, Parser, Subcommand};
 
 use fivetuple::files::Site;
 use fivetuple::http::parse::{Limits, HEADER_SLOTS};
-use fivetuple::listener::{self, ListenOptions};
+use fivetuple::listener::{self, ListenOptions, ListenSpec};
 use fivetuple::reactor::{Reactor, ServerConfig, Timeouts};
 use fivetuple::{client, http, procnet, Error, Result};
 
@@ -36,10 +36,18 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+--listen forms: 0.0.0.0:8500 (every IPv4 address), [::]:8500 (every address, IPv4 clients too), \
+127.0.0.1:8500 (this machine only), localhost:8500 (a host name: the first of its addresses \
+that binds), :8500 (every address: [::] taking IPv4 clients too, or 0.0.0.0 without IPv6). \
+The `listening on ADDR` line on stdout names the address bound.
+
+Exit code: 0 after a clean shutdown (SIGINT, SIGTERM), 1 when the server cannot start or run \
+(the port is taken or needs privileges, say), 2 for bad arguments.")]
 struct ServeArgs {
-    /// Address and port to listen on; [::]:PORT takes IPv4 and IPv6 clients.
+    /// Where to listen: ADDRESS:PORT, HOST:PORT or :PORT (see below); ports below 1024 need root.
     #[arg(short, long, default_value = "0.0.0.0:500", value_name = "ADDR:PORT")]
-    listen: SocketAddr,
+    listen: String,
     /// Length of the kernel's queue of connections not yet accepted.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     backlog: i32,
@@ -95,7 +103,10 @@ fn seconds(name: &str, value: f64) -> Result<Option<Duration>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(&e),
+    };
     let default_log = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -109,9 +120,63 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fivetuple: {e}");
+            if e.is_worth_a_message() {
+                // Ignored: with stderr gone too there is no one left to tell.
+                let _ = writeln!(std::io::stderr(), "fivetuple: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// clap's own errors (an unknown option, a missing value) as one line and
+/// exit code 2, like every other usage error; help and version as clap
+/// prints them, also into a closed pipe without complaint.
+fn argument_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let mut line = what.to_string();
+    let mut lines = lines.peekable();
+    // "the following required arguments were not provided:" lists them below.
+    while line.ends_with(':') || lines.peek().is_some_and(|l| l.starts_with('<')) {
+        match lines.next() {
+            Some(more) if !more.starts_with("Usage: ") => {
+                line.push(' ');
+                line.push_str(more);
+            }
+            _ => break,
+        }
+    }
+    for tip in lines.filter_map(|l| l.strip_prefix("tip: ")) {
+        line.push_str(&format!(" ({tip})"));
+    }
+    // Point at the subcommand's own help when there is one.
+    let command = match std::env::args().nth(1) {
+        Some(sub) if Cli::command().find_subcommand(&sub).is_some() => format!("fivetuple {sub}"),
+        _ => "fivetuple".to_string(),
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "fivetuple: {line}; `{command} --help` lists the options"
+    );
+    ExitCode::from(2)
+}
+
+/// `1 request`, `2 requests`.
+fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
     }
 }
 
@@ -157,9 +222,11 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
             .unwrap_or(usize::MAX)
             .max(1)
     });
+    let spec = ListenSpec::parse(&args.listen)?;
+    let candidates = spec.candidates()?;
     let config = ServerConfig {
         listen: ListenOptions {
-            addr: args.listen,
+            addr: candidates[0],
             backlog: args.backlog,
             ipv6_only: args.ipv6_only,
         },
@@ -175,7 +242,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         shutdown_grace,
         timeouts,
     };
-    let reactor = Reactor::bind(config)?;
+    let reactor = bind_first(&spec, &candidates, config)?;
     let addr = reactor.local_addr();
     match fd_limit {
         Ok(limit) => log::info!("open-files limit: {limit} (each connection takes one)"),
@@ -187,12 +254,80 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let _ = stdout.flush();
     drop(stdout);
     log::info!(
-        "fivetuple serving on {addr}, at most {max_conns} connections; try http://{addr}/_/conns"
+        "fivetuple serving on {addr}, at most {max_conns} connections; try http://{}/_/conns",
+        reachable(addr)
     );
     let summary = reactor.run()?;
-    println!(
-        "shut down: {} connections accepted, {} requests served",
-        summary.accepted, summary.served
+    // Ignored if stdout is gone: the server's work is done either way.
+    let _ = writeln!(
+        std::io::stdout(),
+        "shut down: {} accepted, {} served",
+        count(summary.accepted, "connection"),
+        count(summary.served, "request")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// An address a browser on this machine can open: the wildcard address
+/// (`0.0.0.0`, `[::]`) means every address, so name the loopback one.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if !ip.is_unspecified() => addr,
+        std::net::IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+    }
+}
+
+/// Listens on the first of `candidates` that binds, and says in the log
+/// which one that was when there was a choice (a host name, or `:PORT`).
+fn bind_first(
+    spec: &ListenSpec,
+    candidates: &[SocketAddr],
+    config: ServerConfig,
+) -> Result<Reactor> {
+    let mut errors = Vec::new();
+    for &addr in candidates {
+        let mut attempt = config.clone();
+        attempt.listen.addr = addr;
+        match Reactor::bind(attempt) {
+            Ok(reactor) => {
+                explain_choice(spec, candidates, reactor.local_addr(), &errors);
+                return Ok(reactor);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(listener::most_telling(errors)
+        .unwrap_or_else(|| Error::usage(format!("--listen {spec}: no address to listen on"))))
+}
+
+fn explain_choice(
+    spec: &ListenSpec,
+    candidates: &[SocketAddr],
+    bound: SocketAddr,
+    failed: &[Error],
+) {
+    match spec {
+        ListenSpec::Addr(_) => {}
+        ListenSpec::AnyAddress(port) if bound.is_ipv6() => log::info!(
+            "--listen :{port} is every address: [::]:{port}, one socket for IPv6 and IPv4 clients \
+             (IPv4 ones appear as ::ffff:a.b.c.d)"
+        ),
+        ListenSpec::AnyAddress(port) => log::info!(
+            "--listen :{port} is every address: 0.0.0.0:{port}, IPv4 only, since [::]:{port} failed ({})",
+            failed.first().map_or_else(String::new, ToString::to_string)
+        ),
+        ListenSpec::Host { host, .. } => {
+            let all: Vec<String> = candidates.iter().map(|a| a.ip().to_string()).collect();
+            let mut line = format!("{host} is {}; listening on {bound}", all.join(", "));
+            if candidates.len() > 1 {
+                line.push_str(", the first that bound");
+            }
+            for e in failed {
+                line.push_str("; ");
+                line.push_str(&e.to_string());
+            }
+            log::info!("{line}");
+        }
+    }
 }

@@ -34,6 +34,9 @@ use crate::error::{Error, Result};
 
 /// Options of `fivetuple conns`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+Exit code: 0 when the table was printed (also when its reader stopped early, as in `| head`), \
+1 when /proc/net/tcp cannot be read, 2 for bad arguments.")]
 pub struct ConnsArgs {
     /// Keep the rows whose local or foreign port is PORT (both ends of a loopback connection).
     #[arg(long, value_name = "PORT")]
@@ -218,15 +221,16 @@ fn word(hex: &str) -> Option<[u8; 4]> {
 }
 
 /// Reads both tables under `proc_root`. Without `net/tcp` this is not
-/// Linux (or /proc is not mounted): a usage error. A missing `net/tcp6`
-/// only means IPv6 is off.
+/// Linux (or /proc is not mounted): a failure of the machine, not of the
+/// command line (exit code 1). A missing `net/tcp6` only means IPv6 is off.
 pub fn read_sockets(proc_root: &Path) -> Result<Vec<TcpSocket>> {
     let tcp = proc_root.join("net/tcp");
     let text = fs::read_to_string(&tcp).map_err(|e| {
-        Error::usage(format!(
-            "cannot read {}: {e} (fivetuple conns reads Linux's /proc/net/tcp)",
+        let message = format!(
+            "cannot read {}: {e} (fivetuple conns reads Linux's /proc/net/tcp; is /proc mounted?)",
             tcp.display()
-        ))
+        );
+        Error::explained(message, e)
     })?;
     let mut sockets = parse_table(&text, "tcp");
     match fs::read_to_string(proc_root.join("net/tcp6")) {
@@ -313,7 +317,7 @@ pub fn run(args: &ConnsArgs) -> Result<ExitCode> {
     } else {
         render(&sockets, args.processes)
     };
-    print!("{out}");
+    crate::error::write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -487,9 +491,9 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_proc_is_a_usage_error() {
+    fn an_unreadable_proc_is_a_failure_at_run_time() {
         let err = read_sockets(Path::new("/nonexistent-proc")).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
+        assert_eq!(err.exit_code(), 1);
         assert!(err.to_string().contains("/nonexistent-proc/net/tcp"));
     }
 }

@@ -1,10 +1,13 @@
 //! `fivetuple connect`, black-box: what a user types, what they see.
 
 mod common;
+mod privilege;
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::thread;
 use std::time::Duration;
 
 use common::{wait_until, Server};
@@ -24,7 +27,7 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// Splits `tcp A:p -> B:q connected in 0.12 ms, sent 13 B, received 0 B`.
+/// Splits `tcp A:p -> B:q connected in 120 µs, sent 13 B, received 0 B`.
 fn parse_line(line: &str) -> Option<(String, String, String)> {
     let rest = line.strip_prefix("tcp ")?;
     let (local, rest) = rest.split_once(" -> ")?;
@@ -43,7 +46,14 @@ fn the_story_payload_shows_the_connections_own_five_tuple() {
     assert_eq!(remote, server.addr.to_string());
     let port: u16 = local.rsplit(':').next().unwrap().parse().unwrap();
     assert!(port >= 1024, "an ephemeral port: {port}");
-    assert!(rest.ends_with(" ms, sent 13 B, received 0 B"), "{rest}");
+    // Microseconds below a millisecond (a loopback connect), never `0.00 ms`.
+    let (time, counts) = rest.split_once(", ").unwrap();
+    assert!(
+        time.ends_with(" µs") || time.ends_with(" ms"),
+        "a time with its unit: {time}"
+    );
+    assert!(!time.starts_with("0.00 "), "{time}");
+    assert_eq!(counts, "sent 13 B, received 0 B");
     // The server logs the unfinished request with the client's own port.
     server.wait_for_log(&format!("{local} closed its side"), Duration::from_secs(10));
 }
@@ -76,6 +86,22 @@ fn a_malformed_payload_gets_the_400_shown() {
 }
 
 #[test]
+fn show_reply_shows_quotes_as_they_are_and_escapes_control_characters() {
+    let (addr, answering) = answer_once(
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<a href=\"/x\">\x1b[31mred</a>\n"
+            .to_vec(),
+    );
+    let out = connect(&[&addr, "-e", "-p", r"GET / HTTP/1.0\r\n\r\n", "--show-reply"]);
+    answering.join().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("  | <a href=\"/x\">\\x1b[31mred</a>\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn with_http_both_ends_name_the_same_pair() {
     let server = Server::start(&[]);
     let out = connect(&[&server.addr.to_string(), "--http", "-n", "3"]);
@@ -88,6 +114,122 @@ fn with_http_both_ends_name_the_same_pair() {
         let want = format!("  server sees: tcp {remote} <- {local}, token ");
         assert!(pair[1].starts_with(&want), "{} vs {want}", pair[1]);
         assert!(pair[1].ends_with("(the same pair)"));
+    }
+}
+
+/// A server that is not fivetuple: it reads one request, answers `reply`,
+/// and closes, like any small web server's error page. Returns its address.
+fn answer_once(reply: Vec<u8>) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut line = String::new();
+        // The request's head ends with an empty line.
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line == "\r\n" {
+                break;
+            }
+            line.clear();
+        }
+        let _ = (&stream).write_all(&reply);
+    });
+    (addr, handle)
+}
+
+#[test]
+fn with_http_another_server_is_named_for_what_it_is() {
+    let page = "<!DOCTYPE HTML>\n<html><head><title>Error response</title></head>\n\
+                <body><h1>Error response</h1><p>Error code: 404</p></body></html>\n";
+    let reply = format!(
+        "HTTP/1.0 404 File not found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{page}",
+        page.len()
+    );
+    let (addr, answering) = answer_once(reply.into_bytes());
+    let out = connect(&[&addr, "--http"]);
+    answering.join().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("server sees"), "{stdout}");
+    assert!(
+        !stdout.contains("<html>"),
+        "the page is not shown: {stdout}"
+    );
+    assert!(stdout.contains("then not a fivetuple answer"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{addr} does not look like fivetuple serve: to GET /_/whoami it answered \"HTTP/1.0 404 File not found\""
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn with_http_a_200_that_is_not_whoami_is_not_taken_for_it() {
+    let (addr, answering) =
+        answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!".to_vec());
+    let out = connect(&[&addr, "--http", "--json"]);
+    answering.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows[0]["server_view"].is_null());
+    let why = rows[0]["error"]["not_whoami"].as_str().unwrap();
+    assert!(why.contains("Hello, World!"), "{why}");
+}
+
+#[test]
+fn a_source_address_this_machine_does_not_have_is_named() {
+    // 192.0.2.0/24 is TEST-NET-1: documentation only, on no machine.
+    let out = connect(&["127.0.0.1:9", "--source", "192.0.2.77"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cannot bind: a run-time failure"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--source 192.0.2.77 is not an address of this machine"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ephemeral"), "{stderr}");
+}
+
+/// Runs `fivetuple ARGS` with its stdout a pipe whose reading end is
+/// already closed, as `| head -0` leaves it: the first write fails.
+fn with_stdout_closed(args: &[&str]) -> Output {
+    let mut child = Command::new(common::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let server = Server::start(&["--quiet"]);
+    let target = server.addr.to_string();
+    for args in [
+        &["conns"][..],
+        &["conns", "--json"],
+        &["connect", &target, "--hold", "0"],
+        &["connect", &target, "--http", "--json"],
+        &["connect", &target, "-n", "30", "--hold", "0"],
+        &["--help"],
+    ] {
+        let out = with_stdout_closed(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
 
@@ -218,11 +360,20 @@ fn two_thousand_connections_from_one_process() {
 }
 
 /// Runs `script` in a network namespace of its own (loopback only), with
-/// $BIN set; returns stdout.
-fn in_own_namespace(script: &str) -> String {
+/// $BIN set; returns stdout, or `None` (the test skipped) where this user
+/// cannot make one.
+fn in_own_namespace(test: &str, script: &str) -> Option<String> {
+    let unshare = match privilege::net_namespace() {
+        Ok(prefix) => prefix,
+        Err(need) => {
+            privilege::skip(test, &need);
+            return None;
+        }
+    };
     let full = format!("set -e\nip link set lo up\n{script}");
-    let out = Command::new("unshare")
-        .args(["--net", "sh", "-c", &full])
+    let out = Command::new(unshare[0])
+        .args(&unshare[1..])
+        .args(["sh", "-c", &full])
         .env("BIN", common::bin())
         .output()
         .expect("unshare (util-linux) runs the test in its own network namespace");
@@ -231,7 +382,7 @@ fn in_own_namespace(script: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts the server inside the namespace script, waits for its address,
@@ -257,8 +408,12 @@ fn running_out_of_ports_says_so_and_more_sources_go_past_it() {
          kill $SERVER\ncat one.txt; echo ===; cat two.txt",
         dir.display()
     );
-    let out = in_own_namespace(&script);
+    let out = in_own_namespace(
+        "connect::running_out_of_ports_says_so_and_more_sources_go_past_it",
+        &script,
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+    let Some(out) = out else { return };
     let (one, two) = out.split_once("===\n").unwrap();
     assert_eq!(
         one.lines().filter(|l| l.contains(" connected in ")).count(),

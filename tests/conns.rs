@@ -107,12 +107,42 @@ fn filters_by_state() {
 
 #[test]
 fn bad_input_is_one_line_and_exit_code_2() {
-    let (code, out, err) = conns(&["--proc-root", "/nonexistent"]);
+    let (code, out, err) = conns(&["--state", "sideways"]);
     assert_eq!(code, 2);
     assert!(out.is_empty());
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("/nonexistent/net/tcp"));
-    let (code, _, err) = conns(&["--state", "sideways"]);
-    assert_eq!(code, 2);
     assert!(err.contains("unknown TCP state"));
+    let (code, _, err) = conns(&["--port", "70000"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_unreadable_proc_is_one_line_and_exit_code_1() {
+    // Not the user's typing: the machine has no /proc/net/tcp to read.
+    let (code, out, err) = conns(&["--proc-root", "/nonexistent"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/net/tcp"));
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_conns_quietly() {
+    // `fivetuple conns | head -1`, with head gone before the table is written.
+    let _server = Server::start(&[]);
+    for args in [&[][..], &["--json"]] {
+        let mut child = Command::new(common::bin())
+            .arg("conns")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
 }

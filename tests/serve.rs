@@ -2,10 +2,13 @@
 //! on real sockets, the server's own table read back over HTTP.
 
 mod common;
+mod privilege;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{read_response, read_response_to, read_to_close, wait_until, Server};
@@ -332,13 +335,29 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
 }
 
 #[test]
-fn a_used_port_gives_one_line_and_exit_code_2() {
+fn one_request_is_one_request_in_the_shutdown_line() {
+    let mut server = Server::start(&[]);
+    assert_eq!(server.get("/_/hello").status, 200);
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    assert_eq!(
+        server.stdout().last().map(String::as_str),
+        Some("shut down: 1 connection accepted, 1 request served")
+    );
+}
+
+#[test]
+fn a_used_port_gives_one_line_and_exit_code_1() {
     let server = Server::start(&[]);
     let out = std::process::Command::new(common::bin())
         .args(["serve", "--listen", &server.addr.to_string()])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cannot bind: a run-time failure"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("already in use"), "{err}");
@@ -379,17 +398,52 @@ fn bytes_after_the_response_are_not_lost() {
 #[test]
 fn a_privileged_port_without_the_right_names_the_fixes() {
     // As an unprivileged user: binding below 1024 fails, and the one line says how to fix it.
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            common::bin(),
-        ])
-        .args(["serve", "--listen", "127.0.0.1:1023"])
-        .output()
-        .expect("setpriv (util-linux) runs the server as nobody");
-    assert_eq!(out.status.code(), Some(2));
+    let test = "serve::a_privileged_port_without_the_right_names_the_fixes";
+    let start = privilege::unprivileged_port_start();
+    if start == 0 {
+        return privilege::skip(
+            test,
+            "ports that need privileges (net.ipv4.ip_unprivileged_port_start is 0 here)",
+        );
+    }
+    let mut cmd = match privilege::as_unprivileged_user(common::bin()) {
+        Ok(cmd) => cmd,
+        Err(need) => return privilege::skip(test, &need),
+    };
+    let port = (start - 1).min(1023);
+    let mut child = cmd
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server as an unprivileged user");
+    // Either the bind fails and the server exits (its stdout ends), or it
+    // binds after all and prints `listening on`: read the first line, with
+    // a deadline.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    if first.starts_with("listening on") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return privilege::skip(
+            test,
+            "a user who may not bind ports below 1024 (this one may: CAP_NET_BIND_SERVICE, \
+             or a capability on the binary)",
+        );
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cannot bind: a run-time failure"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     for fix in [
@@ -428,6 +482,10 @@ fn an_ipv6_wildcard_listener_takes_ipv4_clients_too() {
 fn bad_options_give_one_line_and_exit_code_2() {
     for args in [
         &["serve", "--listen", "nonsense"][..],
+        &["serve", "--listen", "8500"],
+        &["serve", "--listen", "::1:8500"],
+        &["serve", "--listen", "localhost:http"],
+        &["serve", "--listen", "no-such-host.invalid:0"],
         &["serve", "--header-timeout", "-1"],
         &["serve", "--listen", "127.0.0.1:0", "--backlog", "0"],
     ] {
@@ -438,5 +496,53 @@ fn bad_options_give_one_line_and_exit_code_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_wrong_listen_shows_the_forms_that_work() {
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--listen", "8500"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(:8500)"), "{err}");
+    for form in ["0.0.0.0:8500", "[::]:8500", "localhost:8500"] {
+        assert!(err.contains(form), "{form} missing from {err}");
+    }
+}
+
+#[test]
+fn a_host_name_listens_on_its_first_address_and_says_which() {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["serve", "--listen", "localhost:0"]);
+    let server = Server::spawn(cmd, &[]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_ne!(server.port(), 0);
+    let line = server.wait_for_log("localhost is ", Duration::from_secs(10));
+    assert!(
+        line.contains(&format!("listening on {}", server.addr)),
+        "{line}"
+    );
+    assert_eq!(server.get("/_/hello").text(), "Hello, World!");
+}
+
+#[test]
+fn a_bare_port_listens_on_every_address() {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["serve", "--listen", ":0"]);
+    let server = Server::spawn(cmd, &[]);
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    let line = server.wait_for_log("is every address", Duration::from_secs(10));
+    // [::] where the machine has IPv6, taking IPv4 clients too; 0.0.0.0 where not.
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let mut s = TcpStream::connect(v4).unwrap();
+    s.write_all(HELLO).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+    if server.addr.is_ipv6() {
+        assert!(line.contains("IPv6 and IPv4 clients"), "{line}");
+    } else {
+        assert!(line.contains("0.0.0.0"), "{line}");
     }
 }

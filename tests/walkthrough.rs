@@ -5,11 +5,16 @@
 //! and puts that port wherever the page names the story's. Commands ending in `&` run in the
 //! background, and the test waits until their connections have reached the
 //! server before going on. "Shape" means the same lines once numbers (ports,
-//! counts, times) are replaced by one placeholder and runs of spaces by one
-//! space, compared without regard to order (the kernel lists sockets in
-//! its own order).
+//! counts, times with their unit, µs or ms) are replaced by one placeholder
+//! and runs of spaces by one space, compared without regard to order (the
+//! kernel lists sockets in its own order).
+//!
+//! The page's scratch-namespace step needs root or user namespaces; where
+//! neither is to be had, that one step is skipped (visibly, see
+//! `tests/privilege`) and the rest of the page still runs.
 
 mod common;
+mod privilege;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -49,35 +54,52 @@ fn steps(doc: &str) -> Vec<Step> {
     steps
 }
 
-/// A line with every number (and a time unit after it) replaced by `9`.
+/// A line with every number (and a time unit after it, `ms`, `µs` or `s`,
+/// with or without a space before it) replaced by `9`: `85 µs` and
+/// `1.20 ms` are the same shape, since which unit prints depends on the
+/// machine's speed.
 fn shape(line: &str) -> String {
+    let chars: Vec<char> = line.trim().chars().collect();
     let mut out = String::new();
-    let mut chars = line.trim().chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
         if c.is_ascii_digit() {
             while chars
-                .peek()
+                .get(i)
                 .is_some_and(|c| c.is_ascii_digit() || *c == '.')
             {
-                chars.next();
+                i += 1;
             }
-            if chars.peek() == Some(&'m') {
-                chars.next();
-            }
-            if chars.peek() == Some(&'s') {
-                chars.next();
-            }
+            i += time_unit_len(&chars[i..]);
             out.push('9');
         } else if c.is_whitespace() {
-            while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                chars.next();
+            while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+                i += 1;
             }
             out.push(' ');
         } else {
             out.push(c);
+            i += 1;
         }
     }
     out
+}
+
+/// The length of a time unit at the start of `rest` (` ms`, `µs`, `s`...),
+/// or 0 when there is none: the unit must end the word.
+fn time_unit_len(rest: &[char]) -> usize {
+    let space = usize::from(rest.first() == Some(&' '));
+    for unit in ["ms", "µs", "s"] {
+        let unit: Vec<char> = unit.chars().collect();
+        let end = space + unit.len();
+        if rest.get(space..end) == Some(&unit[..])
+            && !rest.get(end).is_some_and(|c| c.is_alphanumeric())
+        {
+            return end;
+        }
+    }
+    0
 }
 
 fn shapes(lines: &[String]) -> Vec<String> {
@@ -132,17 +154,27 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
             .replace(&format!(":{doc_port}"), &format!(":{port}"))
             .replace(&format!("--port {doc_port}"), &format!("--port {port}"));
         let mut sh = Command::new("sh");
-        sh.args(["-c", command.trim_end_matches('&')])
-            .env("PATH", &path)
+        sh.args(["-c", command.trim_end_matches('&')]);
+        if let Some(rest) = command.strip_prefix("unshare --net ") {
+            // The page says `sudo unshare --net`; a normal user gets the same
+            // scratch namespace inside a user namespace, where allowed.
+            let unshare = match privilege::net_namespace() {
+                Ok(prefix) => prefix,
+                Err(need) => {
+                    privilege::skip(
+                        "walkthrough::every_command_in_the_walkthrough_prints_what_the_page_shows \
+                         (only its step `unshare --net sh docs/run-out-of-ports.sh`)",
+                        &need,
+                    );
+                    continue;
+                }
+            };
+            sh = Command::new(unshare[0]);
+            sh.args(&unshare[1..]).args(["sh", "-c", rest]);
+        }
+        sh.env("PATH", &path)
             .env("FIVETUPLE", common::bin())
             .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if let Some(rest) = command.strip_prefix("unshare --net ") {
-            sh = Command::new("unshare");
-            sh.args(["--net", "sh", "-c", rest])
-                .env("PATH", &path)
-                .env("FIVETUPLE", common::bin())
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-        }
         if command.ends_with('&') {
             let server = server.as_ref().expect("a server for background clients");
             let before = open_connections(server);
@@ -171,6 +203,16 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
 #[test]
 fn shapes_ignore_numbers_and_spacing_only() {
     assert_eq!(shape("tcp   0  13 127.0.0.1:8080  1.2s"), "tcp 9 9 9:9 9");
-    assert_eq!(shape("connected in 0.25 ms"), "connected in 9 ms");
+    assert_eq!(shape("connected in 0.25 ms, sent"), "connected in 9, sent");
+    assert_eq!(
+        shape("connected in 85 µs, sent"),
+        shape("connected in 1.20 ms, sent")
+    );
+    assert_eq!(shape("idle      312ms          0"), "idle 9 9");
+    assert_eq!(shape("sent 13 B"), "sent 9 B");
+    assert_eq!(
+        shape("12 connections from 2 sources"),
+        "9 connections from 9 sources"
+    );
     assert_ne!(shape("LISTEN"), shape("ESTABLISHED"));
 }
