@@ -9,7 +9,7 @@ SKIPS := $(TARGET_DIR)/tmp/skipped-tests.txt
 # ~/.local (no root needed, on the PATH of most desktop systems) for others.
 PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
 
-.PHONY: build run install uninstall test lint fmt doc bench fuzz soak clean profiling
+.PHONY: build run install uninstall test lint fmt doc bench fuzz soak clean profiling demo-hosts
 
 build:
 	$(CARGO) build --release
@@ -64,7 +64,7 @@ test:
 	@rm -f $(SKIPS)
 	@status=0; $(CARGO) test --release || status=$$?; \
 	if [ -s $(SKIPS) ]; then \
-	  echo; echo "$$(wc -l < $(SKIPS)) tests skipped (they need privileges this user lacks; README: What needs root):"; \
+	  echo; n=$$(wc -l < $(SKIPS)); echo "$$n $$( [ $$n = 1 ] && echo test || echo tests) skipped (they need privileges this user lacks; README: What needs root):"; \
 	  sed 's/^/  /' $(SKIPS); \
 	fi; \
 	exit $$status
@@ -92,6 +92,11 @@ fuzz:
 	else \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run http_session -- -max_total_time=$(FUZZ_SECS); \
 	fi
+
+# A server host and three client hosts in network namespaces (root, Linux):
+# the table with three real remote addresses. Cleans up after itself.
+demo-hosts: build
+	FIVETUPLE=$(BIN) sh docs/demo-hosts.sh
 
 # Minutes of mixed hostile traffic; the short version runs in `make test`.
 SOAK_SECS ?= 180

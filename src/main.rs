@@ -111,7 +111,14 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log));
+    // mio's own trace lines (its internal tokens, its waker) are noise next to
+    // the reactor's story of each turn; show them only when asked by name.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("mio")) {
+        logger.filter_module("mio", log::LevelFilter::Info);
+    }
+    logger.init();
     let result = match &cli.command {
         Command::Serve(args) => serve(args),
         Command::Connect(args) => client::run(args),

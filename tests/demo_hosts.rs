@@ -4,6 +4,7 @@
 //! create namespaces, and skips with one line where it cannot.
 
 mod common;
+mod privilege;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -25,12 +26,11 @@ fn namespaces_of(pid: u32) -> Vec<String> {
 }
 
 /// Namespaces can be made here (root, and a kernel and sandbox that allow it).
-fn can_make_namespaces() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+fn can_make_namespaces(test: &str) -> bool {
+    if !privilege::is_root() {
         return false;
     }
-    let name = format!("ftprobe{}", std::process::id());
+    let name = format!("ftprobe{}-{test}", std::process::id());
     let made = Command::new("ip")
         .args(["netns", "add", &name])
         .stderr(Stdio::null())
@@ -44,8 +44,11 @@ fn can_make_namespaces() -> bool {
 
 #[test]
 fn three_client_hosts_show_three_remote_addresses_on_one_port() {
-    if !can_make_namespaces() {
-        return skip("demo-hosts needs root and network namespaces (ip netns add)");
+    if !can_make_namespaces("three") {
+        return privilege::skip(
+            "three_client_hosts_show_three_remote_addresses_on_one_port",
+            "root, to make network namespaces (ip netns add)",
+        );
     }
     let child = Command::new("sh")
         .arg(SCRIPT)
@@ -79,8 +82,11 @@ fn three_client_hosts_show_three_remote_addresses_on_one_port() {
 
 #[test]
 fn ctrl_c_leaves_no_host_behind() {
-    if !can_make_namespaces() {
-        return skip("demo-hosts needs root and network namespaces (ip netns add)");
+    if !can_make_namespaces("ctrl_c") {
+        return privilege::skip(
+            "ctrl_c_leaves_no_host_behind",
+            "root, to make network namespaces (ip netns add)",
+        );
     }
     let mut child = Command::new("sh")
         .arg(SCRIPT)
@@ -98,8 +104,4 @@ fn ctrl_c_leaves_no_host_behind() {
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let _ = child.wait();
     assert!(namespaces_of(pid).is_empty(), "namespaces left behind");
-}
-
-fn skip(why: &str) {
-    eprintln!("skipped: {why}");
 }
