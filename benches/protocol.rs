@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fivetuple::http::{Config, Ctx, Host, Peer, Session};
 use fivetuple::procnet::TcpState;
-use fivetuple::table::{ConnRow, ConnTable, Format, Phase};
+use fivetuple::table::{ConnRow, ConnTable, Format, Phase, RowState};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: 127.0.0.1:500\r\nUser-Agent: wrk\r\n\r\n";
 
@@ -28,6 +28,7 @@ fn table(rows: usize) -> ConnTable {
         accepted: rows as u64,
         served: 0,
         hidden: 0,
+        udp_peers: None,
         rows: (0..rows)
             .map(|i| ConnRow {
                 token: Some(i),
@@ -37,7 +38,7 @@ fn table(rows: usize) -> ConnTable {
                     [127, 0, 0, 1],
                     32768 + (i % 28000) as u16,
                 ))),
-                state: TcpState::Established,
+                state: RowState::Tcp(TcpState::Established),
                 phase: Phase::Idle,
                 age_ms: 12_345,
                 bytes_in: 78,

@@ -19,7 +19,7 @@ use std::time::Instant;
 use fivetuple::http::response::Clock;
 use fivetuple::http::{self, Ctx, Host, Peer, Session};
 use fivetuple::procnet::TcpState;
-use fivetuple::table::{ConnRow, ConnTable, Format, Phase};
+use fivetuple::table::{ConnRow, ConnTable, Format, Phase, RowState};
 use slab::Slab;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,7 +57,7 @@ impl Host for Registry {
             proto: "tcp",
             local: c.local,
             remote: Some(c.remote),
-            state: TcpState::Established,
+            state: RowState::Tcp(TcpState::Established),
             phase: if you { Phase::Writing } else { Phase::Idle },
             age_ms: now.duration_since(c.accepted_at).as_millis() as u64,
             bytes_in: 0,
@@ -78,6 +78,7 @@ impl Host for Registry {
             accepted: 0,
             served: 0,
             hidden: conns.len() - shown,
+            udp_peers: None,
             rows: table,
         };
         drop(conns);

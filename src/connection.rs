@@ -31,7 +31,7 @@ use mio::net::TcpStream;
 
 use crate::http::{Peer, Progress, Session};
 use crate::procnet::TcpState;
-use crate::table::{ConnRow, Phase};
+use crate::table::{ConnRow, Phase, RowState};
 use crate::timer::{Deadline, Fired, Timeouts};
 
 /// Lingering close: how long, at most, to keep reading and discarding what a
@@ -499,7 +499,7 @@ impl Connection {
             proto: "tcp",
             local: self.peer.local,
             remote: Some(self.peer.remote),
-            state,
+            state: RowState::Tcp(state),
             phase,
             age_ms: now.duration_since(self.accepted_at).as_millis() as u64,
             bytes_in: self.bytes_in,

@@ -27,6 +27,8 @@
 //!   safe gate; big files streamed as the connection drains.
 //! - [`client`]: `fivetuple connect`, a small mio client event loop.
 //! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
+//! - [`udp`]: `serve --udp`, a UDP socket on the listener's port number:
+//!   one socket for every peer, told apart by each datagram's source.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
@@ -42,5 +44,6 @@ pub mod procnet;
 pub mod reactor;
 pub mod table;
 pub mod timer;
+pub mod udp;
 
 pub use error::{Error, Result};

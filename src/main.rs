@@ -54,6 +54,10 @@ struct ServeArgs {
     /// With an IPv6 address, refuse IPv4 clients (no IPv4-mapped addresses).
     #[arg(long)]
     ipv6_only: bool,
+    /// Also answer UDP datagrams on the same address and port number: each
+    /// gets one datagram back saying what the server saw.
+    #[arg(long)]
+    udp: bool,
     /// No access log (one line per request); for benchmarks.
     #[arg(short, long)]
     quiet: bool,
@@ -248,6 +252,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         max_conns,
         shutdown_grace,
         timeouts,
+        udp: args.udp,
     };
     let reactor = bind_first(&spec, &candidates, config)?;
     let addr = reactor.local_addr();
@@ -257,7 +262,11 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     }
     // The one line scripts wait for: it carries the real port when asked for port 0.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on {addr}");
+    match reactor.serves_udp() {
+        true => writeln!(stdout, "listening on {addr} (tcp and udp)"),
+        false => writeln!(stdout, "listening on {addr}"),
+    }
+    .ok();
     let _ = stdout.flush();
     drop(stdout);
     log::info!(

@@ -71,12 +71,15 @@ use crate::listener::{self, ListenOptions};
 use crate::table::{ConnRow, ConnTable, Format, Rendered};
 pub use crate::timer::Timeouts;
 use crate::timer::{Fired, Timers};
+use crate::udp::{Drained, Udp};
 
 /// The listening socket's token. Slab keys count up from 0, so the fixed
 /// tokens sit at the other end of the range, where no key will ever reach.
 pub const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the signal pipe (SIGINT and SIGTERM stop, SIGUSR1 logs the table).
 pub const SIGNALS: Token = Token(usize::MAX - 2);
+/// The token of the UDP socket (`--udp`), on the listener's port number.
+pub const UDP: Token = Token(usize::MAX - 3);
 
 /// Size of the one read buffer that all connections share. 64 KiB takes a
 /// pipelined burst in one `read`; per connection it would cost 1 GiB at
@@ -114,6 +117,8 @@ pub struct ServerConfig {
     /// After SIGINT/SIGTERM, how long in-flight requests get to finish.
     pub shutdown_grace: Duration,
     pub timeouts: Timeouts,
+    /// Also serve UDP on the listener's address and port number (`--udp`).
+    pub udp: bool,
 }
 
 /// What a run of the server did, printed when it stops.
@@ -131,6 +136,13 @@ pub struct Reactor {
     local_addr: SocketAddr,
     started: Instant,
     signals: Signals,
+    /// The UDP socket on the same port number, with `--udp`.
+    udp: Option<Udp>,
+    /// The UDP socket may hold datagrams no event will announce (this
+    /// turn's budget ran out).
+    udp_ready: bool,
+    /// When idle UDP flows were last forgotten.
+    flows_swept: Instant,
     /// Every accepted connection; the key is the connection's mio token.
     conns: Slab<Connection>,
     /// Turns of the loop so far (one per `epoll_wait`).
@@ -181,12 +193,25 @@ impl Reactor {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| Error::io("registering the signal pipe", e))?;
+        let udp = match config.udp {
+            true => {
+                let mut udp = Udp::bind(local_addr, config.listen.ipv6_only)?;
+                registry
+                    .register(udp.socket_mut(), UDP, Interest::READABLE)
+                    .map_err(|e| Error::io("registering the UDP socket", e))?;
+                Some(udp)
+            }
+            false => None,
+        };
         Ok(Reactor {
             poll,
             listener: Some(listener),
             local_addr,
             started: Instant::now(),
             signals,
+            udp,
+            udp_ready: false,
+            flows_swept: Instant::now(),
             conns: Slab::new(),
             turn: 0,
             freed_in_turn: Vec::new(),
@@ -210,6 +235,11 @@ impl Reactor {
         self.local_addr
     }
 
+    /// Whether a UDP socket shares the listener's port number (`--udp`).
+    pub fn serves_udp(&self) -> bool {
+        self.udp.is_some()
+    }
+
     /// Runs until SIGINT or SIGTERM, then finishes in-flight requests.
     pub fn run(mut self) -> Result<Summary> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
@@ -227,6 +257,7 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_some(),
                     SIGNALS => self.on_signal(),
+                    UDP => self.on_datagrams(),
                     Token(key) => self.on_connection_event(key, Readiness::from(event)),
                 }
             }
@@ -266,7 +297,7 @@ impl Reactor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        if !self.ready.is_empty() || self.listener_ready {
+        if !self.ready.is_empty() || self.listener_ready || self.udp_ready {
             return Some(Instant::now()); // work is waiting: just look for new events
         }
         let retry = self.accept_paused.then(|| self.now + ACCEPT_RETRY);
@@ -312,6 +343,14 @@ impl Reactor {
         }
         trace!("accept budget of {ACCEPTS_PER_TURN} spent: the listener waits on the ready list");
         self.listener_ready = true;
+    }
+
+    /// Reads and answers the datagrams waiting on the UDP socket, at most a
+    /// turn's budget (see [`Udp::on_readable`]); the rest waits on the ready list.
+    fn on_datagrams(&mut self) {
+        if let Some(udp) = &mut self.udp {
+            self.udp_ready = udp.on_readable(&mut self.read_buf, self.now) == Drained::Budget;
+        }
     }
 
     /// Descriptors the server holds for clients: one socket per connection,
@@ -512,6 +551,7 @@ impl Reactor {
         // Field by field, not a method on `self`: `write_buf` is borrowed mutably below.
         let view = SlabView {
             conns: &self.conns,
+            udp: self.udp.as_ref(),
             listen: self.local_addr,
             started: self.started,
             stats: self.stats,
@@ -617,6 +657,9 @@ impl Reactor {
     fn run_ready(&mut self) {
         if self.listener_ready {
             self.accept_some();
+        }
+        if self.udp_ready {
+            self.on_datagrams();
         }
         let mut ready = mem::take(&mut self.ready);
         for &(key, serial) in &ready {
@@ -731,6 +774,12 @@ impl Reactor {
         if self.accept_paused && !self.listener_ready {
             self.accept_some();
         }
+        if let Some(udp) = &mut self.udp {
+            if self.now.duration_since(self.flows_swept) >= Duration::from_secs(1) {
+                udp.expire(self.now);
+                self.flows_swept = self.now;
+            }
+        }
         if self.write_buf.capacity() > 4 * READ_BUFFER {
             // A huge response (a big /_/conns) grew the shared buffer; give it back.
             self.write_buf = Vec::with_capacity(READ_BUFFER);
@@ -779,6 +828,10 @@ impl Reactor {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut udp) = self.udp.take() {
+            let _ = self.poll.registry().deregister(udp.socket_mut());
+            self.udp_ready = false;
+        }
         // Closing connections while iterating over their keys is safe here:
         // this runs between events, and any event of this turn still to come
         // for a key closed now is dropped (see `freed_in_turn`).
@@ -802,6 +855,7 @@ impl Reactor {
     fn view(&self) -> SlabView<'_> {
         SlabView {
             conns: &self.conns,
+            udp: self.udp.as_ref(),
             listen: self.local_addr,
             started: self.started,
             stats: self.stats,
@@ -835,6 +889,7 @@ impl From<&Event> for Readiness {
 /// The slab seen by the HTTP code, for `/_/conns`.
 struct SlabView<'a> {
     conns: &'a Slab<Connection>,
+    udp: Option<&'a Udp>,
     listen: SocketAddr,
     started: Instant,
     stats: Summary,
@@ -864,13 +919,22 @@ impl SlabView<'_> {
             self.listen,
             now.duration_since(self.started),
         ));
+        if let Some(udp) = self.udp {
+            table.push(udp.socket_row(now));
+        }
+        let fixed = table.len();
         table.extend(self.conns.iter().take(rows).map(|(_, c)| c.row(now, false)));
+        let hidden = self.conns.len() - (table.len() - fixed);
+        if let Some(udp) = self.udp {
+            table.extend(udp.flow_rows(now, rows));
+        }
         ConnTable {
             listen: self.listen,
             open: self.conns.len(),
             accepted: self.stats.accepted,
             served: self.stats.served,
-            hidden: self.conns.len() - (table.len() - 1),
+            hidden,
+            udp_peers: self.udp.map(Udp::flows),
             rows: table,
         }
     }
@@ -922,6 +986,7 @@ mod tests {
             max_conns: 100,
             shutdown_grace: Duration::from_secs(1),
             timeouts: Timeouts::default(),
+            udp: false,
         })
         .unwrap()
     }

@@ -28,7 +28,7 @@ pub struct ConnRow {
     /// The TCP state as netstat would name it: LISTEN, ESTABLISHED,
     /// CLOSE_WAIT once the client has closed its side, FIN_WAIT2 once we
     /// have closed ours.
-    pub state: TcpState,
+    pub state: RowState,
     /// What the server is doing with the socket.
     pub phase: Phase,
     /// Milliseconds since the connection was accepted (or the listener bound).
@@ -50,7 +50,7 @@ impl ConnRow {
             proto: "tcp",
             local,
             remote: None,
-            state: TcpState::Listen,
+            state: RowState::Tcp(TcpState::Listen),
             phase: Phase::Accept,
             age_ms: age.as_millis() as u64,
             bytes_in: 0,
@@ -58,6 +58,37 @@ impl ConnRow {
             requests: None,
             you: false,
         }
+    }
+}
+
+/// A row's `State` column, as netstat would name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    /// A TCP socket: LISTEN, ESTABLISHED, CLOSE_WAIT, FIN_WAIT2...
+    Tcp(TcpState),
+    /// A UDP socket (and a UDP peer): there is no connection, and netstat
+    /// and ss call that UNCONN.
+    Unconnected,
+}
+
+impl RowState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowState::Tcp(state) => state.name(),
+            RowState::Unconnected => "UNCONN",
+        }
+    }
+}
+
+impl std::fmt::Display for RowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl Serialize for RowState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -77,6 +108,10 @@ pub enum Phase {
     Closing,
     /// Our FIN is sent; reading and discarding until the client closes.
     Linger,
+    /// The UDP socket: receiving datagrams from anyone.
+    Receive,
+    /// A UDP peer heard from recently (no socket of its own).
+    Flow,
 }
 
 impl Phase {
@@ -88,6 +123,8 @@ impl Phase {
             Phase::Writing => "writing",
             Phase::Closing => "closing",
             Phase::Linger => "linger",
+            Phase::Receive => "recv",
+            Phase::Flow => "flow",
         }
     }
 }
@@ -117,6 +154,8 @@ pub struct ConnTable {
     pub served: u64,
     /// Connections left out of `rows` by the row limit.
     pub hidden: usize,
+    /// UDP peers remembered, with `--udp` (their rows follow the connections').
+    pub udp_peers: Option<usize>,
     /// The listener first, then the connections by token.
     pub rows: Vec<ConnRow>,
 }
@@ -139,6 +178,7 @@ impl ConnTable {
             accepted: 0,
             served: 0,
             hidden: 0,
+            udp_peers: None,
             rows: Vec::new(),
         }
     }
@@ -184,7 +224,7 @@ impl ConnTable {
         };
         let mut out =
             String::with_capacity(160 + (widths.local + widths.remote + 80) * self.rows.len());
-        let _ = writeln!(
+        let _ = write!(
             out,
             "fivetuple on {}: {} open, {} accepted, {} {} served",
             self.listen,
@@ -197,6 +237,11 @@ impl ConnTable {
                 "requests"
             }
         );
+        if let Some(peers) = self.udp_peers {
+            let noun = if peers == 1 { "peer" } else { "peers" };
+            let _ = write!(out, ", {peers} UDP {noun}");
+        }
+        out.push('\n');
         let _ = writeln!(
             out,
             "{:<7} {:<5} {:<lw$} {:<rw$} {:<11} {:<7} {:>7} {:>10} {:>10} {:>8}",
@@ -246,8 +291,11 @@ impl ConnTable {
     }
 
     fn render_json_rows(&self) -> Rendered {
+        let udp_peers = self
+            .udp_peers
+            .map_or_else(|| "null".to_string(), |n| n.to_string());
         let mut out = format!(
-            "{{\"listen\":\"{}\",\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"rows\":[",
+            "{{\"listen\":\"{}\",\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"udp_peers\":{udp_peers},\"rows\":[",
             self.listen, self.open, self.accepted, self.served, self.hidden
         )
         .into_bytes();
@@ -339,9 +387,12 @@ struct Widths {
 impl Widths {
     /// One row of the text table, without its newline.
     fn write_row(&self, out: &mut String, row: &ConnRow) {
-        let token = row
-            .token
-            .map_or_else(|| "listen".to_string(), |t| t.to_string());
+        let token = match (row.token, row.phase) {
+            (Some(t), _) => t.to_string(),
+            (None, Phase::Accept) => "listen".to_string(),
+            (None, Phase::Receive) => "udp".to_string(),
+            (None, _) => "-".to_string(),
+        };
         let requests = row
             .requests
             .map_or_else(|| "-".to_string(), |n| n.to_string());
@@ -419,7 +470,7 @@ mod tests {
             proto: "tcp",
             local,
             remote: Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            state: TcpState::Established,
+            state: RowState::Tcp(TcpState::Established),
             phase: Phase::Idle,
             age_ms: 1200,
             bytes_in: 78,
@@ -433,11 +484,12 @@ mod tests {
             accepted: 2,
             served: 1,
             hidden: 0,
+            udp_peers: None,
             rows: vec![
                 ConnRow {
                     token: None,
                     remote: None,
-                    state: TcpState::Listen,
+                    state: RowState::Tcp(TcpState::Listen),
                     phase: Phase::Accept,
                     local: "0.0.0.0:500".parse().unwrap(),
                     requests: None,

@@ -63,7 +63,9 @@ impl Server {
         let out_lines = stdout.clone();
         thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
+                if let Some(rest) = line.strip_prefix("listening on ") {
+                    // `ADDR`, or `ADDR (tcp and udp)` with --udp.
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(addr.to_string());
                 }
                 out_lines.lock().unwrap().push(line);
