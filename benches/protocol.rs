@@ -45,6 +45,7 @@ fn table(rows: usize) -> ConnTable {
                 bytes_out: 140,
                 requests: Some(1),
                 you: i == 7,
+                client: None,
             })
             .collect(),
     }

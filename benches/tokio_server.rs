@@ -64,6 +64,7 @@ impl Host for Registry {
             bytes_out: 0,
             requests: Some(0),
             you,
+            client: None,
         };
         let mut table = vec![ConnRow::listener(
             self.listen,

@@ -31,6 +31,7 @@ use mio::net::TcpStream;
 
 use crate::http::{Peer, Progress, Session};
 use crate::procnet::TcpState;
+use crate::proxy::{self, Origin};
 use crate::table::{ConnRow, Phase, RowState};
 use crate::timer::{Deadline, Fired, Timeouts};
 
@@ -97,6 +98,18 @@ pub enum Step {
     Wait,
 }
 
+/// What the bytes of a read did to a connection that expects a PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preface {
+    /// The header is not complete: nothing of the request may be read yet.
+    Waiting,
+    /// The header is complete (or none was expected); the request starts
+    /// this many bytes into the read.
+    Done(usize),
+    /// Not a valid header: the connection is closed, unanswered.
+    Invalid(&'static str),
+}
+
 /// The result of one `read` call.
 #[derive(Debug)]
 pub enum ReadOutcome {
@@ -147,6 +160,11 @@ pub struct Connection {
     scheduled: bool,
     /// When the connection times out, and what that counts from.
     deadline: Deadline,
+    /// With `--proxy-protocol`, the PROXY header's bytes so far, until it is
+    /// complete: the request is not read before that.
+    preface: Option<Vec<u8>>,
+    /// The original client's connection, from the PROXY header.
+    origin: Option<Origin>,
     /// The HTTP state: any unfinished request.
     session: Session,
     /// Response bytes the kernel has not taken yet.
@@ -156,7 +174,14 @@ pub struct Connection {
 impl Connection {
     /// A connection just accepted, with its request probably already in the
     /// socket: an HTTP client sends it as soon as it is connected.
-    pub fn new(stream: TcpStream, peer: Peer, serial: u64, now: Instant) -> Connection {
+    /// With `expects_proxy`, its first bytes must be a PROXY protocol header.
+    pub fn new(
+        stream: TcpStream,
+        peer: Peer,
+        serial: u64,
+        now: Instant,
+        expects_proxy: bool,
+    ) -> Connection {
         Connection {
             stream,
             peer,
@@ -172,13 +197,65 @@ impl Connection {
             hangup: false,
             scheduled: false,
             deadline: Deadline::new(now),
+            preface: expects_proxy.then(Vec::new),
+            origin: None,
             session: Session::default(),
             out: Vec::new(),
         }
     }
 
+    /// The socket's own 5-tuple (and token): what the kernel knows.
     pub fn peer(&self) -> Peer {
         self.peer
+    }
+
+    /// The 5-tuple requests see (`/_/whoami`, the access log): the original
+    /// client's, from the PROXY header, when there is one.
+    pub fn http_peer(&self) -> Peer {
+        match self.origin {
+            Some(origin) => Peer {
+                token: self.peer.token,
+                local: origin.destination,
+                remote: origin.source,
+            },
+            None => self.peer,
+        }
+    }
+
+    /// Whether the PROXY header is still awaited.
+    pub fn awaits_preface(&self) -> bool {
+        self.preface.is_some()
+    }
+
+    /// Takes the bytes of a read while the PROXY header is awaited. In the
+    /// common case the whole header is in one read and nothing is copied;
+    /// a header in pieces is kept (at most `proxy::MAX_HEADER` bytes).
+    pub fn take_preface(&mut self, bytes: &[u8]) -> Preface {
+        let Some(held) = &mut self.preface else {
+            return Preface::Done(0);
+        };
+        let before = held.len();
+        let parsed = if before == 0 {
+            proxy::parse(bytes)
+        } else {
+            held.extend_from_slice(bytes);
+            proxy::parse(held)
+        };
+        match parsed {
+            proxy::Header::Incomplete => {
+                if before == 0 {
+                    held.extend_from_slice(bytes);
+                }
+                Preface::Waiting
+            }
+            proxy::Header::Complete(len, origin) => {
+                self.preface = None;
+                self.origin = origin;
+                self.deadline.request_done(); // the request's clock starts at its own first byte
+                Preface::Done(len - before)
+            }
+            proxy::Header::Invalid(why) => Preface::Invalid(why),
+        }
     }
 
     pub fn serial(&self) -> u64 {
@@ -408,7 +485,7 @@ impl Connection {
             Waiting::ClientToLeave
         } else if !self.out.is_empty() || self.session.wants_resume() {
             Waiting::ClientToRead
-        } else if self.session.mid_request() || self.unread {
+        } else if self.session.mid_request() || self.unread || self.preface.is_some() {
             Waiting::RestOfRequest
         } else {
             Waiting::NextRequest
@@ -484,6 +561,7 @@ impl Connection {
             Stage::Lingering { .. } => Phase::Linger,
             _ if !self.out.is_empty() => Phase::Writing,
             Stage::Closing => Phase::Closing,
+            Stage::Open if self.preface.is_some() => Phase::Reading,
             Stage::Open => self.session.phase(),
         };
         // As netstat would name the kernel's state: our FIN sent and theirs
@@ -506,6 +584,7 @@ impl Connection {
             bytes_out: self.bytes_out,
             requests: Some(self.requests),
             you,
+            client: self.origin,
         }
     }
 

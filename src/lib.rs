@@ -27,6 +27,8 @@
 //!   safe gate; big files streamed as the connection drains.
 //! - [`client`]: `fivetuple connect`, a small mio client event loop.
 //! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
+//! - [`proxy`]: the PROXY protocol header a load balancer sends first, with
+//!   the original client's addresses (`serve --proxy-protocol`).
 //! - [`udp`]: `serve --udp`, a UDP socket on the listener's port number:
 //!   one socket for every peer, told apart by each datagram's source.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
@@ -41,6 +43,7 @@ pub mod files;
 pub mod http;
 pub mod listener;
 pub mod procnet;
+pub mod proxy;
 pub mod reactor;
 pub mod table;
 pub mod timer;

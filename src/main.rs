@@ -58,6 +58,12 @@ struct ServeArgs {
     /// gets one datagram back saying what the server saw.
     #[arg(long)]
     udp: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// a load balancer such as HAProxy (`send-proxy-v2`): the table and
+    /// /_/whoami then show the original client. Never guessed: use it only
+    /// behind a balancer that always sends one.
+    #[arg(long)]
+    proxy_protocol: bool,
     /// No access log (one line per request); for benchmarks.
     #[arg(short, long)]
     quiet: bool,
@@ -253,6 +259,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         shutdown_grace,
         timeouts,
         udp: args.udp,
+        proxy_protocol: args.proxy_protocol,
     };
     let reactor = bind_first(&spec, &candidates, config)?;
     let addr = reactor.local_addr();

@@ -64,7 +64,7 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{Connection, ReadOutcome, Step, Waiting};
+use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// Also serve UDP on the listener's address and port number (`--udp`).
     pub udp: bool,
+    /// Every connection starts with a PROXY protocol header from a load
+    /// balancer (`--proxy-protocol`).
+    pub proxy_protocol: bool,
 }
 
 /// What a run of the server did, printed when it stops.
@@ -405,7 +408,13 @@ impl Reactor {
             remote,
         };
         debug!("accept {peer}, token {key}; {open} open");
-        entry.insert(Connection::new(stream, peer, self.stats.accepted, self.now));
+        entry.insert(Connection::new(
+            stream,
+            peer,
+            self.stats.accepted,
+            self.now,
+            self.config.proxy_protocol,
+        ));
         // An HTTP client sends its request as soon as it is connected, so
         // the request is often here before we accept. Try a read now rather
         // than one turn of the loop later; if nothing has come, it costs
@@ -499,7 +508,9 @@ impl Reactor {
         loop {
             match self.conns[key].read_chunk(&mut self.read_buf) {
                 ReadOutcome::Data(n) => {
-                    self.answer(key, n);
+                    if !self.answer(key, n) {
+                        return false;
+                    }
                     budget = budget.saturating_sub(n);
                     // Stop at an empty socket, a spent budget, or when the
                     // protocol stops taking input; what is left is noted by
@@ -522,11 +533,25 @@ impl Reactor {
     }
 
     /// Hands `n` bytes from the read buffer to the connection's HTTP
-    /// session, which appends the responses to `write_buf`.
-    fn answer(&mut self, key: usize, n: usize) {
-        self.with_session(key, |session, ctx, read_buf, write_buf| {
-            session.feed(&read_buf[..n], ctx, write_buf)
-        });
+    /// session, which appends the responses to `write_buf`; with
+    /// `--proxy-protocol`, only what follows the PROXY header. Returns false
+    /// if the header was invalid and the connection is closed.
+    fn answer(&mut self, key: usize, n: usize) -> bool {
+        let start = match self.conns[key].take_preface(&self.read_buf[..n]) {
+            Preface::Waiting => return true,
+            Preface::Done(start) => start,
+            Preface::Invalid(why) => {
+                info!("{}: {why}; closing", self.conns[key].peer().remote);
+                self.close(key, why);
+                return false;
+            }
+        };
+        if start < n {
+            self.with_session(key, |session, ctx, read_buf, write_buf| {
+                session.feed(&read_buf[start..n], ctx, write_buf)
+            });
+        }
+        true
     }
 
     /// Gives the connection's session its next turn without reading.
@@ -547,7 +572,7 @@ impl Reactor {
         // `/_/conns` can look at the whole slab while this entry is in use.
         let conn = &mut self.conns[key];
         let mut session = conn.take_session();
-        let peer = conn.peer();
+        let peer = conn.http_peer();
         // Field by field, not a method on `self`: `write_buf` is borrowed mutably below.
         let view = SlabView {
             conns: &self.conns,
@@ -712,6 +737,10 @@ impl Reactor {
             Waiting::ClientToRead => {
                 info!("{remote}: send timeout, the client stopped reading; closing");
                 self.close(key, "send timeout");
+            }
+            Waiting::RestOfRequest if conn.awaits_preface() => {
+                info!("{remote}: the PROXY header did not arrive in time; closing");
+                self.close(key, "PROXY header timeout");
             }
             Waiting::RestOfRequest => {
                 info!("{remote}: header timeout, the request did not arrive in time: 408");
@@ -987,6 +1016,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
             timeouts: Timeouts::default(),
             udp: false,
+            proxy_protocol: false,
         })
         .unwrap()
     }

@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 use crate::procnet::TcpState;
+use crate::proxy::Origin;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub struct ConnRow {
     pub requests: Option<u64>,
     /// True on the row of the connection that asked for the table.
     pub you: bool,
+    /// Behind a load balancer (`--proxy-protocol`): the original client's
+    /// connection, from the PROXY header. `local` and `remote` stay the
+    /// balancer's connection to us, the socket the kernel knows.
+    pub client: Option<Origin>,
 }
 
 impl ConnRow {
@@ -57,6 +62,7 @@ impl ConnRow {
             bytes_out: 0,
             requests: None,
             you: false,
+            client: None,
         }
     }
 }
@@ -412,6 +418,9 @@ impl Widths {
             lw = self.local,
             rw = self.remote,
         );
+        if let Some(client) = row.client {
+            let _ = write!(out, "  client {} -> {}", client.source, client.destination);
+        }
         if row.you {
             out.push_str("  <- you");
         }
@@ -477,6 +486,7 @@ mod tests {
             bytes_out: 0,
             requests: Some(0),
             you,
+            client: None,
         };
         ConnTable {
             listen: "0.0.0.0:500".parse().unwrap(),

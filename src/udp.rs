@@ -232,6 +232,7 @@ impl Udp {
             bytes_out: self.stats.bytes_out,
             requests: Some(self.stats.datagrams_out),
             you: false,
+            client: None,
         }
     }
 
@@ -254,6 +255,7 @@ impl Udp {
                 bytes_out: f.bytes_out,
                 requests: Some(f.datagrams_out),
                 you: false,
+                client: None,
             })
             .collect()
     }
