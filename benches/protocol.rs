@@ -29,6 +29,7 @@ fn table(rows: usize) -> ConnTable {
         served: 0,
         hidden: 0,
         udp_peers: None,
+        worker: None,
         rows: (0..rows)
             .map(|i| ConnRow {
                 token: Some(i),

@@ -80,6 +80,7 @@ impl Host for Registry {
             served: 0,
             hidden: conns.len() - shown,
             udp_peers: None,
+            worker: None,
             rows: table,
         };
         drop(conns);

@@ -31,6 +31,8 @@
 //!   the original client's addresses (`serve --proxy-protocol`).
 //! - [`udp`]: `serve --udp`, a UDP socket on the listener's port number:
 //!   one socket for every peer, told apart by each datagram's source.
+//! - [`workers`]: `serve --workers N`, several reactors on one port
+//!   (SO_REUSEPORT), sharing nothing but a board of posted tables.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
@@ -48,5 +50,6 @@ pub mod reactor;
 pub mod table;
 pub mod timer;
 pub mod udp;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -34,6 +34,10 @@ pub struct ListenOptions {
     /// For an IPv6 address: refuse IPv4 clients instead of taking them as
     /// IPv4-mapped addresses.
     pub ipv6_only: bool,
+    /// SO_REUSEPORT: several sockets listen on the same address and port,
+    /// and the kernel spreads new connections across them by a hash of
+    /// the 4-tuple (`serve --workers N`: one socket per worker).
+    pub reuse_port: bool,
 }
 
 /// Binds and listens, turning the two errors a user meets most into
@@ -50,6 +54,9 @@ fn build(opts: &ListenOptions) -> io::Result<Socket> {
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if opts.addr.is_ipv6() {
         socket.set_only_v6(opts.ipv6_only)?;
     }
@@ -239,6 +246,7 @@ mod tests {
             addr: addr.parse().unwrap(),
             backlog: 16,
             ipv6_only: false,
+            reuse_port: false,
         }
     }
 

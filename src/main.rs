@@ -14,7 +14,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use fivetuple::files::Site;
 use fivetuple::http::parse::{Limits, HEADER_SLOTS};
 use fivetuple::listener::{self, ListenOptions, ListenSpec};
-use fivetuple::reactor::{Reactor, ServerConfig, Timeouts};
+use fivetuple::reactor::{ServerConfig, Timeouts};
+use fivetuple::workers::Pool;
 use fivetuple::{client, http, procnet, Error, Result};
 
 /// How can a server handle many connections on the same port? Watch it happen.
@@ -64,6 +65,13 @@ struct ServeArgs {
     /// behind a balancer that always sends one.
     #[arg(long)]
     proxy_protocol: bool,
+    /// Run N reactors (threads), each with its own listening socket on the
+    /// same port (SO_REUSEPORT); 0 means one per core.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// Pin each worker to a core of its own.
+    #[arg(long)]
+    pin: bool,
     /// No access log (one line per request); for benchmarks.
     #[arg(short, long)]
     quiet: bool,
@@ -246,6 +254,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
             addr: candidates[0],
             backlog: args.backlog,
             ipv6_only: args.ipv6_only,
+            reuse_port: false,
         },
         http: http::Config {
             limits: limits(args)?,
@@ -261,8 +270,14 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         udp: args.udp,
         proxy_protocol: args.proxy_protocol,
     };
-    let reactor = bind_first(&spec, &candidates, config)?;
+    let reactor = bind_first(&spec, &candidates, config, args.workers, args.pin)?;
     let addr = reactor.local_addr();
+    if reactor.workers() > 1 {
+        log::info!(
+            "{} workers, each with its own listening socket on {addr} (SO_REUSEPORT)",
+            reactor.workers()
+        );
+    }
     match fd_limit {
         Ok(limit) => log::info!("open-files limit: {limit} (each connection takes one)"),
         Err(e) => log::warn!("cannot read or raise the open-files limit: {e}"),
@@ -307,12 +322,14 @@ fn bind_first(
     spec: &ListenSpec,
     candidates: &[SocketAddr],
     config: ServerConfig,
-) -> Result<Reactor> {
+    workers: usize,
+    pin: bool,
+) -> Result<Pool> {
     let mut errors = Vec::new();
     for &addr in candidates {
         let mut attempt = config.clone();
         attempt.listen.addr = addr;
-        match Reactor::bind(attempt) {
+        match Pool::bind(attempt, workers, pin) {
             Ok(reactor) => {
                 explain_choice(spec, candidates, reactor.local_addr(), &errors);
                 return Ok(reactor);

@@ -51,9 +51,11 @@
 //! never-reused serial number instead.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::mem;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
@@ -68,10 +70,11 @@ use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
-use crate::table::{ConnRow, ConnTable, Format, Rendered};
+use crate::table::{ConnRow, ConnTable, Format, Rendered, DEFAULT_ROWS};
 pub use crate::timer::Timeouts;
 use crate::timer::{Fired, Timers};
 use crate::udp::{Drained, Udp};
+use crate::workers::Board;
 
 /// The listening socket's token. Slab keys count up from 0, so the fixed
 /// tokens sit at the other end of the range, where no key will ever reach.
@@ -80,6 +83,9 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 /// The token of the UDP socket (`--udp`), on the listener's port number.
 pub const UDP: Token = Token(usize::MAX - 3);
+/// The token of the waker through which other workers ask for this one's
+/// table (`--workers N`); the turn it wakes posts the table.
+pub const WAKER: Token = Token(usize::MAX - 4);
 
 /// Size of the one read buffer that all connections share. 64 KiB takes a
 /// pipelined burst in one `read`; per connection it would cost 1 GiB at
@@ -175,6 +181,9 @@ pub struct Reactor {
     stats: Summary,
     /// `accept` failed for lack of file descriptors; retry when one frees up.
     accept_paused: bool,
+    /// With `--workers N`: this worker's number, the board where the
+    /// workers post their tables, and when this one last posted.
+    seat: Option<Seat>,
     /// When shutdown began; connections get `shutdown_grace` from here.
     shutting_down_since: Option<Instant>,
 }
@@ -229,6 +238,7 @@ impl Reactor {
             config,
             stats: Summary::default(),
             accept_paused: false,
+            seat: None,
             shutting_down_since: None,
         })
     }
@@ -236,6 +246,20 @@ impl Reactor {
     /// The address the server listens on, with the real port.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Makes this reactor worker `index` of several sharing `board`, with a
+    /// waker in its `Poll` through which the others can ask for its table.
+    pub fn join_board(&mut self, index: usize, board: Arc<Board>) -> Result<()> {
+        let waker = mio::Waker::new(self.poll.registry(), WAKER)
+            .map_err(|e| Error::io("creating a worker's waker", e))?;
+        board.set_waker(index, Arc::new(waker));
+        self.seat = Some(Seat {
+            index,
+            board,
+            posted_at: self.started,
+        });
+        Ok(())
     }
 
     /// Whether a UDP socket shares the listener's port number (`--udp`).
@@ -261,6 +285,7 @@ impl Reactor {
                     LISTENER => self.accept_some(),
                     SIGNALS => self.on_signal(),
                     UDP => self.on_datagrams(),
+                    WAKER => {} // `after_batch` posts the table that was asked for
                     Token(key) => self.on_connection_event(key, Readiness::from(event)),
                 }
             }
@@ -577,6 +602,7 @@ impl Reactor {
         let view = SlabView {
             conns: &self.conns,
             udp: self.udp.as_ref(),
+            seat: self.seat.as_ref(),
             listen: self.local_addr,
             started: self.started,
             stats: self.stats,
@@ -803,6 +829,15 @@ impl Reactor {
         if self.accept_paused && !self.listener_ready {
             self.accept_some();
         }
+        if let Some(seat) = &self.seat {
+            if seat.board.post_due(seat.posted_at, self.now) {
+                let table = self.view().snapshot(DEFAULT_ROWS);
+                if let Some(seat) = &mut self.seat {
+                    seat.board.post(seat.index, table, self.now);
+                    seat.posted_at = self.now;
+                }
+            }
+        }
         if let Some(udp) = &mut self.udp {
             if self.now.duration_since(self.flows_swept) >= Duration::from_secs(1) {
                 udp.expire(self.now);
@@ -885,6 +920,7 @@ impl Reactor {
         SlabView {
             conns: &self.conns,
             udp: self.udp.as_ref(),
+            seat: self.seat.as_ref(),
             listen: self.local_addr,
             started: self.started,
             stats: self.stats,
@@ -894,6 +930,25 @@ impl Reactor {
 
     fn finished(&self) -> bool {
         self.shutting_down_since.is_some() && self.conns.is_empty()
+    }
+}
+
+/// A reactor's place among several workers (`serve --workers N`).
+#[derive(Debug)]
+struct Seat {
+    index: usize,
+    board: Arc<Board>,
+    /// When this worker last posted its table on the board.
+    posted_at: Instant,
+}
+
+/// `fmt::Write` into a byte vector.
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -919,6 +974,7 @@ impl From<&Event> for Readiness {
 struct SlabView<'a> {
     conns: &'a Slab<Connection>,
     udp: Option<&'a Udp>,
+    seat: Option<&'a Seat>,
     listen: SocketAddr,
     started: Instant,
     stats: Summary,
@@ -964,12 +1020,79 @@ impl SlabView<'_> {
             served: self.stats.served,
             hidden,
             udp_peers: self.udp.map(Udp::flows),
+            worker: self.seat.map(|s| s.index),
             rows: table,
         }
     }
 }
 
 impl Host for SlabView<'_> {
+    fn worker(&self) -> Option<usize> {
+        self.seat.map(|s| s.index)
+    }
+
+    /// This worker's live table, and every other worker's latest posted one.
+    fn write_all_workers(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
+        let Some(seat) = self.seat else {
+            return self.write_table(me, format, rows, out);
+        };
+        let now = Instant::now();
+        seat.board.ask(seat.index, now);
+        if format == Format::Json {
+            out.extend_from_slice(b"{\"workers\":[\n");
+        }
+        for index in 0..seat.board.len() {
+            let (age, table) = match index == seat.index {
+                true => (Duration::ZERO, None),
+                false => match seat.board.latest(index) {
+                    Some((at, table)) => (now.saturating_duration_since(at), Some(table)),
+                    None => (Duration::ZERO, None),
+                },
+            };
+            match format {
+                Format::Text => {
+                    let _ = writeln!(
+                        ByteWriter(out),
+                        "--- worker {index}{}",
+                        match (index == seat.index, &table) {
+                            (true, _) => " (yours, live)".to_string(),
+                            (false, Some(_)) => format!(" (as of {} ms ago)", age.as_millis()),
+                            (false, None) => " (no table posted yet: ask again)".to_string(),
+                        }
+                    );
+                }
+                Format::Json => {
+                    let _ = write!(
+                        ByteWriter(out),
+                        "{}{{\"worker\":{index},\"age_ms\":{},\"table\":",
+                        if index > 0 { ",\n" } else { "" },
+                        age.as_millis()
+                    );
+                }
+            }
+            if index == seat.index {
+                self.write_table(me, format, rows, out);
+            } else if let Some(table) = table {
+                table.render(format).write_for(None, out);
+            } else if format == Format::Json {
+                out.extend_from_slice(b"null");
+            }
+            if format == Format::Json {
+                // The table ends with a newline; the object closes after it.
+                if out.last() == Some(&b'\n') {
+                    out.pop();
+                }
+                out.push(b'}');
+            }
+            if format == Format::Text {
+                out.push(b'\n');
+            }
+        }
+        if format == Format::Json {
+            out.extend_from_slice(b"]}\n");
+        }
+    }
+
     fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
         let mut cache = self.cache.borrow_mut();
         let now = (self.stats.accepted, self.conns.len());
@@ -995,6 +1118,8 @@ fn token_name(token: Token) -> String {
     match token {
         LISTENER => "LISTENER".to_string(),
         SIGNALS => "SIGNALS".to_string(),
+        UDP => "UDP".to_string(),
+        WAKER => "WAKER".to_string(),
         Token(key) => key.to_string(),
     }
 }
@@ -1010,6 +1135,7 @@ mod tests {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 backlog: 128,
                 ipv6_only: false,
+                reuse_port: false,
             },
             http: http::Config::default(),
             max_conns: 100,

@@ -162,6 +162,8 @@ pub struct ConnTable {
     pub hidden: usize,
     /// UDP peers remembered, with `--udp` (their rows follow the connections').
     pub udp_peers: Option<usize>,
+    /// With `--workers N`: which worker's table this is.
+    pub worker: Option<usize>,
     /// The listener first, then the connections by token.
     pub rows: Vec<ConnRow>,
 }
@@ -185,6 +187,7 @@ impl ConnTable {
             served: 0,
             hidden: 0,
             udp_peers: None,
+            worker: None,
             rows: Vec::new(),
         }
     }
@@ -230,9 +233,12 @@ impl ConnTable {
         };
         let mut out =
             String::with_capacity(160 + (widths.local + widths.remote + 80) * self.rows.len());
+        let worker = self
+            .worker
+            .map_or_else(String::new, |w| format!(", worker {w}"));
         let _ = write!(
             out,
-            "fivetuple on {}: {} open, {} accepted, {} {} served",
+            "fivetuple on {}{worker}: {} open, {} accepted, {} {} served",
             self.listen,
             self.open,
             self.accepted,
@@ -300,8 +306,11 @@ impl ConnTable {
         let udp_peers = self
             .udp_peers
             .map_or_else(|| "null".to_string(), |n| n.to_string());
+        let worker = self
+            .worker
+            .map_or_else(|| "null".to_string(), |n| n.to_string());
         let mut out = format!(
-            "{{\"listen\":\"{}\",\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"udp_peers\":{udp_peers},\"rows\":[",
+            "{{\"listen\":\"{}\",\"worker\":{worker},\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"udp_peers\":{udp_peers},\"rows\":[",
             self.listen, self.open, self.accepted, self.served, self.hidden
         )
         .into_bytes();
@@ -495,6 +504,7 @@ mod tests {
             served: 1,
             hidden: 0,
             udp_peers: None,
+            worker: None,
             rows: vec![
                 ConnRow {
                     token: None,

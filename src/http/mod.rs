@@ -73,6 +73,18 @@ pub trait Host {
     /// marked. A server answering many requesters at once may share one
     /// rendering among them (see [`crate::table::Rendered`]).
     fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>);
+
+    /// Every worker's table (`serve --workers N`); a server with one
+    /// reactor has one table.
+    fn write_all_workers(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
+        self.write_table(me, format, rows, out);
+    }
+
+    /// Which worker (reactor thread) holds the connection, when there are
+    /// several.
+    fn worker(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What answers for a served directory (`--dir`, see `crate::files`). The

@@ -46,6 +46,8 @@ pub enum Route {
     /// `/_/conns` (text) and `/_/conns.json`: the live connection table,
     /// with at most this many connection rows (`?rows=N`, `?all`).
     Conns(Format, usize),
+    /// `/_/conns?workers`: every worker's table (`serve --workers N`).
+    AllWorkers(Format, usize),
     /// `OPTIONS`: which methods are allowed.
     Options,
     /// A method other than GET, HEAD or OPTIONS.
@@ -107,12 +109,25 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
         "/_/" => Route::Index,
         "/_/hello" => Route::Hello,
         "/_/whoami" => Route::Whoami,
-        "/_/conns" => Route::Conns(Format::Text, rows_asked(target)),
-        "/_/conns.json" => Route::Conns(Format::Json, rows_asked(target)),
+        "/_/conns" => conns_route(Format::Text, target),
+        "/_/conns.json" => conns_route(Format::Json, target),
         _ if path.starts_with("/_/") => Route::NotFound,
         _ if files => Route::File(Box::default()),
         "/" => Route::Index,
         _ => Route::NotFound,
+    }
+}
+
+/// One worker's table, or every worker's with `?workers`.
+fn conns_route(format: Format, target: &str) -> Route {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    let all = query
+        .split('&')
+        .any(|pair| pair == "workers" || pair.starts_with("workers="));
+    match all {
+        true => Route::AllWorkers(format, rows_asked(target)),
+        false => Route::Conns(format, rows_asked(target)),
     }
 }
 
@@ -177,7 +192,13 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
         Route::Hello => ok(out, "text/plain", &[], b"Hello, World!"),
         Route::Whoami => {
             let p = &ctx.peer;
-            let text = format!("tcp {} <- {}, token {}\n", p.local, p.remote, p.token);
+            let text = match ctx.host.worker() {
+                Some(worker) => format!(
+                    "tcp {} <- {}, token {}, worker {worker}\n",
+                    p.local, p.remote, p.token
+                ),
+                None => format!("tcp {} <- {}, token {}\n", p.local, p.remote, p.token),
+            };
             ok(
                 out,
                 "text/plain; charset=utf-8",
@@ -185,10 +206,17 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
                 text.as_bytes(),
             )
         }
-        Route::Conns(format, rows) => {
+        Route::Conns(format, rows) | Route::AllWorkers(format, rows) => {
             let mut body = Vec::new();
-            ctx.host
-                .write_table(ctx.peer.token, *format, *rows, &mut body);
+            match route {
+                Route::AllWorkers(..) => {
+                    ctx.host
+                        .write_all_workers(ctx.peer.token, *format, *rows, &mut body)
+                }
+                _ => ctx
+                    .host
+                    .write_table(ctx.peer.token, *format, *rows, &mut body),
+            }
             let content_type = match format {
                 Format::Text => "text/plain; charset=utf-8",
                 Format::Json => "application/json",
@@ -301,6 +329,11 @@ mod tests {
                 Route::Conns(Format::Text, usize::MAX),
             ),
             ("GET", "/_/conns?rows=7", Route::Conns(Format::Text, 7)),
+            (
+                "GET",
+                "/_/conns?workers&rows=7",
+                Route::AllWorkers(Format::Text, 7),
+            ),
             (
                 "GET",
                 "/_/conns.json",
