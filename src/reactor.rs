@@ -598,16 +598,10 @@ impl Reactor {
         let conn = &mut self.conns[key];
         let mut session = conn.take_session();
         let peer = conn.http_peer();
-        // Field by field, not a method on `self`: `write_buf` is borrowed mutably below.
-        let view = SlabView {
-            conns: &self.conns,
-            udp: self.udp.as_ref(),
-            seat: self.seat.as_ref(),
-            listen: self.local_addr,
-            started: self.started,
-            stats: self.stats,
-            cache: &self.table_cache,
-        };
+        // The output buffer is taken out too (an empty Vec costs nothing),
+        // so that the rest of the reactor can be lent to the context whole.
+        let mut out = mem::take(&mut self.write_buf);
+        let view = self.view();
         let ctx = Ctx {
             peer,
             host: &view,
@@ -615,7 +609,8 @@ impl Reactor {
             config: &self.config.http,
             shutting_down: self.shutting_down_since.is_some(),
         };
-        let progress = step(&mut session, &ctx, &self.read_buf, &mut self.write_buf);
+        let progress = step(&mut session, &ctx, &self.read_buf, &mut out);
+        self.write_buf = out;
         self.conns[key].put_session(session, progress);
     }
 
@@ -914,8 +909,7 @@ impl Reactor {
         }
     }
 
-    /// The slab as the HTTP code sees it (see `with_session` for why that
-    /// one builds its view field by field).
+    /// The slab as the HTTP code sees it.
     fn view(&self) -> SlabView<'_> {
         SlabView {
             conns: &self.conns,
