@@ -25,14 +25,23 @@
 //!   JSON renderings.
 //! - [`files`]: serving a directory (`--dir`) with every path through one
 //!   safe gate; big files streamed as the connection drains.
-//! - [`client`]: `fivetuple connect`, a small mio client event loop.
-//! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
+//! - [`client`]: `fivetuple connect`, a small mio client event loop that
+//!   speaks TCP, HTTP or UDP and shows both ends of each socket.
+//! - [`procnet`]: `fivetuple conns`, the kernel's tables from
+//!   `/proc/net/{tcp,udp}`, as netstat shows them.
+//! - [`sys`]: what the server's loop and the client's share: epoll with the
+//!   signal pipe in it, a wait that `EINTR` does not break, durations from
+//!   the command line.
 //! - [`udp`]: `serve --udp`, a UDP socket on the listener's port number:
 //!   one socket for every peer, told apart by each datagram's source.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
 //!   an exit code.
+//!
+//! The library prints nothing but logs. The binary (`src/main.rs`, with
+//! `src/cli/` for `connect` and `conns`) reads the command line, calls the
+//! library, and prints what it returns.
 
 pub mod client;
 pub mod connection;
@@ -42,6 +51,7 @@ pub mod http;
 pub mod listener;
 pub mod procnet;
 pub mod reactor;
+pub mod sys;
 pub mod table;
 pub mod timer;
 pub mod udp;
