@@ -122,13 +122,6 @@ struct Probe {
     outcome: Outcome,
 }
 
-/// A probe that failed before its exchange began: the local end if the
-/// kernel gave one (a UDP socket has it before sending), and why.
-struct NotStarted {
-    local: Option<SocketAddr>,
-    failure: Failure,
-}
-
 /// What an event says about a probe's socket.
 #[derive(Debug, Clone, Copy)]
 struct Readiness {
@@ -234,7 +227,7 @@ impl<'a> Client<'a> {
             let source = self.plan.source(self.launched);
             let target = self.targets.current();
             self.launched += 1;
-            if let Err(NotStarted { local, failure }) = self.start(target, source) {
+            if let Err(failure) = self.start(target, source) {
                 if self.targets.try_next(&failure) {
                     self.launched -= 1;
                     continue;
@@ -252,7 +245,6 @@ impl<'a> Client<'a> {
                     written: 0,
                     reply: Vec::new(),
                     outcome: Outcome {
-                        local,
                         error: Some(failure),
                         ..Outcome::new(self.plan.mode.proto(), target, source)
                     },
@@ -287,28 +279,25 @@ impl<'a> Client<'a> {
         self.next_serial
     }
 
-    /// Opens one probe's socket and puts it in the slab.
+    /// Opens one probe's socket and puts it in the slab; or says why it
+    /// could not (the record then has no local end: nothing left from it).
     fn start(
         &mut self,
         target: SocketAddr,
         source: Option<IpAddr>,
-    ) -> std::result::Result<(), NotStarted> {
+    ) -> std::result::Result<(), Failure> {
         let outcome = Outcome::new(self.plan.mode.proto(), target, source);
-        let not_started = |failure| NotStarted {
-            local: None,
-            failure,
-        };
         // Before the connect call: on loopback the handshake is often over
         // by the time it returns.
         let started = Instant::now();
         let mut link = match self.plan.mode {
             Mode::Tcp | Mode::Http => match stream::start(target, source) {
                 Ok(stream) => Link::Stream(stream),
-                Err(failure) => return Err(not_started(failure)),
+                Err(failure) => return Err(failure),
             },
             Mode::Udp => match datagram::open(target, source) {
                 Ok((socket, _)) => Link::Datagram(socket),
-                Err(failure) => return Err(not_started(failure)),
+                Err(failure) => return Err(failure),
             },
         };
         let serial = self.serial();
@@ -323,8 +312,7 @@ impl<'a> Client<'a> {
             .registry()
             .register(&mut link, Token(key), interest)
         {
-            let failure = Failure::Other(format!("registering the socket: {e}"));
-            return Err(not_started(failure));
+            return Err(Failure::Other(format!("registering the socket: {e}")));
         }
         entry.insert(Probe {
             link: Some(link),
@@ -348,7 +336,7 @@ impl<'a> Client<'a> {
 
     /// A UDP probe's one datagram. The socket is registered first, so that
     /// an answer (or an ICMP error) is announced however fast it comes.
-    fn send_datagram(&mut self, key: usize) -> std::result::Result<(), NotStarted> {
+    fn send_datagram(&mut self, key: usize) -> std::result::Result<(), Failure> {
         let probe = &mut self.probes[key];
         let Some(Link::Datagram(socket)) = &probe.link else {
             return Ok(());
@@ -365,13 +353,10 @@ impl<'a> Client<'a> {
                 Ok(())
             }
             Err(failure) => {
-                // Dropped here: the socket closes. The record goes back to
-                // `launch`, which tries the next address or keeps it.
-                let probe = self.probes.remove(key);
-                Err(NotStarted {
-                    local: probe.outcome.local,
-                    failure,
-                })
+                // Dropped here: the socket closes. `launch` tries the next
+                // address or records the failure.
+                self.probes.remove(key);
+                Err(failure)
             }
         }
     }

@@ -317,7 +317,8 @@ pub fn line(o: &Outcome, show_reply: bool) -> String {
         _ => None,
     };
     match (&o.error, done) {
-        (Some(e), None) if proto == "udp" && o.sent > 0 => {
+        // A UDP probe has its local end once its datagram is sent.
+        (Some(e), None) if proto == "udp" && o.local.is_some() => {
             let _ = writeln!(
                 out,
                 "{proto} {local} -> {remote} sent {} B, then {}",
