@@ -155,7 +155,7 @@ fn nothing_listening_on_the_udp_port_is_named() {
     );
     assert!(
         stdout.contains(&format!(
-            "nothing listens on UDP port {} of {target}",
+            "nothing listens on UDP port {} at 127.0.0.1",
             server.port()
         )),
         "{stdout}"

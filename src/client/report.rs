@@ -215,13 +215,18 @@ impl Report {
                 self.target
             );
         }
-        if failed(|e| *e == Failure::PortUnreachable).is_some() {
+        let refused = self
+            .outcomes
+            .iter()
+            .find(|o| o.error == Some(Failure::PortUnreachable));
+        if let Some(o) = refused {
             let _ = writeln!(
                 out,
-                "nothing listens on UDP port {} of {}: TCP and UDP ports are separate, and \
-                 fivetuple serve answers UDP only with --udp",
-                self.first_target.port(),
-                self.target
+                "nothing listens on UDP port {} at {}: TCP and UDP ports are separate, so a TCP \
+                 server there does not count; fivetuple serve answers UDP only with --udp, and \
+                 only on the address it listens on",
+                o.remote.port(),
+                o.remote.ip()
             );
         }
         out
@@ -566,7 +571,7 @@ mod tests {
         };
         let text = report.text(TextStyle::default());
         assert!(
-            text.contains("nothing listens on UDP port 500 of localhost:500"),
+            text.contains("nothing listens on UDP port 500 at 127.0.0.1: TCP and UDP"),
             "{text}"
         );
         outcomes = (0..30).map(|_| udp_outcome(Some(view), None)).collect();
