@@ -4,7 +4,8 @@
 //! the same pair from the other side, so the two can be held side by side:
 //!
 //! - TCP, to `GET /_/whoami`: an HTTP 200 whose body is
-//!   `tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2`;
+//!   `tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2` (and `, worker 1`
+//!   when the server runs several reactors);
 //! - UDP, to any datagram: one datagram back,
 //!   `udp 127.0.0.1:500 <- 127.0.0.1:54321, 14 bytes`.
 //!
@@ -93,6 +94,8 @@ pub struct ServerView {
     pub client: SocketAddr,
     /// TCP: the connection's token (its slab key) in the server.
     pub token: Option<usize>,
+    /// TCP, with `serve --workers`: which reactor holds the connection.
+    pub worker: Option<usize>,
     /// UDP: the payload's length, as the server counted it.
     pub bytes: Option<usize>,
 }
@@ -112,7 +115,8 @@ impl ServerView {
     }
 }
 
-/// `tcp A <- B, token N` or `udp A <- B, N bytes`, and nothing else.
+/// `tcp A <- B, token N` (`, worker W` after it with several reactors) or
+/// `udp A <- B, N bytes`, and nothing else.
 pub fn parse_view(text: &str) -> Option<ServerView> {
     let (proto, rest) = text.split_once(' ')?;
     let proto = match proto {
@@ -127,15 +131,23 @@ pub fn parse_view(text: &str) -> Option<ServerView> {
             .ok()
             .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))
     };
-    let (token, bytes) = match proto {
-        "tcp" => (Some(number(detail.strip_prefix("token ")?)?), None),
-        _ => (None, Some(number(detail.strip_suffix(" bytes")?)?)),
+    let (token, worker, bytes) = match proto {
+        "tcp" => {
+            let detail = detail.strip_prefix("token ")?;
+            let (token, worker) = match detail.split_once(", worker ") {
+                Some((token, worker)) => (token, Some(number(worker)?)),
+                None => (detail, None),
+            };
+            (Some(number(token)?), worker, None)
+        }
+        _ => (None, None, Some(number(detail.strip_suffix(" bytes")?)?)),
     };
     Some(ServerView {
         proto,
         server: server.parse().ok()?,
         client: client.parse().ok()?,
         token,
+        worker,
         bytes,
     })
 }
@@ -236,6 +248,20 @@ mod tests {
             judge_whoami(&ok_but_other, false),
             Verdict::NotWhoami("\"HTTP/1.1 200 OK\" with the body \"Hello, World!\"".into())
         );
+        // With several reactors, the answer names the one holding the connection.
+        let worker = whoami_reply(
+            "200 OK",
+            "tcp 127.0.0.1:500 <- 127.0.0.1:1, token 3, worker 1\n",
+        );
+        assert!(matches!(judge_whoami(&worker, false), Verdict::Whoami(_)));
+        let bad_worker = whoami_reply(
+            "200 OK",
+            "tcp 127.0.0.1:500 <- 127.0.0.1:1, token 3, worker x",
+        );
+        assert!(matches!(
+            judge_whoami(&bad_worker, false),
+            Verdict::NotWhoami(_)
+        ));
         // A UDP answer is not a whoami answer.
         let udp = whoami_reply("200 OK", "udp 127.0.0.1:500 <- 127.0.0.1:1, 3 bytes");
         assert!(matches!(judge_whoami(&udp, false), Verdict::NotWhoami(_)));
