@@ -1,18 +1,19 @@
 //! Errors as values.
 //!
-//! The library never exits, and prints only what a command is for (its
-//! report on standard output): it returns an [`Error`], and the binary
-//! (`main.rs`) turns it into one line on stderr and an exit code. Two kinds
-//! matter to a user: a mistake they can fix by asking differently (exit
-//! code 2, and the message says how), and a failure of the machine at run
-//! time (exit code 1: a port that cannot be bound, a file that cannot be
-//! read), whose message says what to do where we know it.
+//! The library never exits and never prints (it logs): it returns what it
+//! found, or an [`Error`], and the binary (`main.rs`, `src/cli/`) prints
+//! the one, or turns the other into one line on stderr and an exit code.
+//! Two kinds of error matter to a user: a mistake they can fix by asking
+//! differently (exit code 2, and the message says how), and a failure of
+//! the machine at run time (exit code 1: a port that cannot be bound, a
+//! file that cannot be read), whose message says what to do where we know
+//! it.
 //!
 //! One more case is not a failure at all: the reader of our standard output
 //! went away (`fivetuple conns | head -1`). Like netstat and ss, a command
-//! then stops quietly; [`write_stdout`] turns that into
-//! [`Error::OutputClosed`], which the binary ends with exit code 0 and no
-//! message.
+//! then stops quietly; [`write_stdout`], which the binary prints with,
+//! turns that into [`Error::OutputClosed`], which the binary ends with exit
+//! code 0 and no message.
 
 use std::fmt;
 use std::io::{self, Write};

@@ -25,8 +25,13 @@
 //!   JSON renderings.
 //! - [`files`]: serving a directory (`--dir`) with every path through one
 //!   safe gate; big files streamed as the connection drains.
-//! - [`client`]: `fivetuple connect`, a small mio client event loop.
-//! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
+//! - [`client`]: `fivetuple connect`, a small mio client event loop that
+//!   speaks TCP, HTTP or UDP and shows both ends of each socket.
+//! - [`procnet`]: `fivetuple conns`, the kernel's tables from
+//!   `/proc/net/{tcp,udp}`, as netstat shows them.
+//! - [`sys`]: what the server's loop and the client's share: epoll with the
+//!   signal pipe in it, a wait that `EINTR` does not break, durations from
+//!   the command line.
 //! - [`proxy`]: the PROXY protocol header a load balancer sends first, with
 //!   the original client's addresses (`serve --proxy-protocol`).
 //! - [`udp`]: `serve --udp`, a UDP socket on the listener's port number:
@@ -37,6 +42,10 @@
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
 //!   an exit code.
+//!
+//! The library prints nothing but logs. The binary (`src/main.rs`, with
+//! `src/cli/` for `connect` and `conns`) reads the command line, calls the
+//! library, and prints what it returns.
 
 pub mod client;
 pub mod connection;
@@ -47,6 +56,7 @@ pub mod listener;
 pub mod procnet;
 pub mod proxy;
 pub mod reactor;
+pub mod sys;
 pub mod table;
 pub mod timer;
 pub mod udp;

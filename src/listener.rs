@@ -212,6 +212,24 @@ fn binary_path() -> String {
         .unwrap_or_else(|_| "fivetuple".to_string())
 }
 
+/// Descriptors the server keeps for itself when `--max-conns` is not given:
+/// the listener, epoll, the signal pipe, logs and served files. A quarter of
+/// the limit at most, so that a small limit still leaves room for clients.
+pub const FD_RESERVE: u64 = 64;
+
+/// The default `--max-conns`: the open-files limit (as [`raise_fd_limit`]
+/// left it; 1024, the usual soft limit, when it could not be read) less
+/// [`FD_RESERVE`]. Each connection, and each file being streamed, is one
+/// descriptor, so the server refuses clients before the kernel says
+/// `EMFILE`.
+pub fn default_max_conns(fd_limit: Option<u64>) -> usize {
+    let limit = fd_limit.unwrap_or(1024);
+    let reserve = FD_RESERVE.min(limit / 4);
+    usize::try_from(limit.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
 /// Raises the soft limit on open files to the hard limit, and returns the
 /// new soft limit. Each connection uses one descriptor.
 pub fn raise_fd_limit() -> io::Result<u64> {
@@ -328,6 +346,18 @@ mod tests {
             most_telling(vec![no_such()]).unwrap().to_string(),
             "not here"
         );
+    }
+
+    #[test]
+    fn the_default_cap_leaves_a_reserve() {
+        assert_eq!(default_max_conns(Some(1_048_576)), 1_048_512);
+        assert_eq!(default_max_conns(None), 960);
+        assert_eq!(
+            default_max_conns(Some(100)),
+            75,
+            "a quarter of a small limit"
+        );
+        assert_eq!(default_max_conns(Some(0)), 1);
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -15,8 +14,11 @@ use fivetuple::files::Site;
 use fivetuple::http::parse::{Limits, HEADER_SLOTS};
 use fivetuple::listener::{self, ListenOptions, ListenSpec};
 use fivetuple::reactor::{ServerConfig, Timeouts};
+use fivetuple::sys::seconds;
 use fivetuple::workers::Pool;
-use fivetuple::{client, http, procnet, Error, Result};
+use fivetuple::{http, Error, Result};
+
+mod cli;
 
 /// How can a server handle many connections on the same port? Watch it happen.
 #[derive(Debug, Parser)]
@@ -30,10 +32,10 @@ struct Cli {
 enum Command {
     /// Run the server: one thread, one epoll, every connection on one port.
     Serve(ServeArgs),
-    /// Open connections to a server and show each one's own 5-tuple.
-    Connect(client::ConnectArgs),
-    /// Show the kernel's TCP table (/proc/net/tcp), like netstat -atn.
-    Conns(procnet::ConnsArgs),
+    /// Open connections (or UDP sockets) to a server and show each one's own 5-tuple.
+    Connect(cli::connect::ConnectArgs),
+    /// Show the kernel's socket table (/proc/net/tcp; -u for UDP), like netstat -atun.
+    Conns(cli::conns::ConnsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,16 +112,6 @@ struct ServeArgs {
     send_timeout: f64,
 }
 
-/// A number of seconds from the command line; 0 means "no limit" where allowed.
-fn seconds(name: &str, value: f64) -> Result<Option<Duration>> {
-    if !(value.is_finite() && (0.0..=1e9).contains(&value)) {
-        return Err(Error::usage(format!(
-            "--{name} takes a number of seconds, 0 or more (got {value})"
-        )));
-    }
-    Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -139,8 +131,8 @@ fn main() -> ExitCode {
     logger.init();
     let result = match &cli.command {
         Command::Serve(args) => serve(args),
-        Command::Connect(args) => client::run(args),
-        Command::Conns(args) => procnet::run(args),
+        Command::Connect(args) => cli::connect::run(args),
+        Command::Conns(args) => cli::conns::run(args),
     };
     match result {
         Ok(code) => code,
@@ -238,15 +230,9 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     // Raised before binding (the connection cap depends on it), logged after,
     // so that a bind error stays the only line printed.
     let fd_limit = listener::raise_fd_limit();
-    let max_conns = args.max_conns.unwrap_or_else(|| {
-        let limit = *fd_limit.as_ref().unwrap_or(&1024);
-        // Keep some descriptors for the listener, epoll, the signal pipe,
-        // logs and served files.
-        let reserve = 64.min(limit / 4);
-        usize::try_from(limit.saturating_sub(reserve))
-            .unwrap_or(usize::MAX)
-            .max(1)
-    });
+    let max_conns = args
+        .max_conns
+        .unwrap_or_else(|| listener::default_max_conns(fd_limit.as_ref().ok().copied()));
     let spec = ListenSpec::parse(&args.listen)?;
     let candidates = spec.candidates()?;
     let config = ServerConfig {

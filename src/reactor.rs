@@ -70,6 +70,7 @@ use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
 use crate::listener::{self, ListenOptions};
+use crate::sys;
 use crate::table::{ConnRow, ConnTable, Format, Rendered, DEFAULT_ROWS};
 pub use crate::timer::Timeouts;
 use crate::timer::{Fired, Timers};
@@ -191,20 +192,15 @@ pub struct Reactor {
 impl Reactor {
     /// Binds the listening socket and registers it and the signal pipe.
     pub fn bind(config: ServerConfig) -> Result<Reactor> {
-        let poll = Poll::new().map_err(|e| Error::io("creating the epoll instance", e))?;
         let mut listener = listener::bind(&config.listen)?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the listening address", e))?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
-            .map_err(|e| Error::io("installing signal handlers", e))?;
+        let (poll, signals) = sys::poll_with_signals(&[SIGINT, SIGTERM, SIGUSR1], SIGNALS)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| Error::io("registering the listener", e))?;
-        registry
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(|e| Error::io("registering the signal pipe", e))?;
         let udp = match config.udp {
             true => {
                 let mut udp = Udp::bind(local_addr, config.listen.ipv6_only)?;
@@ -297,20 +293,12 @@ impl Reactor {
     }
 
     /// Step 1: sleep in `epoll_wait` until something is ready or the nearest
-    /// deadline passes, then start a new turn. A signal interrupting the
-    /// wait is not an error.
+    /// deadline passes (a signal interrupting the wait is not an error: see
+    /// `sys::poll_until`), then start a new turn.
     fn wait(&mut self, events: &mut Events) -> Result<()> {
         self.table_cache.get_mut().renderings.clear();
-        let timeout = self
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        loop {
-            match self.poll.poll(events, timeout) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("waiting for events", e)),
-            }
-        }
+        let deadline = self.next_deadline();
+        sys::poll_until(&mut self.poll, events, deadline)?;
         self.turn += 1;
         self.now = Instant::now();
         self.clock.refresh();

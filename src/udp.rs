@@ -160,7 +160,8 @@ impl Udp {
     /// Books a datagram of `n` bytes from `peer` and sends the answer.
     fn answer(&mut self, peer: SocketAddr, n: usize, now: Instant) {
         let mut reply = Vec::with_capacity(96);
-        let _ = writeln!(reply, "udp {} <- {peer}, {n} bytes", self.local);
+        let unit = if n == 1 { "byte" } else { "bytes" };
+        let _ = writeln!(reply, "udp {} <- {peer}, {n} {unit}", self.local);
         let sent = match self.socket.send_to(&reply, peer) {
             Ok(sent) => Some(sent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

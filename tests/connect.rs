@@ -59,6 +59,39 @@ fn the_story_payload_shows_the_connections_own_five_tuple() {
 }
 
 #[test]
+fn the_storys_own_command_works_as_written() {
+    // `quicknet -m tcp -t localhost:500 -p Test payload.`, with our name
+    // and the test server's port: it connects, sends, and holds (5 s by
+    // default) while we look, as the story looked with netstat.
+    let server = Server::start(&[]);
+    let target = format!("localhost:{}", server.port());
+    let child = Command::new(common::bin())
+        .args([
+            "connect", "-m", "tcp", "-t", &target, "-p", "Test", "payload.",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        let t: serde_json::Value =
+            serde_json::from_slice(&server.get("/_/conns.json").body).unwrap();
+        t["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["bytes_in"] == 13)
+    });
+    // Ctrl-C ends the hold; the line is printed all the same.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let (_, remote, rest) = parse_line(stdout.lines().next().unwrap()).expect("a 5-tuple line");
+    assert_eq!(remote, server.addr.to_string());
+    assert!(rest.ends_with("sent 13 B, received 0 B"), "{rest}");
+}
+
+#[test]
 fn a_malformed_payload_gets_the_400_shown() {
     let server = Server::start(&[]);
     let out = connect(&[

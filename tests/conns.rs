@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
@@ -145,4 +145,53 @@ fn a_reader_that_stops_early_ends_conns_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn udp_sockets_are_their_own_table() {
+    let server = Server::start(&["--udp"]);
+    let p = server.port().to_string();
+    let me = server.addr.to_string();
+    // A client's UDP socket, connected to the server's: ESTABLISHED,
+    // though no packet has been sent.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(server.addr).unwrap();
+    let client_end = client.local_addr().unwrap().to_string();
+
+    let udp = conns_json(&["-u", "--port", &p]);
+    assert!(udp.iter().all(|r| r["proto"] == "udp"), "{udp:?}");
+    let socket = udp.iter().find(|r| r["local"] == me.as_str()).unwrap();
+    assert_eq!(socket["state"], "UNCONN");
+    assert!(socket["remote"].is_null());
+    assert_eq!(socket["pid"], serde_json::Value::Null, "no -p, no owner");
+    let connected = udp
+        .iter()
+        .find(|r| r["local"] == client_end.as_str())
+        .unwrap();
+    assert_eq!(connected["state"], "ESTABLISHED");
+    assert_eq!(connected["remote"], me.as_str());
+
+    // TCP only by default; both with -tu, TCP first, as netstat lists them.
+    assert!(conns_json(&["--port", &p])
+        .iter()
+        .all(|r| r["proto"] == "tcp"));
+    let (code, text, _) = conns(&["-tu", "--port", &p, "-l"]);
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].starts_with("tcp ") && rows[0].ends_with("LISTEN"),
+        "{text}"
+    );
+    assert!(
+        rows[1].starts_with("udp ") && rows[1].ends_with("UNCONN"),
+        "{text}"
+    );
+    assert!(
+        rows[1].contains(&me) && rows[1].contains("0.0.0.0:*"),
+        "{text}"
+    );
+    let unconn = conns_json(&["-tu", "--port", &p, "--state", "unconn", "-p"]);
+    assert_eq!(unconn.len(), 1);
+    assert_eq!(unconn[0]["pid"], server.pid());
 }

@@ -9,6 +9,9 @@
 //! and runs of spaces by one space, compared without regard to order (the
 //! kernel lists sockets in its own order).
 //!
+//! A `fivetuple serve` step (re)starts the server with the page's
+//! arguments (`--udp`), on a free port as ever.
+//!
 //! The page's scratch-namespace step needs root or user namespaces; where
 //! neither is to be had, that one step is skipped (visibly, see
 //! `tests/privilege`) and the rest of the page still runs.
@@ -21,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{wait_until, Server};
+use fivetuple::procnet::{self, Protocols, TcpState};
 
 struct Step {
     command: String,
@@ -108,14 +112,22 @@ fn shapes(lines: &[String]) -> Vec<String> {
     s
 }
 
-/// Connections the kernel has established to the server, counted from
-/// /proc rather than by asking the server, which would leave TIME_WAIT rows
-/// behind in the output the page shows.
+/// Clients the kernel shows at the server: TCP connections established
+/// at its end, and UDP sockets connected to it. Counted from /proc rather
+/// than by asking the server, which would leave TIME_WAIT rows behind in
+/// the output the page shows.
 fn open_connections(server: &Server) -> usize {
-    fivetuple::procnet::read_sockets(Path::new("/proc"))
+    let both = Protocols {
+        tcp: true,
+        udp: true,
+    };
+    procnet::read(Path::new("/proc"), both)
         .unwrap()
         .iter()
-        .filter(|s| s.local == server.addr && s.state == fivetuple::procnet::TcpState::Established)
+        .filter(|s| {
+            (s.local == server.addr && s.state == TcpState::Established)
+                || (s.is_udp() && s.remote == Some(server.addr))
+        })
         .count()
 }
 
@@ -141,10 +153,15 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
 
     for step in &steps {
         let command = step.command.trim_start_matches("sudo ").to_string();
-        if command == "fivetuple serve" {
-            let s = Server::start(&[]);
-            let first = format!("listening on {}", s.addr);
-            assert_eq!(shapes(&[first]), shapes(&step.expected), "{command}");
+        if let Some(args) = command.strip_prefix("fivetuple serve") {
+            // `fivetuple serve [--udp]`: (re)started on a free port; the
+            // one before it, if any, stops as Ctrl-C would stop it.
+            drop(server.take());
+            let args: Vec<&str> = args.split_whitespace().collect();
+            let s = Server::start(&args);
+            wait_until(Duration::from_secs(10), || !s.stdout().is_empty());
+            let first = s.stdout()[..1].to_vec();
+            assert_eq!(shapes(&first), shapes(&step.expected), "{command}");
             server = Some(s);
             continue;
         }
