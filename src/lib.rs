@@ -8,7 +8,7 @@
 //! three sides: the server's ([`reactor`], which keeps every connection in a
 //! slab keyed by its mio token and shows the table at `/_/conns`), the
 //! client's ([`client`], which prints each connection's own 5-tuple) and the
-//! kernel's ([`procnet`], which reads `/proc/net/tcp`).
+//! kernel's ([`procnet`], which reads `/proc/net/tcp` and `/proc/net/udp`).
 //!
 //! # Layout
 //!
