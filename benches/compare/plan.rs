@@ -165,7 +165,11 @@ pub struct Cores {
 
 impl Cores {
     pub fn detect() -> Cores {
-        let allowed = allowed_cpus();
+        Cores::split(allowed_cpus())
+    }
+
+    /// The first allowed core for the servers, the others for the load.
+    fn split(allowed: Vec<usize>) -> Cores {
         let server = allowed[0];
         let client: Vec<usize> = if allowed.len() > 1 {
             allowed[1..].to_vec()
@@ -374,5 +378,28 @@ impl Machine {
             kernel: output("uname", &["-r"]),
             date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_gets_one_core_and_wrk_the_rest() {
+        let big = Cores::split((0..16).collect());
+        assert_eq!((big.server, big.wrk_threads()), (0, 15));
+        assert_eq!(big.client_list(), "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15");
+        assert_eq!(big.pair(), vec![0, 1]);
+        let two = Cores::split(vec![2, 5]);
+        assert_eq!(
+            (two.server, two.client_list(), two.pair()),
+            (2, "5".to_string(), vec![2, 5])
+        );
+        let one = Cores::split(vec![0]);
+        assert_eq!(
+            (one.server, one.client_list(), one.pair()),
+            (0, "0".to_string(), vec![0])
+        );
     }
 }
