@@ -22,6 +22,19 @@ pub const HELD: usize = 15_000;
 pub const FD_SAMPLE_MS: u64 = 10;
 /// A side whose cores were at least this busy is taken to be the bottleneck.
 pub const SATURATED: f64 = 0.9;
+/// A run during which other programs used more than this many cores' worth
+/// of CPU is disturbed: it is run again (within [`RETRIES`]), and left out
+/// of the medians when its scenario has undisturbed rounds. A third of a
+/// core is well above what the kernel's own threads and this driver use.
+pub const DISTURBED: f64 = 0.35;
+/// Disturbed runs run again, at most, over the whole benchmark: a bound on
+/// the time a busy machine can add (each costs one run, `RUN_SECS`).
+pub const RETRIES: usize = 16;
+/// Before running a disturbed run again, wait (in steps of a second) for
+/// the other load to drop; this is the most waiting the whole benchmark
+/// does. Together with `RETRIES` it bounds what a busy machine adds to the
+/// run to about a minute and a half.
+pub const QUIET_WAIT_SECS: u64 = 45;
 
 /// The servers under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

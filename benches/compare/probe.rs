@@ -7,7 +7,9 @@
 //!   rests on a few dozen samples per run and is the noisiest figure here.
 //! - CPU time of wrk: `getrusage(RUSAGE_CHILDREN)` around the run (wrk is
 //!   the only child reaped meanwhile).
-//! - Busy time of a core, whoever used it: `/proc/stat`.
+//! - Busy time of the cores, whoever used them: `/proc/stat`. What the
+//!   server and wrk did not use of it is other load on the machine (other
+//!   programs, the kernel's own threads), which disturbs a run.
 //! - Descriptors: the entries of `/proc/PID/fd`, counted every few
 //!   milliseconds by a thread while the load runs.
 
@@ -161,45 +163,55 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
-/// Busy and total time of one core so far, in ticks, from `/proc/stat`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CoreTime {
-    busy: u64,
-    total: u64,
+/// Busy and total time of some cores so far, in ticks, from `/proc/stat`.
+#[derive(Debug, Clone, Default)]
+pub struct CoreTimes {
+    /// (busy, total) per core, in the order asked for.
+    ticks: Vec<(u64, u64)>,
 }
 
-impl CoreTime {
-    pub fn of(cpu: usize) -> CoreTime {
+impl CoreTimes {
+    pub fn of(cpus: &[usize]) -> CoreTimes {
         let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-        let name = format!("cpu{cpu}");
-        let Some(line) = stat
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-        else {
-            return CoreTime::default();
-        };
-        // user nice system idle iowait irq softirq steal ...
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|n| n.parse().unwrap_or(0))
+        let ticks = cpus
+            .iter()
+            .map(|cpu| {
+                let name = format!("cpu{cpu}");
+                let Some(line) = stat
+                    .lines()
+                    .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+                else {
+                    return (0, 0);
+                };
+                // user nice system idle iowait irq softirq steal ...
+                let v: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|n| n.parse().unwrap_or(0))
+                    .collect();
+                let total: u64 = v.iter().take(8).sum();
+                let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+                (total - idle, total)
+            })
             .collect();
-        let total: u64 = v.iter().take(8).sum();
-        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-        CoreTime {
-            busy: total - idle,
-            total,
-        }
+        CoreTimes { ticks }
     }
 
-    /// The fraction of the time between `before` and now the core was busy.
-    pub fn busy_since(self, before: CoreTime) -> f64 {
-        let total = self.total.saturating_sub(before.total);
-        if total == 0 {
-            0.0
-        } else {
-            self.busy.saturating_sub(before.busy) as f64 / total as f64
-        }
+    /// How many of the cores were busy, on average, since `before`: 1.5
+    /// means one and a half cores' worth of work, whoever did it.
+    pub fn busy_since(&self, before: &CoreTimes) -> f64 {
+        self.ticks
+            .iter()
+            .zip(&before.ticks)
+            .map(|(&(busy, total), &(busy0, total0))| {
+                let total = total.saturating_sub(total0);
+                if total == 0 {
+                    0.0
+                } else {
+                    busy.saturating_sub(busy0) as f64 / total as f64
+                }
+            })
+            .sum()
     }
 }
 

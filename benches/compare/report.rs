@@ -68,7 +68,9 @@ bottleneck, requests per second measures wrk as much as the server.\n\
 connecting, also in the churn scenario. It is left out for pipelining, where wrk times a \
 whole batch of 16.\n\
 - Each figure is the median of its rounds, taken figure by figure; the subjects take \
-turns within each round.\n";
+turns within each round. A run during which other programs used a noticeable share of the \
+machine (see Noise above) is run again, and left out of the medians where its scenario has \
+undisturbed rounds; \"disturbed\" in the table marks a median that had none.\n";
 
 fn us(v: f64) -> String {
     if v >= 100.0 {
@@ -295,24 +297,30 @@ fn findings(results: &Results) -> String {
     }
 
     // Noise.
-    let all: Vec<_> = results.throughput.iter().collect();
-    let spreads: Vec<f64> = all.iter().map(|m| m.spread()).collect();
-    let other_load: Vec<f64> = all
-        .iter()
-        .filter(|m| m.subject != SubjectId::TokioMt)
-        .flat_map(|m| m.rounds.iter())
-        .map(|r| (r.server_core_busy - r.server_busy).max(0.0))
-        .collect();
-    if !spreads.is_empty() {
+    let rounds: Vec<&Run> = results.throughput.iter().flat_map(|m| &m.rounds).collect();
+    let disturbed = rounds.iter().filter(|r| r.disturbed()).count();
+    let repeated: usize = results.throughput.iter().map(|m| m.repeated).sum();
+    let spreads: Vec<f64> = results.throughput.iter().map(|m| m.spread()).collect();
+    let others: Vec<f64> = rounds.iter().map(|r| r.other_load).collect();
+    if !rounds.is_empty() {
         let _ = write!(
             p,
-            "**Noise.** The rounds of one server in one scenario spread by up to {} in requests/s \
-             (median {}). Other processes took up to {} of the servers' core during the timed runs \
-             (median {}).\n\n",
+            "**Noise.** Other programs on the machine used up to {:.2} cores' worth of CPU during a \
+             timed run (median {:.2}). {repeated} run{} disturbed by more than {} cores of it {} \
+             run again (after waiting {:.0} s in all for the machine to quiet down), and \
+             {disturbed} of the {} rounds kept {} disturbed even so; the medians \
+             leave those out wherever a scenario has undisturbed rounds. The undisturbed rounds of \
+             one server in one scenario spread by up to {} in requests/s (median {}).\n\n",
+            others.iter().copied().fold(0.0, f64::max),
+            median(others.iter().copied()),
+            if repeated == 1 { "" } else { "s" },
+            crate::plan::DISTURBED,
+            if repeated == 1 { "was" } else { "were" },
+            results.waited_seconds,
+            rounds.len(),
+            if disturbed == 1 { "was" } else { "were" },
             pct(spreads.iter().copied().fold(0.0, f64::max)),
             pct(median(spreads.iter().copied())),
-            pct(other_load.iter().copied().fold(0.0, f64::max)),
-            pct(median(other_load.iter().copied())),
         );
     }
     p
@@ -368,7 +376,11 @@ fn throughput_table(results: &Results) -> String {
                 run.sys_us,
                 pct(run.server_busy),
                 pct(run.client_busy),
-                run.bound().name(),
+                if run.disturbed() {
+                    format!("{}, disturbed", run.bound().name())
+                } else {
+                    run.bound().name().to_string()
+                },
             );
         }
     }

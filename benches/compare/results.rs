@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::plan::{Cores, Machine, ScenarioId, Skipped, SubjectId, ROUNDS, RUN_SECS, SATURATED};
+use crate::plan::{
+    Cores, Machine, ScenarioId, Skipped, SubjectId, DISTURBED, ROUNDS, RUN_SECS, SATURATED,
+};
 
 /// One timed wrk run against one server.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -21,9 +23,9 @@ pub struct Run {
     pub server_busy: f64,
     /// wrk's CPU time over the run's wall time, per wrk thread.
     pub client_busy: f64,
-    /// How busy the server's core was, whoever used it: the difference to
-    /// the server's own share is other load on the machine.
-    pub server_core_busy: f64,
+    /// Cores' worth of CPU that neither the server nor wrk used while the
+    /// run lasted: other programs and the kernel's own threads.
+    pub other_load: f64,
     /// The most descriptors the server held at once during the run.
     pub fd_peak: usize,
     /// wrk's socket errors and non-2xx answers.
@@ -37,6 +39,11 @@ pub struct Latency {
 }
 
 impl Run {
+    /// Other load took enough of the machine to change the figures.
+    pub fn disturbed(&self) -> bool {
+        self.other_load > DISTURBED
+    }
+
     pub fn cpu_us(&self) -> f64 {
         self.user_us + self.sys_us
     }
@@ -80,15 +87,25 @@ impl Bound {
 pub struct Measured {
     pub scenario: ScenarioId,
     pub subject: SubjectId,
-    /// Each figure's median over the rounds, taken figure by figure.
+    /// Each figure's median over the undisturbed rounds (over all of them
+    /// if every one was disturbed), taken figure by figure.
     pub median: Run,
     pub rounds: Vec<Run>,
+    /// Runs thrown away because other load disturbed them, and run again.
+    pub repeated: usize,
 }
 
 impl Measured {
-    pub fn new(scenario: ScenarioId, subject: SubjectId, rounds: Vec<Run>) -> Measured {
-        let m = |f: fn(&Run) -> f64| median(rounds.iter().map(f));
-        let latency = rounds.iter().all(|r| r.latency.is_some()).then(|| Latency {
+    pub fn new(
+        scenario: ScenarioId,
+        subject: SubjectId,
+        rounds: Vec<Run>,
+        repeated: usize,
+    ) -> Measured {
+        let calm: Vec<Run> = rounds.iter().filter(|r| !r.disturbed()).copied().collect();
+        let used = if calm.is_empty() { &rounds } else { &calm };
+        let m = |f: fn(&Run) -> f64| median(used.iter().map(f));
+        let latency = used.iter().all(|r| r.latency.is_some()).then(|| Latency {
             p50_us: m(|r| r.latency.map_or(0.0, |l| l.p50_us)),
             p99_us: m(|r| r.latency.map_or(0.0, |l| l.p99_us)),
         });
@@ -100,24 +117,27 @@ impl Measured {
             sys_us: m(|r| r.sys_us),
             server_busy: m(|r| r.server_busy),
             client_busy: m(|r| r.client_busy),
-            server_core_busy: m(|r| r.server_core_busy),
-            fd_peak: rounds.iter().map(|r| r.fd_peak).max().unwrap_or(0),
-            errors: rounds.iter().map(|r| r.errors).sum(),
+            other_load: m(|r| r.other_load),
+            fd_peak: used.iter().map(|r| r.fd_peak).max().unwrap_or(0),
+            errors: used.iter().map(|r| r.errors).sum(),
         };
         Measured {
             scenario,
             subject,
             median,
             rounds,
+            repeated,
         }
     }
 
-    /// How far the rounds' requests/s spread: (highest − lowest) / median.
+    /// How far the undisturbed rounds' requests/s spread: (highest −
+    /// lowest) / median.
     pub fn spread(&self) -> f64 {
-        let rps = self.rounds.iter().map(|r| r.rps);
+        let calm = self.rounds.iter().filter(|r| !r.disturbed());
+        let rps = calm.map(|r| r.rps);
         let hi = rps.clone().fold(f64::MIN, f64::max);
         let lo = rps.fold(f64::MAX, f64::min);
-        if self.median.rps > 0.0 {
+        if self.median.rps > 0.0 && hi >= lo {
             (hi - lo) / self.median.rps
         } else {
             0.0
@@ -166,6 +186,9 @@ pub struct Results {
     pub instructions: Vec<Instructions>,
     pub memory: Vec<Held>,
     pub skipped: Vec<Skipped>,
+    /// Seconds spent waiting for other load to pass before running a
+    /// disturbed run again.
+    pub waited_seconds: f64,
     pub seconds: f64,
 }
 
@@ -182,6 +205,7 @@ impl Results {
             instructions: Vec::new(),
             memory: Vec::new(),
             skipped: Vec::new(),
+            waited_seconds: 0.0,
             seconds: 0.0,
         }
     }
