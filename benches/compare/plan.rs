@@ -27,14 +27,14 @@ pub const SATURATED: f64 = 0.9;
 /// of the medians when its scenario has undisturbed rounds. A third of a
 /// core is well above what the kernel's own threads and this driver use.
 pub const DISTURBED: f64 = 0.35;
-/// Disturbed runs run again, at most, over the whole benchmark: a bound on
-/// the time a busy machine can add (each costs one run, `RUN_SECS`).
-pub const RETRIES: usize = 16;
+/// Disturbed runs run again, at most, per scenario: each costs one run
+/// (`RUN_SECS`). Per scenario, so that a busy stretch early in the
+/// benchmark does not leave nothing for the scenarios after it.
+pub const RETRIES: usize = 4;
 /// Before running a disturbed run again, wait (in steps of a second) for
-/// the other load to drop; this is the most waiting the whole benchmark
-/// does. Together with `RETRIES` it bounds what a busy machine adds to the
-/// run to about a minute and a half.
-pub const QUIET_WAIT_SECS: u64 = 45;
+/// the other load to drop, at most this long per scenario. With `RETRIES`,
+/// a busy machine adds at most about 20 s per scenario to the benchmark.
+pub const QUIET_WAIT_SECS: u64 = 10;
 
 /// The servers under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

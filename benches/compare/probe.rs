@@ -12,6 +12,7 @@
 //!   programs, the kernel's own threads), which disturbs a run.
 //! - Descriptors: the entries of `/proc/PID/fd`, counted every few
 //!   milliseconds by a thread while the load runs.
+//! - Sleeps: the server's voluntary context switches, `/proc/PID/task/*/status`.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -213,6 +214,26 @@ impl CoreTimes {
             })
             .sum()
     }
+}
+
+/// How many times a process's threads have gone to sleep of their own
+/// accord so far: for an event loop, an `epoll_wait` that found nothing
+/// ready and blocked. Each sleep and wake-up costs the kernel time that a
+/// busier server does not spend.
+pub fn sleeps(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// Resident memory of a process, in bytes.

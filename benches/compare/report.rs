@@ -61,6 +61,9 @@ requests wrk completed. The total follows the scheduler's exact accounting; the 
 user and system time is sampled at each timer tick, so the user figure, a small share of \
 the total, rests on few samples and moves from run to run. The instruction counts \
 (callgrind) are the steady measure of user-space work.\n\
+- **Sleeps** are the server's voluntary context switches: for an event loop, an \
+`epoll_wait` that found nothing ready and blocked. A server that finishes its work sooner \
+sleeps more often, and each sleep and wake-up costs kernel time, on its side and on wrk's.\n\
 - **Bound by** says which side ran out of CPU first: the server's core (server), wrk's \
 cores (wrk), or neither (latency, or other load on the machine). When wrk is the \
 bottleneck, requests per second measures wrk as much as the server.\n\
@@ -162,7 +165,7 @@ fn findings(results: &Results) -> String {
              ({} against {}) and {:.2}× pipelined ({} against {}). Most of a request's cost is the \
              kernel's: system time is {} of fivetuple's CPU per request at keep-alive 50 ({} of the \
              floor's), so what user space saves moves the total little. In user space alone the gap \
-             is wider: {} by the sampled user time",
+             is {}: {} by the sampled user time",
             m / f,
             us(m),
             us(f),
@@ -171,6 +174,10 @@ fn findings(results: &Results) -> String {
             us(fp),
             pct(sys_share(Mio)),
             pct(sys_share(Floor)),
+            match ratio(user(KeepAlive50, Mio), user(KeepAlive50, Floor)) {
+                Some(u) if u > m / f => "wider",
+                _ => "no wider",
+            },
             times(ratio(user(KeepAlive50, Mio), user(KeepAlive50, Floor))),
         );
         match (instr(KeepAlive50, Mio), instr(KeepAlive50, Floor)) {
@@ -210,6 +217,25 @@ fn findings(results: &Results) -> String {
                 part(&mi.parts, 1),
                 part(&mi.parts, 0),
                 part(&fi.parts, 0),
+            );
+        }
+        let sleeps = |s| {
+            results
+                .run(KeepAlive50, s)
+                .map(|r| r.sleeps_per_request * 100.0)
+        };
+        if let (Some(ms), Some(fs)) = (sleeps(Mio), sleeps(Floor)) {
+            let _ = write!(
+                p,
+                " Part of the kernel's share depends on how often a server runs out of work: at \
+                 keep-alive 50 fivetuple went to sleep in `epoll_wait` {ms:.0} times per 100 \
+                 requests, the floor {fs:.0} times, and every sleep and wake-up is kernel time{}",
+                if fs > ms * 1.1 {
+                    ": the floor, quicker in user space, ran dry more often, which narrows the gap \
+                     in CPU per request."
+                } else {
+                    "."
+                }
             );
         }
         p.push_str("\n\n");
@@ -305,8 +331,8 @@ fn findings(results: &Results) -> String {
     if !rounds.is_empty() {
         let _ = write!(
             p,
-            "**Noise.** Other programs on the machine used up to {:.2} cores' worth of CPU during a \
-             timed run (median {:.2}). {repeated} run{} disturbed by more than {} cores of it {} \
+            "**Noise.** Other programs on the machine used up to {:.2} cores' worth of CPU during the \
+             timed runs kept (median {:.2}). {repeated} run{} disturbed by more than {} cores of it {} \
              run again (after waiting {:.0} s in all for the machine to quiet down), and \
              {disturbed} of the {} rounds kept {} disturbed even so; the medians \
              leave those out wherever a scenario has undisturbed rounds. The undisturbed rounds of \
@@ -347,9 +373,9 @@ fn machine(results: &Results) -> String {
 fn throughput_table(results: &Results) -> String {
     let mut r = String::from("## Throughput, latency and CPU per request\n\n");
     r.push_str(
-        "| scenario | server | requests/s | p50 | p99 | user µs/req | system µs/req | server busy | wrk busy | bound by |\n",
+        "| scenario | server | requests/s | p50 | p99 | user µs/req | system µs/req | sleeps/100 req | server busy | wrk busy | bound by |\n",
     );
-    r.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    r.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for scenario in &SCENARIOS {
         for &subject in &results.subjects {
             let Some(m) = results.measured(scenario.id, subject) else {
@@ -368,12 +394,13 @@ fn throughput_table(results: &Results) -> String {
             };
             let _ = writeln!(
                 r,
-                "| {} | {} | {:.0}{errors} | {p50} | {p99} | {:.3} | {:.3} | {} | {} | {} |",
+                "| {} | {} | {:.0}{errors} | {p50} | {p99} | {:.3} | {:.3} | {:.1} | {} | {} | {} |",
                 scenario.name,
                 subject.name(),
                 run.rps,
                 run.user_us,
                 run.sys_us,
+                run.sleeps_per_request * 100.0,
                 pct(run.server_busy),
                 pct(run.client_busy),
                 if run.disturbed() {

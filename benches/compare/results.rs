@@ -26,6 +26,8 @@ pub struct Run {
     /// Cores' worth of CPU that neither the server nor wrk used while the
     /// run lasted: other programs and the kernel's own threads.
     pub other_load: f64,
+    /// Times the server went to sleep waiting for work, per request.
+    pub sleeps_per_request: f64,
     /// The most descriptors the server held at once during the run.
     pub fd_peak: usize,
     /// wrk's socket errors and non-2xx answers.
@@ -118,6 +120,7 @@ impl Measured {
             server_busy: m(|r| r.server_busy),
             client_busy: m(|r| r.client_busy),
             other_load: m(|r| r.other_load),
+            sleeps_per_request: m(|r| r.sleeps_per_request),
             fd_peak: used.iter().map(|r| r.fd_peak).max().unwrap_or(0),
             errors: used.iter().map(|r| r.errors).sum(),
         };

@@ -36,11 +36,11 @@ const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 /// warm-up, then `ROUNDS` timed runs in turn (the first subject moves one
 /// place each round), so that drift in the machine hits all alike. A run
 /// that other load disturbed is run again once the machine is quiet, while
-/// the budgets of [`RETRIES`] and [`QUIET_WAIT_SECS`] last.
+/// the scenario's budgets of [`RETRIES`] and [`QUIET_WAIT_SECS`] last.
 pub fn throughput(bench: &Bench, results: &mut Results) {
-    let mut retries_left = RETRIES;
-    let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
     for scenario in &SCENARIOS {
+        let mut retries_left = RETRIES;
+        let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
         let servers: Vec<(&Subject, Server)> = bench
             .subjects
             .iter()
@@ -90,8 +90,8 @@ pub fn throughput(bench: &Bench, results: &mut Results) {
             ));
             results.throughput.push(measured);
         }
+        results.waited_seconds += (Duration::from_secs(QUIET_WAIT_SECS) - wait_left).as_secs_f64();
     }
-    results.waited_seconds = (Duration::from_secs(QUIET_WAIT_SECS) - wait_left).as_secs_f64();
 }
 
 /// Waits, a second at a time, until other programs use less than
@@ -114,10 +114,11 @@ fn wait_for_quiet(bench: &Bench, left: &mut Duration) {
 fn timed(bench: &Bench, subject: &Subject, server: &Server, scenario: &Scenario) -> Run {
     let pid = server.pid();
     let sampler = FdSampler::start(pid);
-    let (cpu, wrk_cpu, cores) = (
+    let (cpu, wrk_cpu, cores, sleeps) = (
         CpuTime::of(pid),
         CpuTime::of_children(),
         CoreTimes::of(&bench.cores.allowed),
+        probe::sleeps(pid),
     );
     let started = Instant::now();
     let w = probe::wrk(
@@ -129,6 +130,7 @@ fn timed(bench: &Bench, subject: &Subject, server: &Server, scenario: &Scenario)
     );
     let wall = started.elapsed().as_secs_f64();
     let cpu = CpuTime::of(pid).since(cpu);
+    let sleeps = probe::sleeps(pid).saturating_sub(sleeps);
     let wrk_cpu = CpuTime::of_children().since(wrk_cpu);
     let busy = CoreTimes::of(&bench.cores.allowed).busy_since(&cores);
     let fd_peak = sampler.peak();
@@ -150,6 +152,7 @@ fn timed(bench: &Bench, subject: &Subject, server: &Server, scenario: &Scenario)
         server_busy: cpu.total() / wall / subject.cpus.len() as f64,
         client_busy: wrk_cpu.total() / wall / threads as f64,
         other_load: (busy - (cpu.total() + wrk_cpu.total()) / wall).max(0.0),
+        sleeps_per_request: sleeps as f64 / requests,
         fd_peak,
         errors: w.errors,
     }
@@ -193,9 +196,11 @@ fn strace_pass(bench: &Bench, subject: &Subject, scenario: &Scenario) -> f64 {
         &bench.scripts,
         WARMUP_SECS,
     );
-    let log = bench
-        .out_dir
-        .join(format!("strace-{}.txt", subject.id.name()));
+    let log = bench.out_dir.join(format!(
+        "strace-{}-{:?}.txt",
+        subject.id.name(),
+        scenario.id
+    ));
     let mut strace = Command::new("strace")
         .args(["-c", "-f", "-p", &server.pid().to_string(), "-o"])
         .arg(&log)
