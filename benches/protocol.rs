@@ -1,11 +1,15 @@
 //! Micro-benchmarks of the sans-IO core: what one request costs in the
 //! protocol code alone (parse, route, write the answer), a pipelined batch,
-//! and rendering the connection table at 10,000 rows.
+//! the pieces of the answer to `/_/hello` on their own (routing it, and
+//! writing it canned or header by header), and rendering the connection
+//! table at 10,000 rows.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fivetuple::http::response::{write_response, Answer, Canned, Status};
+use fivetuple::http::routes::resolve_target;
 use fivetuple::http::{Config, Ctx, Host, Peer, Session};
 use fivetuple::procnet::TcpState;
 use fivetuple::table::{ConnRow, ConnTable, Format, Phase, RowState};
@@ -81,6 +85,48 @@ fn protocol(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             black_box(session.feed(black_box(&batch), &ctx, &mut out));
+        })
+    });
+    group.finish();
+
+    // `/_/hello` answered the two ways response.rs can: canned (the bytes
+    // around the date copied), and header by header.
+    static HELLO_ANSWER: Canned = Canned::new(Status::OK, "text/plain", b"Hello, World!");
+    let answer = Answer {
+        head_only: false,
+        minor: 1,
+        close: false,
+    };
+    let mut group = c.benchmark_group("hello");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("route GET /_/hello", |b| {
+        b.iter(|| {
+            black_box(resolve_target(
+                black_box("GET"),
+                black_box("/_/hello"),
+                false,
+            ))
+        })
+    });
+    group.bench_function("write canned", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(HELLO_ANSWER.write(&mut out, &answer, ctx.date));
+        })
+    });
+    group.bench_function("write header by header", |b| {
+        b.iter(|| {
+            out.clear();
+            let body = b"Hello, World!";
+            black_box(write_response(
+                &mut out,
+                &answer,
+                Status::OK,
+                ctx.date,
+                "text/plain",
+                &[],
+                black_box(body),
+            ));
         })
     });
     group.finish();

@@ -5,7 +5,13 @@
 //! numbers are formatted with `itoa` on the stack and the `Date` header comes
 //! from a [`Clock`] that formats the time once per second, not once per
 //! request. That is most of what "no allocation per request" takes.
+//!
+//! A response that never changes but for its date (`/_/hello`) need not be
+//! assembled header by header at all: a [`Canned`] response is written once,
+//! by [`write_response`] itself, and each request then copies the bytes
+//! before the date, the date, and the bytes after it.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An HTTP status code with its reason phrase.
@@ -164,6 +170,99 @@ pub fn write_response(
     body.len() as u64
 }
 
+/// A response whose bytes are all known in advance except the `Date` value.
+///
+/// The first time one is written, [`write_response`] renders it once for
+/// each way an [`Answer`] can shape it (see [`SHAPES`]), with an empty
+/// date, and each rendering is cut in two where the date goes. From then on
+/// a request costs three copies: the bytes before the date, the date, the
+/// bytes after it. Because the general code writes the pieces, a canned
+/// response is byte for byte what `write_response` would have written.
+#[derive(Debug)]
+pub struct Canned {
+    status: Status,
+    content_type: &'static str,
+    body: &'static [u8],
+    rendered: OnceLock<[Split; SHAPES.len()]>,
+}
+
+/// One rendering of a canned response, cut where the date goes.
+#[derive(Debug)]
+struct Split {
+    before_date: Box<[u8]>,
+    after_date: Box<[u8]>,
+}
+
+/// One answer of each shape a response can take: which `Connection` header
+/// [`write_head`] adds (none, `close`, or `keep-alive` for HTTP/1.0), and
+/// whether a body follows (not for HEAD). In the order of [`shape`]'s numbers.
+#[rustfmt::skip]
+const SHAPES: [Answer; 6] = [
+    Answer { head_only: false, minor: 1, close: false },
+    Answer { head_only: true,  minor: 1, close: false },
+    Answer { head_only: false, minor: 1, close: true },
+    Answer { head_only: true,  minor: 1, close: true },
+    Answer { head_only: false, minor: 0, close: false },
+    Answer { head_only: true,  minor: 0, close: false },
+];
+
+/// The number of `answer`'s shape in [`SHAPES`].
+fn shape(answer: &Answer) -> usize {
+    let connection = if answer.close {
+        1 // Connection: close
+    } else if answer.minor == 0 {
+        2 // Connection: keep-alive
+    } else {
+        0 // none
+    };
+    connection * 2 + usize::from(answer.head_only)
+}
+
+impl Canned {
+    pub const fn new(status: Status, content_type: &'static str, body: &'static [u8]) -> Canned {
+        Canned {
+            status,
+            content_type,
+            body,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// Appends the response for `answer`, dated `date`. Returns the body
+    /// bytes sent, like [`write_response`].
+    pub fn write(&self, out: &mut Vec<u8>, answer: &Answer, date: &str) -> u64 {
+        let rendered = self
+            .rendered
+            .get_or_init(|| SHAPES.map(|a| self.render(&a)));
+        let split = &rendered[shape(answer)];
+        out.extend_from_slice(&split.before_date);
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(&split.after_date);
+        if answer.head_only {
+            0
+        } else {
+            self.body.len() as u64
+        }
+    }
+
+    /// The response for `answer` written by [`write_response`], cut after `Date: `.
+    fn render(&self, answer: &Answer) -> Split {
+        let mut bytes = Vec::new();
+        let (status, content_type, body) = (self.status, self.content_type, self.body);
+        write_response(&mut bytes, answer, status, "", content_type, &[], body);
+        const DATE: &[u8] = b"\r\nDate: ";
+        let date_at = bytes
+            .windows(DATE.len())
+            .position(|w| w == DATE)
+            .expect("every response has a Date");
+        let after_date = bytes.split_off(date_at + DATE.len());
+        Split {
+            before_date: bytes.into_boxed_slice(),
+            after_date: after_date.into_boxed_slice(),
+        }
+    }
+}
+
 /// An error as a small HTML page: the status, and one sentence of why.
 pub fn write_error(
     out: &mut Vec<u8>,
@@ -277,6 +376,48 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("&lt;script&gt;"));
         assert!(!text.contains("<script>"));
+    }
+
+    #[test]
+    fn every_shape_has_its_number() {
+        for (i, answer) in SHAPES.iter().enumerate() {
+            assert_eq!(shape(answer), i, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn a_canned_response_is_what_write_response_writes() {
+        static CANNED: Canned = Canned::new(Status::OK, "text/plain", b"Hello, World!");
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        for head_only in [false, true] {
+            for close in [false, true] {
+                for minor in [0, 1] {
+                    let answer = Answer {
+                        head_only,
+                        minor,
+                        close,
+                    };
+                    let (mut canned, mut general) = (Vec::new(), Vec::new());
+                    let sent = CANNED.write(&mut canned, &answer, date);
+                    let body = b"Hello, World!";
+                    let want = write_response(
+                        &mut general,
+                        &answer,
+                        Status::OK,
+                        date,
+                        "text/plain",
+                        &[],
+                        body,
+                    );
+                    assert_eq!(
+                        String::from_utf8_lossy(&canned),
+                        String::from_utf8_lossy(&general),
+                        "{answer:?}"
+                    );
+                    assert_eq!(sent, want);
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! when its body has been read, so the route must be a small owned value.
 
 use super::parse::RequestHead;
-use super::response::{html_escape_into, write_error, write_response, Answer, Status};
+use super::response::{html_escape_into, write_error, write_response, Answer, Canned, Status};
 use super::FileRequest;
 use super::{Body, Ctx};
 use crate::table::{Format, DEFAULT_ROWS};
@@ -58,6 +58,10 @@ pub enum Route {
     File(Box<FileRequest>),
     NotFound,
 }
+
+/// `/_/hello`'s answer, the same for every request but for its date: the
+/// benchmark endpoint, so it is written the cheapest way there is.
+static HELLO: Canned = Canned::new(Status::OK, "text/plain", b"Hello, World!");
 
 /// The methods every route answers, for `Allow`.
 const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
@@ -172,12 +176,21 @@ pub fn path_of(target: &str) -> Option<&str> {
             .or_else(|| target.strip_prefix("https://"))?;
         // The authority ends at the first `/`, `?` or `#`; without a `/`
         // the path is empty, which means `/`.
-        match after_scheme.find(['/', '?', '#']) {
+        match after_scheme
+            .bytes()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        {
             Some(end) if after_scheme[end..].starts_with('/') => &after_scheme[end..],
             _ => "/",
         }
     };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    // Bytes, not chars: every request's target passes through here, and
+    // matching chars would decode UTF-8 for nothing. An ASCII byte never
+    // occurs inside a multi-byte character, so the position is a boundary.
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'?' | b'#'))
+        .unwrap_or(rest.len());
     Some(&rest[..end])
 }
 
@@ -189,7 +202,7 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
         Reply::written(Status::OK, n)
     };
     match route {
-        Route::Hello => ok(out, "text/plain", &[], b"Hello, World!"),
+        Route::Hello => Reply::written(Status::OK, HELLO.write(out, answer, date)),
         Route::Whoami => {
             let p = &ctx.peer;
             let text = match ctx.host.worker() {

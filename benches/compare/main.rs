@@ -1,0 +1,155 @@
+//! `make bench`: fivetuple's reactor beside the tokio version of the same
+//! server, a floor and nginx, measured so that the figures can be trusted
+//! on a small, noisy machine.
+//!
+//! - **Cores.** Each server runs pinned to one core; wrk gets every other
+//!   core, one thread per core (this driver stays there too). On two cores
+//!   that is one each, and wrk often saturates before the server does, so
+//!   every run records how busy each side was and which one was the
+//!   bottleneck. The two-worker tokio variant gets the server's core and
+//!   one of wrk's.
+//! - **Alternation.** In every scenario each server runs once per round,
+//!   in turn, for three rounds, so that drift in the machine hits all
+//!   alike; the report gives each figure's median over the rounds.
+//! - **Throughput and latency** come from wrk. **CPU per request** comes
+//!   from the kernel: the server's user and system time in `/proc/PID/stat`
+//!   before and after each run, over the requests served. **Descriptors**
+//!   are counted in `/proc/PID/fd` during each run.
+//! - **System calls per request** come from a separate `strace -c` pass,
+//!   and **user instructions per request** from a separate callgrind pass:
+//!   both slow a server down, so neither overlaps a timed run.
+//! - **Memory per held connection**: fresh servers, 15,000 connections
+//!   opened by `fivetuple connect -n 15000 --http` (one request each, then
+//!   held), then the server's RSS growth.
+//!
+//! The run is a list of named steps, like a turn of the reactor:
+//!
+//! 1. `prepare`: the machine, the cores, the subjects that can run;
+//! 2. `steps::throughput`: every scenario, every subject, wrk + `/proc`;
+//! 3. `steps::syscalls`: strace;
+//! 4. `steps::instructions`: callgrind;
+//! 5. `steps::memory`: 15,000 idle connections;
+//! 6. `outputs`: `target/bench/results.json`, `report.md` and the charts,
+//!    copied to `docs/benchmarks.md` and `docs/bench/`.
+//!
+//! Files: `plan.rs` (subjects, scenarios, cores), `server.rs` (starting
+//! them), `probe.rs` (wrk and `/proc`), `steps.rs`, `profile.rs` (reading
+//! callgrind's profile), `results.rs` (the typed figures), `targets.rs`
+//! (the targets, as a table), `report.rs` (the page) and `chart.rs`.
+
+mod chart;
+mod plan;
+mod probe;
+mod profile;
+mod report;
+mod results;
+mod server;
+mod steps;
+mod targets;
+
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use plan::{Cores, Machine, Subject};
+use results::Results;
+
+/// What every step needs: where things are, the cores, the subjects.
+pub struct Bench {
+    pub root: PathBuf,
+    /// `target/bench/`: results, report, charts, strace and callgrind files.
+    pub out_dir: PathBuf,
+    /// `benches/wrk/`: the scenarios' wrk scripts.
+    pub scripts: PathBuf,
+    pub cores: Cores,
+    pub subjects: Vec<Subject>,
+    started: Instant,
+}
+
+impl Bench {
+    /// A progress line on stderr, with the seconds since the start.
+    pub fn log(&self, line: fmt::Arguments<'_>) {
+        eprintln!("[{:>4.0}s] {line}", self.started.elapsed().as_secs_f64());
+    }
+}
+
+fn main() {
+    let (bench, mut results) = prepare();
+    steps::throughput(&bench, &mut results);
+    steps::syscalls(&bench, &mut results);
+    steps::instructions(&bench, &mut results);
+    steps::memory(&bench, &mut results);
+    results.seconds = bench.started.elapsed().as_secs_f64();
+    outputs(&bench, &results);
+}
+
+/// Step 1: the machine, the cores, and the subjects that can run here.
+fn prepare() -> (Bench, Results) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir).expect("target/bench");
+    raise_fd_limit();
+    let cores = Cores::detect();
+    cores.pin_driver();
+    let (subjects, skipped) = plan::subjects(&root, &cores);
+    let mut results = Results::new(
+        Machine::describe(),
+        cores.clone(),
+        subjects.iter().map(|s| s.id).collect(),
+    );
+    results.skipped = skipped;
+    let bench = Bench {
+        scripts: root.join("benches/wrk"),
+        root,
+        out_dir,
+        cores,
+        subjects,
+        started: Instant::now(),
+    };
+    for s in &results.skipped {
+        bench.log(format_args!("skipping {}: {}", s.what, s.why));
+    }
+    (bench, results)
+}
+
+/// Step 6: the JSON, the report, the charts, and their copies under docs/.
+fn outputs(bench: &Bench, results: &Results) {
+    let verdicts = targets::check(results);
+    let page = report::page(results, &verdicts);
+    let out = &bench.out_dir;
+    fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(results).expect("results serialise"),
+    )
+    .expect("results.json");
+    fs::write(out.join("report.md"), &page).expect("report.md");
+    chart::throughput(results, &out.join("throughput.svg"));
+    chart::cpu(results, &out.join("cpu.svg"));
+    let docs = bench.root.join("docs");
+    fs::create_dir_all(docs.join("bench")).expect("docs/bench");
+    for f in ["throughput.svg", "cpu.svg"] {
+        fs::copy(out.join(f), docs.join("bench").join(f)).expect("chart copied to docs/bench");
+    }
+    fs::write(docs.join("benchmarks.md"), &page).expect("docs/benchmarks.md");
+    println!("{page}");
+    bench.log(format_args!(
+        "wrote target/bench/ (results.json, report.md, charts) and docs/benchmarks.md"
+    ));
+}
+
+/// Up to the hard limit: 15,000 held connections need as many descriptors
+/// in the client, and the servers inherit the limit.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain get/set of this process's own limit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! What the benchmark runs: the servers (subjects), the loads (scenarios),
+//! and which cores each side gets.
+//!
+//! Everything here is data. The steps in `steps.rs` walk these tables;
+//! adding a scenario or a subject is adding a row.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+/// Length of one timed wrk run, in seconds.
+pub const RUN_SECS: u32 = 3;
+/// Rounds per scenario: each subject runs once per round, in turn.
+pub const ROUNDS: usize = 3;
+/// Untimed wrk run before the timed ones, so that the first round does not
+/// pay for connection setup, page faults and buffers growing.
+pub const WARMUP_SECS: u32 = 1;
+/// Idle connections held for the memory figure.
+pub const HELD: usize = 15_000;
+/// How often the descriptor sampler looks at `/proc/PID/fd` during a run.
+pub const FD_SAMPLE_MS: u64 = 10;
+/// A side whose cores were at least this busy is taken to be the bottleneck.
+pub const SATURATED: f64 = 0.9;
+/// A run during which other programs used more than this many cores' worth
+/// of CPU is disturbed: it is run again (within [`RETRIES`]), and left out
+/// of the medians when its scenario has undisturbed rounds. A third of a
+/// core is well above what the kernel's own threads and this driver use.
+pub const DISTURBED: f64 = 0.35;
+/// Disturbed runs run again, at most, per scenario: each costs one run
+/// (`RUN_SECS`). Per scenario, so that a busy stretch early in the
+/// benchmark does not leave nothing for the scenarios after it.
+pub const RETRIES: usize = 4;
+/// Before running a disturbed run again, wait (in steps of a second) for
+/// the other load to drop, at most this long per scenario. With `RETRIES`,
+/// a busy machine adds at most about 20 s per scenario to the benchmark.
+pub const QUIET_WAIT_SECS: u64 = 10;
+
+/// The servers under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectId {
+    /// `fivetuple serve`, the mio reactor.
+    Mio,
+    /// The tokio version of the same server, one thread.
+    Tokio,
+    /// The tokio version with two worker threads.
+    TokioMt,
+    /// The least a mio server can do to answer (`benches/floor_server.rs`).
+    Floor,
+    /// nginx answering from its configuration (`benches/nginx.conf`).
+    Nginx,
+}
+
+impl SubjectId {
+    /// Every subject, in the order tables list them.
+    pub const ALL: [SubjectId; 5] = [
+        SubjectId::Mio,
+        SubjectId::Tokio,
+        SubjectId::TokioMt,
+        SubjectId::Floor,
+        SubjectId::Nginx,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectId::Mio => "mio",
+            SubjectId::Tokio => "tokio",
+            SubjectId::TokioMt => "tokio-mt",
+            SubjectId::Floor => "floor",
+            SubjectId::Nginx => "nginx",
+        }
+    }
+
+    /// The subject as a sentence names it: "the floor's", "nginx's".
+    pub fn possessive(self) -> &'static str {
+        match self {
+            SubjectId::Mio => "fivetuple's",
+            SubjectId::Tokio => "tokio's",
+            SubjectId::TokioMt => "tokio-mt's",
+            SubjectId::Floor => "the floor's",
+            SubjectId::Nginx => "nginx's",
+        }
+    }
+}
+
+/// The loads, all against `GET /_/hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioId {
+    KeepAlive50,
+    KeepAlive256,
+    KeepAlive1000,
+    Pipelined16,
+    Churn,
+}
+
+/// One load: how many connections wrk keeps open, and the script (a file
+/// under `benches/wrk/`) that shapes its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub id: ScenarioId,
+    pub name: &'static str,
+    pub connections: u32,
+    pub script: Option<&'static str>,
+    /// wrk's latency means one request's: false when one "request" of wrk's
+    /// is a batch (pipelining), whose latency is the whole batch's.
+    pub latency: bool,
+}
+
+/// The scenarios, in the order the report lists them.
+pub const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        id: ScenarioId::KeepAlive50,
+        name: "keep-alive, 50 connections",
+        connections: 50,
+        script: None,
+        latency: true,
+    },
+    Scenario {
+        id: ScenarioId::KeepAlive256,
+        name: "keep-alive, 256 connections",
+        connections: 256,
+        script: None,
+        latency: true,
+    },
+    Scenario {
+        id: ScenarioId::KeepAlive1000,
+        name: "keep-alive, 1000 connections",
+        connections: 1000,
+        script: None,
+        latency: true,
+    },
+    Scenario {
+        id: ScenarioId::Pipelined16,
+        name: "pipelined x16, 50 connections",
+        connections: 50,
+        script: Some("pipeline16.lua"),
+        latency: false,
+    },
+    Scenario {
+        id: ScenarioId::Churn,
+        name: "churn: one request per connection, 50 at a time",
+        connections: 50,
+        script: Some("close.lua"),
+        latency: true,
+    },
+];
+
+impl ScenarioId {
+    pub fn scenario(self) -> &'static Scenario {
+        SCENARIOS
+            .iter()
+            .find(|s| s.id == self)
+            .expect("every scenario id has a row")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.scenario().name
+    }
+}
+
+/// Which cores the servers and the load generator get.
+///
+/// Servers run on one core. The load generator gets every other core, with
+/// one wrk thread per core, so that on a bigger machine it can push harder
+/// than one server core can answer. On two cores that is one each, and wrk
+/// usually saturates first; the report says which side did, run by run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cores {
+    /// The cores this process may use, as the kernel lists them.
+    pub allowed: Vec<usize>,
+    /// The servers' core.
+    pub server: usize,
+    /// wrk's cores (and this driver's, so that it never takes the server's).
+    pub client: Vec<usize>,
+}
+
+impl Cores {
+    pub fn detect() -> Cores {
+        Cores::split(allowed_cpus())
+    }
+
+    /// The first allowed core for the servers, the others for the load.
+    fn split(allowed: Vec<usize>) -> Cores {
+        let server = allowed[0];
+        let client: Vec<usize> = if allowed.len() > 1 {
+            allowed[1..].to_vec()
+        } else {
+            allowed.clone()
+        };
+        Cores {
+            allowed,
+            server,
+            client,
+        }
+    }
+
+    pub fn wrk_threads(&self) -> usize {
+        self.client.len()
+    }
+
+    /// The `taskset -c` list for the load generator.
+    pub fn client_list(&self) -> String {
+        list(&self.client)
+    }
+
+    /// The two-worker tokio variant: the server core and the first client
+    /// core, which it shares with one wrk thread.
+    pub fn pair(&self) -> Vec<usize> {
+        let mut pair = vec![self.server];
+        pair.extend(self.client.first().filter(|&&c| c != self.server));
+        pair
+    }
+
+    /// Pins this process (and what it starts, unless told otherwise) to the
+    /// client cores, so that its own threads stay off the server's core.
+    pub fn pin_driver(&self) {
+        // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &cpu in &self.client {
+                libc::CPU_SET(cpu, &mut set);
+            }
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
+/// `0,2,3` for taskset.
+pub fn list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}
+
+/// How to start one subject.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// A program that prints `listening on ADDR` once bound.
+    Program { program: PathBuf, args: Vec<String> },
+    /// nginx, from the template in `benches/nginx.conf`.
+    Nginx { program: PathBuf, template: PathBuf },
+}
+
+/// A server under test: what it is, how to start it, where it runs.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub id: SubjectId,
+    pub launch: Launch,
+    pub cpus: Vec<usize>,
+}
+
+/// A subject, tool or step that could not run, and why; the report says so.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub what: String,
+    pub why: String,
+}
+
+/// Every subject that can run on this machine, and a note for each that cannot.
+pub fn subjects(root: &Path, cores: &Cores) -> (Vec<Subject>, Vec<Skipped>) {
+    let release = root.join("target/release");
+    let program = |path: &str, args: &[&str]| Launch::Program {
+        program: release.join(path),
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    let one = vec![cores.server];
+    let mut subjects = vec![
+        Subject {
+            id: SubjectId::Mio,
+            launch: program(
+                "fivetuple",
+                &["serve", "--listen", "127.0.0.1:0", "--quiet"],
+            ),
+            cpus: one.clone(),
+        },
+        Subject {
+            id: SubjectId::Tokio,
+            launch: program("examples/tokio_server", &["--flavor", "current_thread"]),
+            cpus: one.clone(),
+        },
+        Subject {
+            id: SubjectId::TokioMt,
+            launch: program(
+                "examples/tokio_server",
+                &["--flavor", "multi_thread", "--workers", "2"],
+            ),
+            cpus: cores.pair(),
+        },
+        Subject {
+            id: SubjectId::Floor,
+            launch: program("examples/floor_server", &[]),
+            cpus: one.clone(),
+        },
+    ];
+    for s in &subjects {
+        if let Launch::Program { program, .. } = &s.launch {
+            assert!(
+                program.exists(),
+                "{} is not built: cargo build --release --bin fivetuple --example tokio_server \
+                 --example floor_server --example bench_compare",
+                program.display()
+            );
+        }
+    }
+    let mut skipped = Vec::new();
+    match find_program("nginx", &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]) {
+        Some(nginx) => subjects.push(Subject {
+            id: SubjectId::Nginx,
+            launch: Launch::Nginx {
+                program: nginx,
+                template: root.join("benches/nginx.conf"),
+            },
+            cpus: one,
+        }),
+        None => skipped.push(Skipped {
+            what: "nginx".into(),
+            why: "not installed (apt-get install nginx); its rows are missing".into(),
+        }),
+    }
+    (subjects, skipped)
+}
+
+/// A program on PATH, or at one of the usual places outside it (nginx
+/// lives in /usr/sbin, which a normal user's PATH often lacks).
+pub fn find_program(name: &str, elsewhere: &[&str]) -> Option<PathBuf> {
+    let on_path = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    on_path.or_else(|| {
+        elsewhere
+            .iter()
+            .map(PathBuf::from)
+            .find(|path| path.exists())
+    })
+}
+
+/// The machine the figures come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub date: String,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_default();
+        let output = |cmd: &str, args: &[&str]| {
+            Command::new(cmd)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        Machine {
+            cores: allowed_cpus().len(),
+            cpu,
+            kernel: output("uname", &["-r"]),
+            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_gets_one_core_and_wrk_the_rest() {
+        let big = Cores::split((0..16).collect());
+        assert_eq!((big.server, big.wrk_threads()), (0, 15));
+        assert_eq!(big.client_list(), "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15");
+        assert_eq!(big.pair(), vec![0, 1]);
+        let two = Cores::split(vec![2, 5]);
+        assert_eq!(
+            (two.server, two.client_list(), two.pair()),
+            (2, "5".to_string(), vec![2, 5])
+        );
+        let one = Cores::split(vec![0]);
+        assert_eq!(
+            (one.server, one.client_list(), one.pair()),
+            (0, "0".to_string(), vec![0])
+        );
+    }
+}

@@ -1,0 +1,587 @@
+//! The report: docs/benchmarks.md, written from one run's figures.
+//!
+//! Every number on the page, prose included, comes from the `Results` of
+//! the run that writes it. The sentences are chosen by the figures (which
+//! side was saturated, whether nginx ran), so that the page never says
+//! what an older run found.
+
+use std::fmt::Write as _;
+
+use crate::plan::{ScenarioId, SubjectId, HELD, SCENARIOS};
+use crate::results::{median, ratio, Bound, Results, Run};
+use crate::targets::Verdict;
+
+/// The whole page.
+pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
+    let mut p = String::new();
+    p.push_str(INTRO);
+    p.push_str("\n![requests per second, relative to the floor](bench/throughput.svg)\n\n");
+    p.push_str("![server CPU per request](bench/cpu.svg)\n\n");
+    p.push_str(&findings(results));
+    p.push_str(&machine(results));
+    p.push_str(&throughput_table(results));
+    p.push_str(&ratios_table(results));
+    p.push_str(&churn_table(results));
+    p.push_str(&syscalls_table(results));
+    p.push_str(&instructions_tables(results));
+    p.push_str(&memory_table(results));
+    let _ = writeln!(p, "## Targets\n");
+    for v in verdicts {
+        let _ = writeln!(p, "{}", v.line());
+    }
+    p.push('\n');
+    if !results.skipped.is_empty() {
+        let _ = writeln!(p, "## Not measured in this run\n");
+        for s in &results.skipped {
+            let _ = writeln!(p, "- {}: {}", s.what, s.why);
+        }
+        p.push('\n');
+    }
+    p.push_str(HOW_TO_READ);
+    p
+}
+
+const INTRO: &str = "# Benchmarks\n\n\
+The latest `make bench` run. Four servers answer the same `GET /_/hello` with the same \
+13 bytes:\n\n\
+- **mio**: `fivetuple serve`, the reactor this project is about;\n\
+- **tokio**: the same server on tokio (`benches/tokio_server.rs`: the same routes and the \
+same sans-IO protocol code, one task per connection), on one thread, and as **tokio-mt** \
+with two worker threads;\n\
+- **floor**: the least a mio server can do to answer (`benches/floor_server.rs`: httparse, \
+one fixed answer with the same headers, no routes, no bookkeeping), so that the gap between \
+it and fivetuple is what fivetuple's routing, limits and bookkeeping cost;\n\
+- **nginx**: `return 200` from one worker (`benches/nginx.conf`), a referee from outside.\n\n\
+How the figures are taken is explained at the top of `benches/compare/main.rs`; the targets \
+are the table in `benches/compare/targets.rs`.\n";
+
+const HOW_TO_READ: &str = "## How to read these figures\n\n\
+- **CPU per request** is the server's CPU time during a run (`/proc/PID/stat`) over the \
+requests wrk completed. The total follows the scheduler's exact accounting; the split into \
+user and system time is sampled at each timer tick, so the user figure, a small share of \
+the total, rests on few samples and moves from run to run. The instruction counts \
+(callgrind) are the steady measure of user-space work.\n\
+- **Sleeps** are the server's voluntary context switches: for an event loop, an \
+`epoll_wait` that found nothing ready and blocked. A server that finishes its work sooner \
+sleeps more often, and each sleep and wake-up costs kernel time, on its side and on wrk's.\n\
+- **Bound by** says which side ran out of CPU first: the server's core (server), wrk's \
+cores (wrk), or neither (latency, or other load on the machine). When wrk is the \
+bottleneck, requests per second measures wrk as much as the server.\n\
+- **Latency** is wrk's, from writing a request to reading its answer; it does not include \
+connecting, also in the churn scenario. It is left out for pipelining, where wrk times a \
+whole batch of 16.\n\
+- Each figure is the median of its rounds, taken figure by figure; the subjects take \
+turns within each round. A run during which other programs used a noticeable share of the \
+machine (see Noise above) is run again, and left out of the medians where its scenario has \
+undisturbed rounds; \"disturbed\" in the table marks a median that had none.\n";
+
+fn us(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} µs")
+    } else {
+        format!("{v:.1} µs")
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.0} %", v * 100.0)
+}
+
+fn times(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |v| format!("{v:.2}×"))
+}
+
+/// The single-core subjects whose runs compare one server core.
+fn single_core(results: &Results) -> impl Iterator<Item = SubjectId> + '_ {
+    results
+        .subjects
+        .iter()
+        .copied()
+        .filter(|&s| s != SubjectId::TokioMt)
+}
+
+/// The prose: what this run's figures say.
+fn findings(results: &Results) -> String {
+    let mut p = String::from("## What this run shows\n\n");
+    let cores = &results.cores;
+    // Who was saturated.
+    let runs: Vec<&Run> = single_core(results)
+        .flat_map(|s| SCENARIOS.iter().filter_map(move |sc| results.run(sc.id, s)))
+        .collect();
+    let count = |b: Bound| runs.iter().filter(|r| r.bound() == b).count();
+    let (by_wrk, by_server, neither) = (
+        count(Bound::Client),
+        count(Bound::Server),
+        count(Bound::Neither),
+    );
+    let _ = write!(
+        p,
+        "**Which side was the bottleneck.** The servers ran on core {}, wrk on {} ({} thread{}). \
+         Of the {} single-core server runs (medians), wrk's side was saturated first in {by_wrk}, \
+         the server's core in {by_server}, and neither in {neither}. ",
+        cores.server,
+        if cores.client.len() == 1 {
+            format!("core {}", cores.client[0])
+        } else {
+            format!("cores {}", crate::plan::list(&cores.client))
+        },
+        cores.client.len(),
+        if cores.client.len() == 1 { "" } else { "s" },
+        runs.len(),
+    );
+    if by_wrk * 2 > runs.len() {
+        p.push_str(
+            "With the load generator the bottleneck, requests per second says more about wrk \
+             than about the servers; CPU per request is the figure that compares them.\n\n",
+        );
+    } else if by_server * 2 > runs.len() {
+        p.push_str(
+            "With the servers the bottleneck, requests per second compares them directly.\n\n",
+        );
+    } else {
+        p.push_str("Compare servers by CPU per request; requests per second depends on which side ran out first.\n\n");
+    }
+
+    // fivetuple against the floor.
+    let cpu = |sc, s| results.run(sc, s).map(Run::cpu_us);
+    let user = |sc, s| results.run(sc, s).map(|r| r.user_us);
+    let instr = |sc, s| results.instructions(sc, s).map(|i| i.per_request);
+    use ScenarioId::{Churn, KeepAlive50, Pipelined16};
+    use SubjectId::{Floor, Mio, Nginx, Tokio};
+    if let (Some(m), Some(f), Some(mp), Some(fp)) = (
+        cpu(KeepAlive50, Mio),
+        cpu(KeepAlive50, Floor),
+        cpu(Pipelined16, Mio),
+        cpu(Pipelined16, Floor),
+    ) {
+        let sys_share = |s| {
+            results
+                .run(KeepAlive50, s)
+                .map_or(0.0, |r| r.sys_us / r.cpu_us().max(1e-9))
+        };
+        let _ = write!(
+            p,
+            "**fivetuple against the floor.** CPU per request: {:.2}× the floor's at keep-alive 50 \
+             ({} against {}) and {:.2}× pipelined ({} against {}). Most of a request's cost is the \
+             kernel's: system time is {} of fivetuple's CPU per request at keep-alive 50 ({} of the \
+             floor's), so what user space saves moves the total little. In user space alone the gap \
+             is {}: {} by the sampled user time",
+            m / f,
+            us(m),
+            us(f),
+            mp / fp,
+            us(mp),
+            us(fp),
+            pct(sys_share(Mio)),
+            pct(sys_share(Floor)),
+            match ratio(user(KeepAlive50, Mio), user(KeepAlive50, Floor)) {
+                Some(u) if u > m / f => "wider",
+                _ => "no wider",
+            },
+            times(ratio(user(KeepAlive50, Mio), user(KeepAlive50, Floor))),
+        );
+        match (instr(KeepAlive50, Mio), instr(KeepAlive50, Floor)) {
+            (Some(mi), Some(fi)) => {
+                let _ = write!(
+                    p,
+                    ", and {:.2}× by instructions counted ({mi:.0} against {fi:.0} per request at \
+                     keep-alive 50; {} pipelined)",
+                    mi / fi,
+                    times(ratio(instr(Pipelined16, Mio), instr(Pipelined16, Floor))),
+                );
+            }
+            _ => p.push_str(" (instructions were not counted in this run)"),
+        }
+        p.push('.');
+        if let (Some(mi), Some(fi)) = (
+            results.instructions(KeepAlive50, Mio),
+            results.instructions(KeepAlive50, Floor),
+        ) {
+            let part = |parts: &[(String, f64)], i: usize| {
+                parts
+                    .iter()
+                    .find(|(name, _)| name == crate::profile::PARTS[i])
+                    .map_or(0.0, |(_, v)| *v)
+            };
+            let _ = write!(
+                p,
+                " Of fivetuple's {:.0} instructions per request, httparse takes {:.0} (the floor's: \
+                 {:.0}), fivetuple's own checks around it {:.0}, routing and writing the answer {:.0}, \
+                 the session {:.0}, and the event loop {:.0} (the floor's: {:.0}); the table below has \
+                 every part.",
+                mi.per_request,
+                part(&mi.parts, 2),
+                part(&fi.parts, 2),
+                part(&mi.parts, 3),
+                part(&mi.parts, 4),
+                part(&mi.parts, 1),
+                part(&mi.parts, 0),
+                part(&fi.parts, 0),
+            );
+        }
+        let sleeps = |s| {
+            results
+                .run(KeepAlive50, s)
+                .map(|r| r.sleeps_per_request * 100.0)
+        };
+        if let (Some(ms), Some(fs)) = (sleeps(Mio), sleeps(Floor)) {
+            let _ = write!(
+                p,
+                " Part of the kernel's share depends on how often a server runs out of work: at \
+                 keep-alive 50 fivetuple went to sleep in `epoll_wait` {ms:.0} times per 100 \
+                 requests, the floor {fs:.0} times, and every sleep and wake-up is kernel time{}",
+                if fs > ms * 1.1 {
+                    ": the floor, quicker in user space, ran dry more often, which narrows the gap \
+                     in CPU per request."
+                } else {
+                    "."
+                }
+            );
+        }
+        p.push_str("\n\n");
+    }
+
+    // nginx.
+    if let (Some(n), Some(f)) = (cpu(KeepAlive50, Nginx), cpu(KeepAlive50, Floor)) {
+        let _ = write!(
+            p,
+            "**nginx** spent {} of CPU per request at keep-alive 50: {:.2}× the floor's and {} \
+             fivetuple's. Pipelined: {} the floor's",
+            us(n),
+            n / f,
+            times(ratio(Some(n), cpu(KeepAlive50, Mio))),
+            times(ratio(cpu(Pipelined16, Nginx), cpu(Pipelined16, Floor))),
+        );
+        match (
+            results.syscalls(Pipelined16, Nginx),
+            results.syscalls(Pipelined16, Floor),
+        ) {
+            (Some(n), Some(f)) => {
+                let _ = write!(
+                    p,
+                    ", with {n:.2} system calls per pipelined request against the floor's {f:.2}: \
+                     nginx writes each answer of a batch on its own.\n\n"
+                );
+            }
+            _ => p.push_str(".\n\n"),
+        }
+    }
+
+    // tokio.
+    let vs_tokio: Vec<(f64, f64)> = SCENARIOS
+        .iter()
+        .filter_map(|sc| {
+            Some((
+                ratio(cpu(sc.id, Mio), cpu(sc.id, Tokio))?,
+                ratio(user(sc.id, Mio), user(sc.id, Tokio))?,
+            ))
+        })
+        .collect();
+    if !vs_tokio.is_empty() {
+        let range = |f: fn(&(f64, f64)) -> f64| {
+            let v: Vec<f64> = vs_tokio.iter().map(f).collect();
+            (
+                v.iter().copied().fold(f64::MAX, f64::min),
+                v.iter().copied().fold(f64::MIN, f64::max),
+            )
+        };
+        let (c0, c1) = range(|r| r.0);
+        let (u0, u1) = range(|r| r.1);
+        let _ = write!(
+            p,
+            "**Against the tokio version** (one thread), across the {} scenarios: CPU per request \
+             from {c0:.2}× to {c1:.2}× tokio's, user CPU from {u0:.2}× to {u1:.2}×",
+            vs_tokio.len()
+        );
+        if let (Some(mi), Some(ti)) = (instr(KeepAlive50, Mio), instr(KeepAlive50, Tokio)) {
+            let _ = write!(
+                p,
+                "; user instructions at keep-alive 50 {:.2}× ({mi:.0} against {ti:.0})",
+                mi / ti
+            );
+        }
+        p.push_str(".\n\n");
+    }
+
+    // Churn.
+    if let Some(m) = results.run(Churn, Mio) {
+        let others: Vec<String> = single_core(results)
+            .filter(|&s| s != Mio)
+            .filter_map(|s| results.run(Churn, s).map(|r| (s, r)))
+            .map(|(s, r)| format!("{} {} and {}", s.name(), us(r.cpu_us()), r.fd_peak))
+            .collect();
+        let _ = write!(
+            p,
+            "**Churn** (a new connection for every request, {} at a time): fivetuple spent {} of \
+             CPU per connection and held at most {} descriptors at once (CPU and descriptor peak \
+             of the others: {}).\n\n",
+            Churn.scenario().connections,
+            us(m.cpu_us()),
+            m.fd_peak,
+            others.join("; "),
+        );
+    }
+
+    // Noise.
+    let rounds: Vec<&Run> = results.throughput.iter().flat_map(|m| &m.rounds).collect();
+    let disturbed = rounds.iter().filter(|r| r.disturbed()).count();
+    let repeated: usize = results.throughput.iter().map(|m| m.repeated).sum();
+    let spreads: Vec<f64> = results.throughput.iter().map(|m| m.spread()).collect();
+    let others: Vec<f64> = rounds.iter().map(|r| r.other_load).collect();
+    if !rounds.is_empty() {
+        let _ = write!(
+            p,
+            "**Noise.** Other programs on the machine used up to {:.2} cores' worth of CPU during the \
+             timed runs kept (median {:.2}). {repeated} run{} disturbed by more than {} cores of it {} \
+             run again (after waiting {:.0} s in all for the machine to quiet down), and \
+             {disturbed} of the {} rounds kept {} disturbed even so; the medians \
+             leave those out wherever a scenario has undisturbed rounds. The undisturbed rounds of \
+             one server in one scenario spread by up to {} in requests/s (median {}).\n\n",
+            others.iter().copied().fold(0.0, f64::max),
+            median(others.iter().copied()),
+            if repeated == 1 { "" } else { "s" },
+            crate::plan::DISTURBED,
+            if repeated == 1 { "was" } else { "were" },
+            results.waited_seconds,
+            rounds.len(),
+            if disturbed == 1 { "was" } else { "were" },
+            pct(spreads.iter().copied().fold(0.0, f64::max)),
+            pct(median(spreads.iter().copied())),
+        );
+    }
+    p
+}
+
+fn machine(results: &Results) -> String {
+    let m = &results.machine;
+    format!(
+        "## Machine\n\n{} cores, {}, Linux {}, {}. Servers on core {} (tokio-mt on cores {}, \
+         sharing one with wrk), wrk on the rest with one thread per core. {} rounds of {} s per \
+         scenario; the whole run took {:.0} s.\n\n",
+        results.cores.allowed.len(),
+        m.cpu,
+        m.kernel,
+        m.date,
+        results.cores.server,
+        crate::plan::list(&results.cores.pair()),
+        results.rounds,
+        results.run_seconds,
+        results.seconds,
+    )
+}
+
+fn throughput_table(results: &Results) -> String {
+    let mut r = String::from("## Throughput, latency and CPU per request\n\n");
+    r.push_str(
+        "| scenario | server | requests/s | p50 | p99 | user µs/req | system µs/req | sleeps/100 req | server busy | wrk busy | bound by |\n",
+    );
+    r.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for scenario in &SCENARIOS {
+        for &subject in &results.subjects {
+            let Some(m) = results.measured(scenario.id, subject) else {
+                continue;
+            };
+            let run = &m.median;
+            let (p50, p99) = run
+                .latency
+                .map_or(("n/a".to_string(), "n/a".to_string()), |l| {
+                    (us(l.p50_us), us(l.p99_us))
+                });
+            let errors = if run.errors > 0 {
+                format!(" ({} errors)", run.errors)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                r,
+                "| {} | {} | {:.0}{errors} | {p50} | {p99} | {:.3} | {:.3} | {:.1} | {} | {} | {} |",
+                scenario.name,
+                subject.name(),
+                run.rps,
+                run.user_us,
+                run.sys_us,
+                run.sleeps_per_request * 100.0,
+                pct(run.server_busy),
+                pct(run.client_busy),
+                if run.disturbed() {
+                    format!("{}, disturbed", run.bound().name())
+                } else {
+                    run.bound().name().to_string()
+                },
+            );
+        }
+    }
+    r.push('\n');
+    r
+}
+
+fn ratios_table(results: &Results) -> String {
+    use SubjectId::{Floor, Mio, Tokio};
+    let mut r = String::from("## fivetuple against the floor and against tokio\n\n");
+    r.push_str("| scenario | CPU/req ÷ floor | user CPU/req ÷ floor | CPU/req ÷ tokio | user CPU/req ÷ tokio | requests/s ÷ tokio |\n");
+    r.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for scenario in &SCENARIOS {
+        let f = |s, g: fn(&Run) -> f64| results.run(scenario.id, s).map(g);
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {} |",
+            scenario.name,
+            times(ratio(f(Mio, Run::cpu_us), f(Floor, Run::cpu_us))),
+            times(ratio(f(Mio, |r| r.user_us), f(Floor, |r| r.user_us))),
+            times(ratio(f(Mio, Run::cpu_us), f(Tokio, Run::cpu_us))),
+            times(ratio(f(Mio, |r| r.user_us), f(Tokio, |r| r.user_us))),
+            times(ratio(f(Mio, |r| r.rps), f(Tokio, |r| r.rps))),
+        );
+    }
+    r.push('\n');
+    r
+}
+
+fn churn_table(results: &Results) -> String {
+    let churn = ScenarioId::Churn;
+    let mut r = format!(
+        "## Churn: a new connection per request\n\n{} connections at a time, each closed after one \
+         answer (`Connection: close`). The descriptor peak is the most entries `/proc/PID/fd` \
+         listed at once, sampled every few milliseconds during the timed runs.\n\n",
+        churn.scenario().connections
+    );
+    r.push_str(
+        "| server | connections/s | p50 | p99 | CPU µs per connection | descriptor peak |\n",
+    );
+    r.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for &subject in &results.subjects {
+        let Some(run) = results.run(churn, subject) else {
+            continue;
+        };
+        let (p50, p99) = run
+            .latency
+            .map_or(("n/a".to_string(), "n/a".to_string()), |l| {
+                (us(l.p50_us), us(l.p99_us))
+            });
+        let _ = writeln!(
+            r,
+            "| {} | {:.0} | {p50} | {p99} | {:.2} | {} |",
+            subject.name(),
+            run.rps,
+            run.cpu_us(),
+            run.fd_peak
+        );
+    }
+    r.push('\n');
+    r
+}
+
+fn syscalls_table(results: &Results) -> String {
+    if results.syscalls.is_empty() {
+        return String::new();
+    }
+    let mut r =
+        String::from("## System calls per request (strace -c, separate pass)\n\n| scenario |");
+    for s in &results.subjects {
+        let _ = write!(r, " {} |", s.name());
+    }
+    r.push_str("\n|---|");
+    r.push_str(&"---:|".repeat(results.subjects.len()));
+    r.push('\n');
+    for scenario in [ScenarioId::KeepAlive50, ScenarioId::Pipelined16] {
+        let _ = write!(r, "| {} |", scenario.name());
+        for &s in &results.subjects {
+            let v = results
+                .syscalls(scenario, s)
+                .map_or("n/a".to_string(), |v| format!("{v:.3}"));
+            let _ = write!(r, " {v} |");
+        }
+        r.push('\n');
+    }
+    r.push('\n');
+    r
+}
+
+fn instructions_tables(results: &Results) -> String {
+    use SubjectId::{Floor, Mio};
+    if results.instructions.is_empty() {
+        return String::new();
+    }
+    let subjects: Vec<SubjectId> = results
+        .subjects
+        .iter()
+        .copied()
+        .filter(|&s| results.instructions.iter().any(|i| i.subject == s))
+        .collect();
+    let mut r = String::from(
+        "## User instructions per request (callgrind, separate pass)\n\n\
+         Counted by `valgrind --tool=callgrind` under load, less a run that only starts, \
+         answers once and stops. Unlike CPU time, the count does not depend on the machine's \
+         other load; it sees nothing of the kernel's work.\n\n| scenario |",
+    );
+    for s in &subjects {
+        let _ = write!(r, " {} |", s.name());
+    }
+    r.push_str(" mio ÷ floor |\n|---|");
+    r.push_str(&"---:|".repeat(subjects.len() + 1));
+    r.push('\n');
+    for scenario in [ScenarioId::KeepAlive50, ScenarioId::Pipelined16] {
+        let _ = write!(r, "| {} |", scenario.name());
+        let get = |s| results.instructions(scenario, s).map(|i| i.per_request);
+        for &s in &subjects {
+            let _ = write!(
+                r,
+                " {} |",
+                get(s).map_or("n/a".to_string(), |v| format!("{v:.0}"))
+            );
+        }
+        let _ = writeln!(r, " {} |", times(ratio(get(Mio), get(Floor))));
+    }
+    r.push('\n');
+    for scenario in [ScenarioId::KeepAlive50, ScenarioId::Pipelined16] {
+        let (Some(m), f) = (
+            results.instructions(scenario, Mio),
+            results.instructions(scenario, Floor),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            r,
+            "Where the instructions go, {} (per request, start-up included in the rest):\n",
+            scenario.name()
+        );
+        r.push_str("| part | mio | floor |\n|---|---:|---:|\n");
+        for part in crate::profile::PARTS {
+            let get =
+                |parts: &[(String, f64)]| parts.iter().find(|(p, _)| p == part).map(|(_, v)| *v);
+            let (mv, fv) = (get(&m.parts), f.and_then(|f| get(&f.parts)));
+            if mv.is_none() && fv.is_none() {
+                continue;
+            }
+            let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+            let _ = writeln!(r, "| {part} | {} | {} |", cell(mv), cell(fv));
+        }
+        r.push('\n');
+    }
+    r
+}
+
+fn memory_table(results: &Results) -> String {
+    if results.memory.is_empty() {
+        return String::new();
+    }
+    let mut r = format!(
+        "## Memory per held idle connection ({HELD} connections, one request each)\n\n\
+         Opened with `fivetuple connect -n {HELD} --http --hold …` on wrk's cores; the server's RSS \
+         growth over the connections held. How fast they were established is in results.json, but \
+         it mostly measures SYN retransmissions: a burst that overflows the accept queue waits a \
+         one-second retransmission. Connections accepted per second are the churn scenario's \
+         figure above.\n\n| server | connections held | RSS per connection |\n|---|---:|---:|\n"
+    );
+    for h in &results.memory {
+        let _ = writeln!(
+            r,
+            "| {} | {} | {:.0} B |",
+            h.subject.name(),
+            h.connections,
+            h.bytes_per_connection
+        );
+    }
+    r.push('\n');
+    r
+}
