@@ -103,11 +103,12 @@ SOAK_SECS ?= 180
 soak:
 	FIVETUPLE_SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
-# The mio reactor against the tokio version (wrk, /proc, strace), then the
-# protocol micro-benchmarks. Writes target/bench/ and docs/benchmarks.md.
+# The mio reactor against the floor (a minimal mio server), the tokio version
+# and nginx (wrk, /proc, strace), then the protocol micro-benchmarks.
+# Writes target/bench/ and docs/benchmarks.md.
 bench:
-	command -v wrk >/dev/null && command -v strace >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk strace)
-	$(CARGO) build --release --bin fivetuple --example tokio_server --example bench_compare
+	command -v wrk >/dev/null && command -v strace >/dev/null && command -v nginx >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk strace nginx)
+	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
 	./target/release/examples/bench_compare
 	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3
