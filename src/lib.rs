@@ -27,6 +27,8 @@
 //!   safe gate; big files streamed as the connection drains.
 //! - [`client`]: `fivetuple connect`, a small mio client event loop.
 //! - [`procnet`]: `fivetuple conns`, the kernel's table from `/proc/net/tcp`.
+//! - [`live`]: watching the loop: the live page (`/_/`) and its event
+//!   stream (`/_/events`), metrics (`/_/metrics`), and `serve --trace`.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
@@ -38,6 +40,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod listener;
+pub mod live;
 pub mod procnet;
 pub mod reactor;
 pub mod table;

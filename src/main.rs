@@ -82,6 +82,9 @@ struct ServeArgs {
     /// Seconds a client may leave answers unread before it is dropped (0: no limit).
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     send_timeout: f64,
+    /// Print each turn of the event loop: what woke it, what it did with each event.
+    #[arg(long)]
+    trace: bool,
 }
 
 /// A number of seconds from the command line; 0 means "no limit" where allowed.
@@ -174,6 +177,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         max_conns,
         shutdown_grace,
         timeouts,
+        trace: args.trace,
     };
     let reactor = Reactor::bind(config)?;
     let addr = reactor.local_addr();

@@ -77,6 +77,9 @@ pub enum Phase {
     Closing,
     /// Our FIN is sent; reading and discarding until the client closes.
     Linger,
+    /// A long-lived answer: the event stream (`/_/events`), written as
+    /// things happen until the client leaves.
+    Stream,
 }
 
 impl Phase {
@@ -88,6 +91,7 @@ impl Phase {
             Phase::Writing => "writing",
             Phase::Closing => "closing",
             Phase::Linger => "linger",
+            Phase::Stream => "stream",
         }
     }
 }

@@ -73,6 +73,31 @@ pub trait Host {
     /// marked. A server answering many requesters at once may share one
     /// rendering among them (see [`crate::table::Rendered`]).
     fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>);
+
+    /// Appends the server's metrics in the Prometheus text format; false if
+    /// this host keeps none (the route then answers 404).
+    fn write_metrics(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// May connection `me` become a subscriber of the event stream
+    /// (`/_/events`)? Unless `dry_run` (a HEAD, which only asks), `Yes`
+    /// books it: once its answer's head is written, the server keeps the
+    /// connection open and writes events to it.
+    fn subscribe(&self, _me: usize, _dry_run: bool) -> Subscribe {
+        Subscribe::NotHere
+    }
+}
+
+/// The server's answer to a request for the event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribe {
+    /// This server has no event stream (the protocol run alone, the tokio
+    /// version in the benchmarks): 404.
+    NotHere,
+    /// As many subscribers as the server takes: 503.
+    Full,
+    Yes,
 }
 
 /// What answers for a served directory (`--dir`, see `crate::files`). The
@@ -132,6 +157,21 @@ pub struct Progress {
     pub responses: u64,
     /// Close the connection once the output has been written.
     pub close: bool,
+    /// The responses, counted by status class, for the metrics.
+    pub statuses: StatusClasses,
+}
+
+/// A count of responses per status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusClasses(pub [u32; 5]);
+
+impl StatusClasses {
+    pub fn count(&mut self, status: response::Status) {
+        let class = usize::from(status.code / 100).wrapping_sub(1);
+        if let Some(n) = self.0.get_mut(class) {
+            *n += 1;
+        }
+    }
 }
 
 /// A response body written piece by piece as the connection drains (a

@@ -385,6 +385,7 @@ impl Session {
 
     fn account(&mut self, reply: routes::Reply, answer: Answer, progress: &mut Progress) {
         progress.responses += 1;
+        progress.statuses.count(reply.status);
         progress.close |= answer.close;
         self.stream = reply.stream;
     }
@@ -425,6 +426,7 @@ impl Session {
             );
         }
         progress.responses += 1;
+        progress.statuses.count(reject.status);
         progress.close = true;
         self.end();
     }
