@@ -294,7 +294,7 @@ fn the_event_stream_tells_accepts_and_closes_and_is_an_answer_strict_clients_acc
 
 #[test]
 fn a_head_request_or_a_pipelined_one_does_not_become_part_of_a_stream() {
-    let mut server = Server::start(&["--quiet"]);
+    let server = Server::start(&["--quiet"]);
     let mut s = server.connect();
     s.write_all(b"HEAD /_/events HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();

@@ -160,6 +160,10 @@ pub struct Trace {
     caused: bool,
     /// Connections closed this turn.
     reaped: Vec<usize>,
+    /// Lines in this turn's block so far.
+    lines: usize,
+    /// What the loop's alarm was set for when it slept.
+    alarm: Option<Alarm>,
 }
 
 impl Trace {
@@ -167,6 +171,8 @@ impl Trace {
     pub fn woke(&mut self, turn: u64, slept: Duration, events: usize, alarm: Option<Alarm>) {
         self.block.clear();
         self.reaped.clear();
+        self.lines = 0;
+        self.alarm = alarm;
         let _ = write!(self.block, "turn {turn} · ");
         if alarm == Some(Alarm::ReadyList) {
             self.block
@@ -196,6 +202,7 @@ impl Trace {
     /// A new line about `subject`, beginning with its cause.
     pub fn line(&mut self, subject: Subject, cause: Option<Cause>) {
         let _ = write!(self.block, "\n  {subject:<LABEL$} ");
+        self.lines += 1;
         self.noted = false;
         self.caused = false;
         if let Some(cause) = cause {
@@ -308,6 +315,15 @@ impl Trace {
 
     /// Ends the turn: the closed connections, then the block goes out in one write.
     pub fn end(&mut self, open: usize) {
+        if self.lines == 0 && self.alarm == Some(Alarm::Deadline) {
+            // Timer entries are lazy (see src/timer.rs): a deadline that
+            // moved later leaves its old entry behind, pushed again when due.
+            let _ = write!(
+                self.block,
+                "\n  {:<LABEL$} nothing was due: that deadline had moved later",
+                "timers"
+            );
+        }
         if !self.reaped.is_empty() {
             let _ = write!(self.block, "\n  {:<LABEL$} ", "reaped");
             for (i, key) in self.reaped.iter().enumerate() {
