@@ -529,22 +529,9 @@ impl Connection {
 
     /// This connection's row in the connection table.
     pub fn row(&self, now: Instant, you: bool) -> ConnRow {
-        let phase = match self.stage {
-            _ if you => Phase::Writing, // it is answering this very request
-            Stage::Lingering { .. } => Phase::Linger,
-            Stage::Streaming => Phase::Stream,
-            _ if !self.out.is_empty() => Phase::Writing,
-            Stage::Closing => Phase::Closing,
-            Stage::Open => self.session.phase(),
-        };
-        // As netstat would name the kernel's state: our FIN sent and theirs
-        // not yet come is FIN_WAIT2 (once acknowledged); theirs come and
-        // ours not yet sent is CLOSE_WAIT.
-        let state = match self.stage {
-            Stage::Lingering { .. } => TcpState::FinWait2,
-            _ if self.peer_closed => TcpState::CloseWait,
-            _ => TcpState::Established,
-        };
+        let (state, phase) = self.state_and_phase();
+        // It is answering this very request.
+        let phase = if you { Phase::Writing } else { phase };
         ConnRow {
             token: Some(self.peer.token),
             proto: "tcp",
@@ -558,6 +545,26 @@ impl Connection {
             requests: Some(self.requests),
             you,
         }
+    }
+
+    /// The table's State and Phase columns: the TCP state as netstat would
+    /// name the kernel's (our FIN sent and theirs not yet come is FIN_WAIT2,
+    /// once acknowledged; theirs come and ours not yet sent is CLOSE_WAIT),
+    /// and what the server is doing with the connection.
+    pub fn state_and_phase(&self) -> (TcpState, Phase) {
+        let phase = match self.stage {
+            Stage::Lingering { .. } => Phase::Linger,
+            Stage::Streaming => Phase::Stream,
+            _ if !self.out.is_empty() => Phase::Writing,
+            Stage::Closing => Phase::Closing,
+            Stage::Open => self.session.phase(),
+        };
+        let state = match self.stage {
+            Stage::Lingering { .. } => TcpState::FinWait2,
+            _ if self.peer_closed => TcpState::CloseWait,
+            _ => TcpState::Established,
+        };
+        (state, phase)
     }
 
     /// The socket, for registering with the Poll.

@@ -230,8 +230,8 @@ impl Reactor {
             self.wait(&mut events)?;
             for event in events.iter() {
                 let readiness = Readiness::from(event);
-                self.live
-                    .handling(subject(event.token()), readiness.cause());
+                let token = event.token();
+                self.live.handling(|| (subject(token), readiness.cause()));
                 match event.token() {
                     LISTENER => self.accept_some(),
                     SIGNALS => self.on_signal(),
@@ -466,17 +466,12 @@ impl Reactor {
     }
 
     /// Moves one connection as far as one turn allows (see `advance`),
-    /// telling whoever watches what changed.
+    /// with a look at it before and after for whoever watches (the event
+    /// stream, the trace; nothing when nobody does).
     fn serve(&mut self, key: usize) {
-        self.watched(key, Reactor::advance);
-    }
-
-    /// Runs `step` on a connection, with a look at it before and after for
-    /// the event stream and the trace (nothing when nobody watches).
-    fn watched(&mut self, key: usize, step: impl FnOnce(&mut Reactor, usize)) {
         let before = self.live.before(&self.conns[key]);
-        step(self, key);
-        self.live.after(before, self.conns.get(key));
+        self.advance(key);
+        self.live.after(before, &self.conns);
     }
 
     /// Moves one connection as far as one turn allows: continue what the
@@ -580,7 +575,8 @@ impl Reactor {
             shutting_down: self.shutting_down_since.is_some(),
         };
         let progress = step(&mut session, &ctx, &self.read_buf, &mut self.write_buf);
-        self.live.metrics.answered(&progress.statuses);
+        let metrics = &mut self.live.metrics;
+        metrics.answered(progress.responses, &progress.statuses);
         let conn = &mut self.conns[key];
         conn.put_session(session, progress);
         if self.live.join(conn, self.now) {
@@ -684,7 +680,7 @@ impl Reactor {
     /// and reused meanwhile.
     fn run_ready(&mut self) {
         if self.listener_ready {
-            self.live.handling(Subject::Listener, Cause::ReadyList);
+            self.live.handling(|| (Subject::Listener, Cause::ReadyList));
             self.accept_some();
         }
         let mut ready = mem::take(&mut self.ready);
@@ -692,7 +688,8 @@ impl Reactor {
             match self.conns.get_mut(key) {
                 Some(conn) if conn.serial() == serial => {
                     conn.unschedule();
-                    self.live.handling(Subject::Conn(key), Cause::ReadyList);
+                    self.live
+                        .handling(|| (Subject::Conn(key), Cause::ReadyList));
                     self.serve(key);
                 }
                 _ => {}
@@ -724,8 +721,10 @@ impl Reactor {
                 Fired::Stale => {}
                 Fired::Moved(later) => self.timers.push(later, key, serial),
                 Fired::Due => {
-                    self.live.handling(Subject::Conn(key), Cause::Timer);
-                    self.watched(key, Reactor::on_timeout);
+                    self.live.handling(|| (Subject::Conn(key), Cause::Timer));
+                    let before = self.live.before(&self.conns[key]);
+                    self.on_timeout(key);
+                    self.live.after(before, &self.conns);
                 }
             }
         }
@@ -812,7 +811,7 @@ impl Reactor {
             });
         }
         if self.accept_paused && !self.listener_ready {
-            self.live.handling(Subject::Listener, Cause::Timer);
+            self.live.handling(|| (Subject::Listener, Cause::Timer));
             self.accept_some();
         }
         if self.write_buf.capacity() > 4 * READ_BUFFER {
@@ -1186,6 +1185,20 @@ mod tests {
             );
             r.run_ready();
         }
+    }
+
+    #[test]
+    fn with_nobody_watching_connections_come_and_go_without_the_event_machinery() {
+        let mut r = reactor();
+        for _ in 0..100 {
+            let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
+            accept_until(&mut r, 1);
+            let key = key_of(&r, &c);
+            r.close(key, "churn");
+            r.publish();
+        }
+        assert!(!r.live.watched(), "an event hub or a trace exists for nobody");
+        assert_eq!(r.live.next_tick(), None, "the loop wakes for nobody");
     }
 
     #[test]

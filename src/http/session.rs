@@ -383,6 +383,7 @@ impl Session {
         }
     }
 
+    #[inline]
     fn account(&mut self, reply: routes::Reply, answer: Answer, progress: &mut Progress) {
         progress.responses += 1;
         progress.statuses.count(reply.status);

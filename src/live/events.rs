@@ -93,6 +93,8 @@ struct Told {
     counters: (u64, u64, u64),
     /// Waiting in `dirty` for a tick.
     dirty: bool,
+    /// In `touched` already this turn.
+    touched: bool,
 }
 
 /// The subscribers and this turn's events.
@@ -192,37 +194,45 @@ impl Hub {
     /// A connection was served this turn; its row is compared with what the
     /// subscribers were told at the end of the turn.
     pub fn touch(&mut self, key: usize, serial: u64) {
+        if let Some(Some(told)) = self.told.get_mut(key) {
+            if told.serial == serial {
+                if told.touched {
+                    return; // once per turn is enough
+                }
+                told.touched = true;
+            }
+        }
+        // One the subscribers were never told about may come twice; the
+        // second finds nothing new.
         self.touched.push((key, serial));
     }
 
     /// End of a turn: a `state` event for every touched connection whose
-    /// state or phase changed, and the `counters` event when a tick is due.
+    /// state or phase changed, and the `counters` event if `counters` are
+    /// given (the tick is due: see [`Hub::next_tick`]).
     pub fn end_turn(
         &mut self,
         conns: &Slab<Connection>,
-        counters: Counters,
+        counters: Option<Counters>,
         now: Instant,
         totals: &mut Totals,
     ) {
         let mut touched = std::mem::take(&mut self.touched);
-        touched.sort_unstable();
-        touched.dedup();
         for &(key, serial) in &touched {
             let Some(conn) = conns.get(key).filter(|c| c.serial() == serial) else {
                 continue;
             };
-            let row = conn.row(now, false);
+            let status = conn.state_and_phase();
             match self.told.get_mut(key).and_then(Option::as_mut) {
-                Some(told)
-                    if told.serial == serial
-                        && (told.state, told.phase) == (row.state, row.phase) =>
-                {
+                Some(told) if told.serial == serial && (told.state, told.phase) == status => {
+                    told.touched = false;
                     if told.counters != conn.counters() && !told.dirty {
                         told.dirty = true;
                         self.dirty.push((key, serial));
                     }
                 }
                 _ => {
+                    let row = conn.row(now, false);
                     self.remember(conn, &row);
                     self.event("state", totals, |out| json(out, &row));
                 }
@@ -230,7 +240,7 @@ impl Hub {
         }
         touched.clear();
         self.touched = touched; // keep the allocation
-        if now >= self.next_tick {
+        if let Some(counters) = counters {
             self.next_tick = now + TICK;
             self.tick(conns, counters, totals);
         }
@@ -301,6 +311,7 @@ impl Hub {
             phase: row.phase,
             counters: conn.counters(),
             dirty: false,
+            touched: false,
         });
     }
 

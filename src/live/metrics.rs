@@ -145,8 +145,10 @@ pub struct Metrics {
     /// Bytes of connections already closed (the open ones are summed when asked).
     pub closed_bytes_in: u64,
     pub closed_bytes_out: u64,
-    /// Answers produced, by status class.
-    pub responses: [u64; 5],
+    /// Answers produced.
+    pub responses: u64,
+    /// Answers other than `200 OK` produced, by status class.
+    pub not_ok: [u64; 5],
     pub refused: u64,
     pub reclaimed: u64,
     pub lingering: u64,
@@ -165,7 +167,8 @@ impl Default for Metrics {
             closed: 0,
             closed_bytes_in: 0,
             closed_bytes_out: 0,
-            responses: [0; 5],
+            responses: 0,
+            not_ok: [0; 5],
             refused: 0,
             reclaimed: 0,
             lingering: 0,
@@ -187,10 +190,24 @@ impl Metrics {
         self.timeouts[kind as usize] += 1;
     }
 
-    pub fn answered(&mut self, classes: &StatusClasses) {
-        for (total, n) in self.responses.iter_mut().zip(classes.0) {
-            *total += u64::from(n);
+    /// A call of the protocol produced `responses` answers, of which
+    /// `not_ok` were other than `200 OK`.
+    #[inline]
+    pub fn answered(&mut self, responses: u64, not_ok: &StatusClasses) {
+        self.responses += responses;
+        if !not_ok.is_empty() {
+            for (total, n) in self.not_ok.iter_mut().zip(not_ok.0) {
+                *total += u64::from(n);
+            }
         }
+    }
+
+    /// Answers by status class, 1xx to 5xx.
+    fn by_class(&self) -> [u64; 5] {
+        let mut classes = self.not_ok;
+        let ok = self.responses.saturating_sub(self.not_ok.iter().sum());
+        classes[1] += ok;
+        classes
     }
 
     /// One turn of the loop worked this long before it went back to sleep.
@@ -324,7 +341,7 @@ pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
         "counter",
         "Answers produced, by status class.",
     );
-    for (class, n) in classes.iter().zip(m.responses) {
+    for (class, n) in classes.iter().zip(m.by_class()) {
         let _ = writeln!(t, "{name}{{class=\"{class}\"}} {n}");
     }
     let name = "fivetuple_accept_errors_total";

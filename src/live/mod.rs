@@ -67,7 +67,7 @@ impl Live {
 
     /// Someone subscribes to the event stream or reads the trace.
     #[inline]
-    fn watched(&self) -> bool {
+    pub fn watched(&self) -> bool {
         self.hub.is_some() || self.trace.is_some()
     }
 
@@ -88,8 +88,20 @@ impl Live {
         self.metrics.turn_worked(worked);
     }
 
-    /// The loop handles `subject` because of `cause`: a new trace line.
-    pub fn handling(&mut self, subject: Subject, cause: Cause) {
+    /// The loop handles a subject for a cause: a new trace line (and a
+    /// line of the `RUST_LOG=trace` log). They are only worked out if
+    /// someone reads them.
+    #[inline(always)]
+    pub fn handling(&mut self, what: impl FnOnce() -> (Subject, Cause)) {
+        if self.trace.is_some() || log::log_enabled!(log::Level::Trace) {
+            let (subject, cause) = what();
+            self.handling_seen(subject, cause);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn handling_seen(&mut self, subject: Subject, cause: Cause) {
         if log::log_enabled!(log::Level::Trace) {
             log::trace!("{} {cause}", subject.to_string().trim_end());
         }
@@ -106,10 +118,16 @@ impl Live {
     }
 
     /// A connection was accepted (it is in the slab under its key).
+    #[inline]
     pub fn accepted(&mut self, conn: &Connection, now: Instant) {
-        if !self.watched() {
-            return;
+        if self.watched() {
+            self.tell_accepted(conn, now);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tell_accepted(&mut self, conn: &Connection, now: Instant) {
         if let Some(hub) = &mut self.hub {
             hub.accepted(conn, now, &mut self.totals);
         }
@@ -120,14 +138,20 @@ impl Live {
     }
 
     /// A connection is being closed (it is out of the slab, not yet dropped).
+    #[inline]
     pub fn closed(&mut self, key: usize, conn: &Connection, why: &str) {
         let (bytes_in, bytes_out, _) = conn.counters();
         self.metrics.closed += 1;
         self.metrics.closed_bytes_in += bytes_in;
         self.metrics.closed_bytes_out += bytes_out;
-        if !self.watched() {
-            return;
+        if self.watched() {
+            self.tell_closed(key, conn, why);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tell_closed(&mut self, key: usize, conn: &Connection, why: &str) {
         if let Some(hub) = &mut self.hub {
             hub.closed(key, conn, why, &mut self.totals);
             if hub.is_empty() {
@@ -141,25 +165,37 @@ impl Live {
     }
 
     /// The reactor is about to serve `conn`; give the result to [`Live::after`].
-    #[inline]
+    #[inline(always)]
     pub fn before(&mut self, conn: &Connection) -> Option<Before> {
         if !self.watched() {
             return None;
         }
+        self.look_before(conn)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look_before(&mut self, conn: &Connection) -> Option<Before> {
+        let Some(t) = &mut self.trace else {
+            return Some(Before::key_only(conn)); // the hub needs no more
+        };
         let before = Before::of(conn);
-        if let Some(t) = &mut self.trace {
-            t.serving(&before);
-        }
+        t.serving(&before);
         Some(before)
     }
 
-    /// The reactor has served the connection `before` describes; `conn` is
-    /// what is in the slab under its key now.
-    #[inline]
-    pub fn after(&mut self, before: Option<Before>, conn: Option<&Connection>) {
-        let Some(before) = before else {
-            return;
-        };
+    /// The reactor has served the connection `before` describes.
+    #[inline(always)]
+    pub fn after(&mut self, before: Option<Before>, conns: &Slab<Connection>) {
+        if let Some(before) = before {
+            self.look_after(before, conns);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look_after(&mut self, before: Before, conns: &Slab<Connection>) {
+        let conn = conns.get(before.key());
         if let (Some(hub), Some(conn)) = (&mut self.hub, conn) {
             hub.touch(conn.peer().token, conn.serial());
         }
@@ -183,7 +219,14 @@ impl Live {
 
     /// After a session step on `conn`: if its request asked for the event
     /// stream, it becomes a subscriber. Returns true if it did.
+    #[inline(always)]
     pub fn join(&mut self, conn: &mut Connection, now: Instant) -> bool {
+        self.asked.get().is_some() && self.subscribe_now(conn, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn subscribe_now(&mut self, conn: &mut Connection, now: Instant) -> bool {
         if self.asked.get() != Some(conn.peer().token) {
             return false;
         }
@@ -215,15 +258,18 @@ impl Live {
         let Some(hub) = &mut self.hub else {
             return Vec::new();
         };
-        let gauges = gauges(conns, accepted, served);
-        let counters = events::Counters {
-            open: conns.len(),
-            accepted,
-            served,
-            bytes_in: self.metrics.closed_bytes_in + gauges.open_bytes_in,
-            bytes_out: self.metrics.closed_bytes_out + gauges.open_bytes_out,
-            dropped: self.totals.dropped,
-        };
+        // The totals take a scan of the slab: only when the tick is due.
+        let counters = (now >= hub.next_tick()).then(|| {
+            let gauges = gauges(conns, accepted, served);
+            events::Counters {
+                open: conns.len(),
+                accepted,
+                served,
+                bytes_in: self.metrics.closed_bytes_in + gauges.open_bytes_in,
+                bytes_out: self.metrics.closed_bytes_out + gauges.open_bytes_out,
+                dropped: self.totals.dropped,
+            }
+        });
         hub.end_turn(conns, counters, now, &mut self.totals);
         if let Some(t) = &mut self.trace {
             let n = hub.pending_events();

@@ -126,15 +126,32 @@ pub struct Before {
 }
 
 impl Before {
+    /// The connection's key in the slab.
+    pub fn key(&self) -> usize {
+        self.key
+    }
+
+    /// Only which connection it is: all the event stream needs.
+    pub fn key_only(conn: &Connection) -> Before {
+        Before {
+            key: conn.peer().token,
+            serial: conn.serial(),
+            counters: (0, 0, 0),
+            step: Step::Wait,
+            phase: Phase::Idle,
+            state: TcpState::Established,
+        }
+    }
+
     pub fn of(conn: &Connection) -> Before {
-        let row = conn.row(std::time::Instant::now(), false);
+        let (state, phase) = conn.state_and_phase();
         Before {
             key: conn.peer().token,
             serial: conn.serial(),
             counters: conn.counters(),
             step: conn.next_step(),
-            phase: row.phase,
-            state: row.state,
+            phase,
+            state,
         }
     }
 }
@@ -246,7 +263,7 @@ impl Trace {
         if self.serving == Some(key) {
             self.closed_while_serving = Some(Closed {
                 counters: conn.counters(),
-                state: conn.row(std::time::Instant::now(), false).state,
+                state: conn.state_and_phase().0,
                 why: why.to_string(),
             });
         } else {
@@ -268,8 +285,8 @@ impl Trace {
         let closed = self.closed_while_serving.take();
         let (counters, state, phase, unsent) = match (conn, &closed) {
             (Some(c), _) => {
-                let row = c.row(std::time::Instant::now(), false);
-                (c.counters(), row.state, Some(row.phase), c.unsent())
+                let (state, phase) = c.state_and_phase();
+                (c.counters(), state, Some(phase), c.unsent())
             }
             (None, Some(closed)) => (closed.counters, closed.state, None, 0),
             (None, None) => return,
