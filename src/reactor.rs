@@ -229,10 +229,9 @@ impl Reactor {
         while !self.finished() {
             self.wait(&mut events)?;
             for event in events.iter() {
-                let readiness = Readiness::from(event);
-                let token = event.token();
+                let (token, readiness) = (event.token(), Readiness::from(event));
                 self.live.handling(|| (subject(token), readiness.cause()));
-                match event.token() {
+                match token {
                     LISTENER => self.accept_some(),
                     SIGNALS => self.on_signal(),
                     Token(key) => self.on_connection_event(key, readiness),
@@ -317,9 +316,7 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, remote)) => self.admit(stream, remote),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return self
-                        .live
-                        .listener_note("accept would block: the backlog is empty");
+                    return self.live.note("accept would block: the backlog is empty");
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The client gave up between its handshake and our accept.
@@ -329,7 +326,7 @@ impl Reactor {
                 }
                 Err(e) => {
                     self.live.metrics.accept_error(AcceptError::of(&e));
-                    self.live.listener_note(&format!("accept failed: {e}"));
+                    self.live.note(format_args!("accept failed: {e}"));
                     // Out of descriptors (EMFILE, ENFILE) or kernel memory:
                     // retry when a connection closes or after ACCEPT_RETRY.
                     if !self.accept_paused {
@@ -344,7 +341,7 @@ impl Reactor {
             }
         }
         self.live
-            .listener_note("accept budget spent: the listener waits on the ready list");
+            .note("accept budget spent: the listener waits on the ready list");
         trace!("accept budget of {ACCEPTS_PER_TURN} spent: the listener waits on the ready list");
         self.listener_ready = true;
     }
@@ -370,6 +367,8 @@ impl Reactor {
                 }
                 None => {
                     self.live.metrics.refused += 1;
+                    let note = format_args!("refused {remote} with a 503: the server is full");
+                    self.live.note(note);
                     info!(
                         "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
                     );
@@ -575,8 +574,9 @@ impl Reactor {
             shutting_down: self.shutting_down_since.is_some(),
         };
         let progress = step(&mut session, &ctx, &self.read_buf, &mut self.write_buf);
-        let metrics = &mut self.live.metrics;
-        metrics.answered(progress.responses, &progress.statuses);
+        self.live
+            .metrics
+            .answered(progress.responses, &progress.statuses);
         let conn = &mut self.conns[key];
         conn.put_session(session, progress);
         if self.live.join(conn, self.now) {
@@ -880,6 +880,9 @@ impl Reactor {
             "signal {signal}: shutting down; {} connections open",
             self.conns.len()
         );
+        self.live.note(format_args!(
+            "signal {signal}: no more accepts; idle connections close, busy ones finish"
+        ));
         self.shutting_down_since = Some(Instant::now());
         self.listener_ready = false;
         if let Some(mut listener) = self.listener.take() {
@@ -1197,7 +1200,10 @@ mod tests {
             r.close(key, "churn");
             r.publish();
         }
-        assert!(!r.live.watched(), "an event hub or a trace exists for nobody");
+        assert!(
+            !r.live.watched(),
+            "an event hub or a trace exists for nobody"
+        );
         assert_eq!(r.live.next_tick(), None, "the loop wakes for nobody");
     }
 

@@ -110,8 +110,9 @@ impl Live {
         }
     }
 
-    /// Something the listener did, on a line of its own in the trace.
-    pub fn listener_note(&mut self, text: &str) {
+    /// Something the loop did, on a line of its own in the trace (under the
+    /// current one, unless that has nothing on it yet).
+    pub fn note(&mut self, text: impl std::fmt::Display) {
         if let Some(t) = &mut self.trace {
             t.own_line(format_args!("{text}"));
         }

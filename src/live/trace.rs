@@ -334,10 +334,10 @@ impl Trace {
     pub fn end(&mut self, open: usize) {
         if self.lines == 0 && self.alarm == Some(Alarm::Deadline) {
             // Timer entries are lazy (see src/timer.rs): a deadline that
-            // moved later leaves its old entry behind, pushed again when due.
+            // moved later, or a connection that closed, leaves its entry.
             let _ = write!(
                 self.block,
-                "\n  {:<LABEL$} nothing was due: that deadline had moved later",
+                "\n  {:<LABEL$} nothing was due: a stale entry (its deadline moved, or its connection closed)",
                 "timers"
             );
         }
