@@ -71,10 +71,6 @@ impl Live {
         self.hub.is_some() || self.trace.is_some()
     }
 
-    pub fn tracing(&self) -> bool {
-        self.trace.is_some()
-    }
-
     /// The loop woke from `epoll_wait` after `slept`, with `events` events.
     pub fn woke(&mut self, turn: u64, slept: Duration, events: usize, alarm: Option<Alarm>) {
         self.metrics.poll_events.observe(events as u64);
