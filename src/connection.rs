@@ -14,9 +14,10 @@
 //! ([`Connection::next_step`]), what is it waiting for
 //! ([`Connection::waiting_for`], which decides its deadline and what a
 //! timeout does), may it be reclaimed when the server is full, and what
-//! does the table call it. Its life has three stages ([`Stage`]): open,
-//! closing (no more requests are read; the last answers go out), and
-//! lingering (our FIN is sent, the client is still sending).
+//! does the table call it. Its life has four stages ([`Stage`]): open,
+//! closing (no more requests are read; the last answers go out), lingering
+//! (our FIN is sent, the client is still sending), and streaming (its
+//! answer is the event stream, which lasts as long as the client stays).
 //!
 //! A connection owns no read buffer: it reads into the reactor's one shared
 //! buffer, and the HTTP [`Session`] keeps only the unfinished tail of a
@@ -46,6 +47,14 @@ pub const LINGER_QUIET: Duration = Duration::from_secs(5);
 /// than this after being told to go away is not waiting for an answer.
 pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The kernel's send buffer of an event stream. Left alone, Linux grows a
+/// socket's send buffer up to 4 MiB for a reader that does not read, out of
+/// sight of the server's own bound on what it queues (see
+/// `crate::live::events::QUEUE_LIMIT`). 64 KiB holds a few hundred events:
+/// plenty for a reader that keeps up, and the rest of a slow one's backlog
+/// stays where it is counted and bounded.
+pub const STREAM_SEND_BUFFER: usize = 64 * 1024;
+
 /// Where a connection is in its life, from the server's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -66,6 +75,12 @@ pub enum Stage {
         /// Bytes thrown away so far, at most `LINGER_BYTES`.
         discarded: u64,
     },
+    /// Its answer is the event stream (`/_/events`): no more requests are
+    /// read, and the server writes events to it as they happen until the
+    /// client leaves. It is neither idle nor late while it waits for the
+    /// next event, so no idle timeout applies and it is never reclaimed as
+    /// idle; the send timeout still closes a client that stops reading.
+    Streaming,
 }
 
 /// What a connection waits for. It decides the connection's deadline, and
@@ -81,6 +96,9 @@ pub enum Waiting {
     NextRequest,
     /// The client to close after our FIN (lingering limits: closed).
     ClientToLeave,
+    /// An event stream, all written: the server's next event (no deadline:
+    /// nobody is late).
+    NextEvent,
 }
 
 /// What the reactor should do for a connection now.
@@ -91,7 +109,8 @@ pub enum Step {
     Resume,
     /// Read from the socket and answer what arrives.
     Read,
-    /// Read and throw away: the connection is lingering.
+    /// Read and throw away: the connection is lingering, or streaming
+    /// events (where reading is how the server sees the client leave).
     Discard,
     /// Nothing until an event: output waits for the client to read it, or
     /// the socket is empty.
@@ -279,7 +298,7 @@ impl Connection {
     /// output for it at most.
     pub fn next_step(&self) -> Step {
         match self.stage {
-            Stage::Lingering { .. } if self.unread => Step::Discard,
+            Stage::Lingering { .. } | Stage::Streaming if self.unread => Step::Discard,
             Stage::Lingering { .. } => Step::Wait,
             _ if !self.out.is_empty() => Step::Wait,
             _ if self.session.wants_resume() => Step::Resume,
@@ -359,6 +378,27 @@ impl Connection {
         if progress.close && self.stage == Stage::Open {
             self.stage = Stage::Closing;
         }
+    }
+
+    /// The answer just produced is the event stream: after it, keep the
+    /// connection open for events instead of closing it. False if the
+    /// client has closed its side already (there is nobody to stream to).
+    pub fn start_streaming(&mut self) -> bool {
+        if self.stage != Stage::Closing || self.peer_closed {
+            return false;
+        }
+        self.stage = Stage::Streaming;
+        let _ = socket2::SockRef::from(&self.stream).set_send_buffer_size(STREAM_SEND_BUFFER);
+        true
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.stage == Stage::Streaming
+    }
+
+    /// Output bytes the kernel has not taken yet.
+    pub fn unsent(&self) -> usize {
+        self.out.len()
     }
 
     /// The client closed its side: answer what it sent, then close.
@@ -452,6 +492,13 @@ impl Connection {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 
+    /// The protocol refused a request whose rest may still be on its way
+    /// (a body too large, a bad request with more behind it): closing
+    /// should linger even if nothing more has arrived yet.
+    pub fn may_still_be_sending(&self) -> bool {
+        self.session.refused_input()
+    }
+
     /// The client is still sending after our last answer: linger, having
     /// already thrown away the `discarded` bytes that told us so.
     pub fn start_lingering(&mut self, now: Instant, discarded: usize) {
@@ -485,6 +532,8 @@ impl Connection {
             Waiting::ClientToLeave
         } else if !self.out.is_empty() || self.session.wants_resume() {
             Waiting::ClientToRead
+        } else if self.stage == Stage::Streaming {
+            Waiting::NextEvent
         } else if self.session.mid_request() || self.unread || self.preface.is_some() {
             Waiting::RestOfRequest
         } else {
@@ -505,6 +554,7 @@ impl Connection {
             ) => Some((since + LINGER_TIME).min(last_input + LINGER_QUIET)),
             (Waiting::ClientToRead, _) => t.send.map(|d| self.deadline.last_progress() + d),
             (Waiting::RestOfRequest, _) => t.header.map(|d| self.deadline.request_started(now) + d),
+            (Waiting::NextEvent, _) => None,
             _ => t.idle.map(|d| now + d),
         };
         self.deadline.set(due)
@@ -524,7 +574,8 @@ impl Connection {
     /// eagerly: lingering ones first (they owe nothing and only wait for
     /// the client to go), then keep-alive connections that have had an
     /// answer and wait for nothing, nearest idle deadline first. Never one
-    /// in the middle of a request or an answer.
+    /// in the middle of a request or an answer, and never an event stream,
+    /// whose answer is in progress for as long as it lives.
     pub fn reclaim_order(&self) -> Option<(bool, Option<Instant>)> {
         match self.stage {
             Stage::Lingering { .. } => Some((false, self.deadline.due())),
@@ -544,6 +595,12 @@ impl Connection {
     /// queued stops reading and closes after them; one in the middle of a
     /// request finishes it (its answer will say `Connection: close`).
     pub fn on_shutdown(&mut self) -> bool {
+        if self.stage == Stage::Streaming {
+            // An event stream has no last answer to finish: it ends here,
+            // after what is already queued.
+            self.stage = Stage::Closing;
+            return self.out.is_empty();
+        }
         if self.stage != Stage::Open || self.session.mid_request() || self.unread {
             return false;
         }
@@ -556,22 +613,9 @@ impl Connection {
 
     /// This connection's row in the connection table.
     pub fn row(&self, now: Instant, you: bool) -> ConnRow {
-        let phase = match self.stage {
-            _ if you => Phase::Writing, // it is answering this very request
-            Stage::Lingering { .. } => Phase::Linger,
-            _ if !self.out.is_empty() => Phase::Writing,
-            Stage::Closing => Phase::Closing,
-            Stage::Open if self.preface.is_some() => Phase::Reading,
-            Stage::Open => self.session.phase(),
-        };
-        // As netstat would name the kernel's state: our FIN sent and theirs
-        // not yet come is FIN_WAIT2 (once acknowledged); theirs come and
-        // ours not yet sent is CLOSE_WAIT.
-        let state = match self.stage {
-            Stage::Lingering { .. } => TcpState::FinWait2,
-            _ if self.peer_closed => TcpState::CloseWait,
-            _ => TcpState::Established,
-        };
+        let (state, phase) = self.state_and_phase();
+        // It is answering this very request.
+        let phase = if you { Phase::Writing } else { phase };
         ConnRow {
             token: Some(self.peer.token),
             proto: "tcp",
@@ -586,6 +630,27 @@ impl Connection {
             you,
             client: self.origin,
         }
+    }
+
+    /// The table's State and Phase columns: the TCP state as netstat would
+    /// name the kernel's (our FIN sent and theirs not yet come is FIN_WAIT2,
+    /// once acknowledged; theirs come and ours not yet sent is CLOSE_WAIT),
+    /// and what the server is doing with the connection.
+    pub fn state_and_phase(&self) -> (TcpState, Phase) {
+        let phase = match self.stage {
+            Stage::Lingering { .. } => Phase::Linger,
+            Stage::Streaming => Phase::Stream,
+            _ if !self.out.is_empty() => Phase::Writing,
+            Stage::Closing => Phase::Closing,
+            Stage::Open if self.preface.is_some() => Phase::Reading,
+            Stage::Open => self.session.phase(),
+        };
+        let state = match self.stage {
+            Stage::Lingering { .. } => TcpState::FinWait2,
+            _ if self.peer_closed => TcpState::CloseWait,
+            _ => TcpState::Established,
+        };
+        (state, phase)
     }
 
     /// The socket, for registering with the Poll.

@@ -38,6 +38,8 @@
 //!   one socket for every peer, told apart by each datagram's source.
 //! - [`workers`]: `serve --workers N`, several reactors on one port
 //!   (SO_REUSEPORT), sharing nothing but a board of posted tables.
+//! - [`live`]: watching the loop: the live page (`/_/`) and its event
+//!   stream (`/_/events`), metrics (`/_/metrics`), and `serve --trace`.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
@@ -53,6 +55,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod listener;
+pub mod live;
 pub mod procnet;
 pub mod proxy;
 pub mod reactor;

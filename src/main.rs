@@ -110,6 +110,9 @@ struct ServeArgs {
     /// Seconds a client may leave answers unread before it is dropped (0: no limit).
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     send_timeout: f64,
+    /// Print each turn of the event loop: what woke it, what it did with each event.
+    #[arg(long)]
+    trace: bool,
 }
 
 fn main() -> ExitCode {
@@ -255,6 +258,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         timeouts,
         udp: args.udp,
         proxy_protocol: args.proxy_protocol,
+        trace: args.trace,
     };
     let reactor = bind_first(&spec, &candidates, config, args.workers, args.pin)?;
     let addr = reactor.local_addr();

@@ -27,7 +27,9 @@
 //!    pipeline, a body still streaming, bytes left unread);
 //! 4. `fire_timers`: time out connections whose deadline has passed;
 //! 5. `after_batch`: housekeeping (retry a paused accept, end of the
-//!    shutdown grace).
+//!    shutdown grace);
+//! 6. `publish`: tell whoever watches (the live page's event stream, the
+//!    `--trace` printout; see [`crate::live`]). Nobody watching, it is one test.
 //!
 //! Two rules hold the loop together when clients are faster than the
 //! server. **Every step does bounded work per turn**: at most
@@ -68,8 +70,11 @@ use slab::Slab;
 
 use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress};
+use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress, Subscribe};
 use crate::listener::{self, ListenOptions};
+use crate::live::metrics::{AcceptError, Timeout};
+use crate::live::trace::{Alarm, Cause, Subject};
+use crate::live::Live;
 use crate::sys;
 use crate::table::{ConnRow, ConnTable, Format, Rendered, DEFAULT_ROWS};
 pub use crate::timer::Timeouts;
@@ -129,6 +134,8 @@ pub struct ServerConfig {
     /// Every connection starts with a PROXY protocol header from a load
     /// balancer (`--proxy-protocol`).
     pub proxy_protocol: bool,
+    /// Print every turn of the loop to stdout (`serve --trace`).
+    pub trace: bool,
 }
 
 /// What a run of the server did, printed when it stops.
@@ -187,6 +194,10 @@ pub struct Reactor {
     seat: Option<Seat>,
     /// When shutdown began; connections get `shutdown_grace` from here.
     shutting_down_since: Option<Instant>,
+    /// Metrics, the event stream's subscribers, the trace.
+    live: Live,
+    /// Events the last `epoll_wait` returned.
+    events_this_turn: usize,
 }
 
 impl Reactor {
@@ -231,11 +242,13 @@ impl Reactor {
             now: Instant::now(),
             timers: Timers::default(),
             table_cache: RefCell::default(),
+            live: Live::new(config.trace, config.max_conns),
             config,
             stats: Summary::default(),
             accept_paused: false,
             seat: None,
             shutting_down_since: None,
+            events_this_turn: 0,
         })
     }
 
@@ -269,25 +282,20 @@ impl Reactor {
         while !self.finished() {
             self.wait(&mut events)?;
             for event in events.iter() {
-                trace!(
-                    "event token={} readable={} writable={} read_closed={} error={}",
-                    token_name(event.token()),
-                    event.is_readable(),
-                    event.is_writable(),
-                    event.is_read_closed(),
-                    event.is_error()
-                );
-                match event.token() {
+                let (token, readiness) = (event.token(), Readiness::from(event));
+                self.live.handling(|| (subject(token), readiness.cause()));
+                match token {
                     LISTENER => self.accept_some(),
                     SIGNALS => self.on_signal(),
                     UDP => self.on_datagrams(),
                     WAKER => {} // `after_batch` posts the table that was asked for
-                    Token(key) => self.on_connection_event(key, Readiness::from(event)),
+                    Token(key) => self.on_connection_event(key, readiness),
                 }
             }
             self.run_ready();
             self.fire_timers();
             self.after_batch();
+            self.publish();
         }
         Ok(self.stats)
     }
@@ -297,33 +305,49 @@ impl Reactor {
     /// `sys::poll_until`), then start a new turn.
     fn wait(&mut self, events: &mut Events) -> Result<()> {
         self.table_cache.get_mut().renderings.clear();
-        let deadline = self.next_deadline();
-        sys::poll_until(&mut self.poll, events, deadline)?;
+        let alarm = self.next_deadline();
+        let asleep = Instant::now();
+        if self.turn > 0 {
+            self.live
+                .turn_done(asleep.saturating_duration_since(self.now));
+        }
+        sys::poll_until(&mut self.poll, events, alarm.map(|(d, _)| d))?;
         self.turn += 1;
         self.now = Instant::now();
         self.clock.refresh();
+        self.events_this_turn = events.iter().count();
+        let slept = self.now.saturating_duration_since(asleep);
+        let why = alarm.map(|(_, why)| why);
+        self.live.woke(self.turn, slept, self.events_this_turn, why);
         trace!(
             "turn {}: {} events, {} on the ready list, {} connections open",
             self.turn,
-            events.iter().count(),
+            self.events_this_turn,
             self.ready.len() + usize::from(self.listener_ready),
             self.conns.len()
         );
         Ok(())
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    /// When the loop must wake up even if no socket is ready, and why.
+    fn next_deadline(&self) -> Option<(Instant, Alarm)> {
         if !self.ready.is_empty() || self.listener_ready || self.udp_ready {
-            return Some(Instant::now()); // work is waiting: just look for new events
+            // Work is waiting: just look for new events.
+            return Some((Instant::now(), Alarm::ReadyList));
         }
         let retry = self.accept_paused.then(|| self.now + ACCEPT_RETRY);
         let grace = self
             .shutting_down_since
             .map(|t| t + self.config.shutdown_grace);
-        [retry, grace, self.timers.next()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            retry.map(|t| (t, Alarm::AcceptRetry)),
+            grace.map(|t| (t, Alarm::Grace)),
+            self.timers.next().map(|t| (t, Alarm::Deadline)),
+            self.live.next_tick().map(|t| (t, Alarm::Tick)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(t, _)| *t)
     }
 
     /// Accepts connections waiting in the backlog, at most
@@ -339,11 +363,18 @@ impl Reactor {
             };
             match listener.accept() {
                 Ok((stream, remote)) => self.admit(stream, remote),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return self.live.note("accept would block: the backlog is empty");
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The client gave up between its handshake and our accept.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                    self.live.metrics.accept_error(AcceptError::Aborted);
+                    continue;
+                }
                 Err(e) => {
+                    self.live.metrics.accept_error(AcceptError::of(&e));
+                    self.live.note(format_args!("accept failed: {e}"));
                     // Out of descriptors (EMFILE, ENFILE) or kernel memory:
                     // retry when a connection closes or after ACCEPT_RETRY.
                     if !self.accept_paused {
@@ -357,6 +388,8 @@ impl Reactor {
                 }
             }
         }
+        self.live
+            .note("accept budget spent: the listener waits on the ready list");
         trace!("accept budget of {ACCEPTS_PER_TURN} spent: the listener waits on the ready list");
         self.listener_ready = true;
     }
@@ -384,8 +417,14 @@ impl Reactor {
             // At the cap: make room by closing the connection that owes
             // nothing and has waited longest; never one in the middle of something.
             match self.idlest_reclaimable() {
-                Some(key) => self.close(key, "idle, reclaimed for a new connection (--max-conns)"),
+                Some(key) => {
+                    self.live.metrics.reclaimed += 1;
+                    self.close(key, "idle, reclaimed for a new connection (--max-conns)");
+                }
                 None => {
+                    self.live.metrics.refused += 1;
+                    let note = format_args!("refused {remote} with a 503: the server is full");
+                    self.live.note(note);
                     info!(
                         "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
                     );
@@ -421,13 +460,14 @@ impl Reactor {
             remote,
         };
         debug!("accept {peer}, token {key}; {open} open");
-        entry.insert(Connection::new(
+        let conn = entry.insert(Connection::new(
             stream,
             peer,
             self.stats.accepted,
             self.now,
             self.config.proxy_protocol,
         ));
+        self.live.accepted(conn, self.now);
         // An HTTP client sends its request as soon as it is connected, so
         // the request is often here before we accept. Try a read now rather
         // than one turn of the loop later; if nothing has come, it costs
@@ -486,10 +526,19 @@ impl Reactor {
         self.serve(key);
     }
 
+    /// Moves one connection as far as one turn allows (see `advance`),
+    /// with a look at it before and after for whoever watches (the event
+    /// stream, the trace; nothing when nobody does).
+    fn serve(&mut self, key: usize) {
+        let before = self.live.before(&self.conns[key]);
+        self.advance(key);
+        self.live.after(before, &self.conns);
+    }
+
     /// Moves one connection as far as one turn allows: continue what the
     /// last turn left, or read and answer new requests; write; then decide
     /// whether it needs another turn, a writable event, or finishing.
-    fn serve(&mut self, key: usize) {
+    fn advance(&mut self, key: usize) {
         match self.conns[key].next_step() {
             Step::Resume => self.resume(key),
             Step::Read => {
@@ -599,7 +648,17 @@ impl Reactor {
         };
         let progress = step(&mut session, &ctx, &self.read_buf, &mut out);
         self.write_buf = out;
-        self.conns[key].put_session(session, progress);
+        self.live
+            .metrics
+            .answered(progress.responses, &progress.statuses);
+        let conn = &mut self.conns[key];
+        conn.put_session(session, progress);
+        if self.live.join(conn, self.now) {
+            debug!(
+                "{}, token {key}: subscribed to the event stream",
+                conn.peer()
+            );
+        }
     }
 
     /// The client closed its side: answer what it sent, then close.
@@ -635,15 +694,26 @@ impl Reactor {
     fn finish(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         conn.shutdown_write();
-        // One read tells whether anything is still coming. A client that sent
-        // one request and waits for our FIN has nothing more: close at once.
+        // One read tells whether anything is still coming (and a refused
+        // request says its rest may be on the way). A client that sent one
+        // request and waits for our FIN has nothing more: close at once.
+        let refused = conn.may_still_be_sending();
         match conn.read_chunk(&mut self.read_buf) {
+            ReadOutcome::WouldBlock if refused => {
+                debug!(
+                    "linger {}, token {key}: a refused request may still be arriving",
+                    conn.peer()
+                );
+                conn.start_lingering(self.now, 0);
+                self.rearm(key);
+            }
             ReadOutcome::Data(n) => {
                 debug!(
                     "linger {}, token {key}: the client is still sending; reading and discarding",
                     conn.peer()
                 );
                 conn.start_lingering(self.now, n);
+                self.live.metrics.lingering += 1;
                 self.schedule(key);
                 self.rearm(key);
             }
@@ -653,7 +723,8 @@ impl Reactor {
     }
 
     /// Lingering close: read and throw away what the client sends, one
-    /// buffer per turn, until it closes its side or a limit is reached.
+    /// buffer per turn, until it closes its side or a limit is reached. An
+    /// event stream reads the same way, to see its client leave.
     fn linger(&mut self, key: usize) {
         let mut budget = TURN_INPUT;
         loop {
@@ -670,6 +741,9 @@ impl Reactor {
                     }
                 }
                 ReadOutcome::WouldBlock => return self.rearm(key),
+                ReadOutcome::Eof if conn.is_streaming() => {
+                    return self.close(key, "the client left the event stream")
+                }
                 ReadOutcome::Eof => return self.close(key, "done, after lingering"),
                 ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
             }
@@ -690,6 +764,7 @@ impl Reactor {
     /// and reused meanwhile.
     fn run_ready(&mut self) {
         if self.listener_ready {
+            self.live.handling(|| (Subject::Listener, Cause::ReadyList));
             self.accept_some();
         }
         if self.udp_ready {
@@ -700,7 +775,8 @@ impl Reactor {
             match self.conns.get_mut(key) {
                 Some(conn) if conn.serial() == serial => {
                     conn.unschedule();
-                    trace!("token {key}: another turn from the ready list");
+                    self.live
+                        .handling(|| (Subject::Conn(key), Cause::ReadyList));
                     self.serve(key);
                 }
                 _ => {}
@@ -731,7 +807,12 @@ impl Reactor {
             match conn.on_timer(when, self.now) {
                 Fired::Stale => {}
                 Fired::Moved(later) => self.timers.push(later, key, serial),
-                Fired::Due => self.on_timeout(key),
+                Fired::Due => {
+                    self.live.handling(|| (Subject::Conn(key), Cause::Timer));
+                    let before = self.live.before(&self.conns[key]);
+                    self.on_timeout(key);
+                    self.live.after(before, &self.conns);
+                }
             }
         }
     }
@@ -741,7 +822,16 @@ impl Reactor {
     fn on_timeout(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let remote = conn.peer().remote;
-        match conn.waiting_for() {
+        let waiting = conn.waiting_for();
+        let kind = match waiting {
+            Waiting::ClientToLeave => Timeout::Linger,
+            Waiting::ClientToRead => Timeout::Send,
+            Waiting::RestOfRequest => Timeout::Header,
+            Waiting::NextRequest => Timeout::Idle,
+            Waiting::NextEvent => return, // has no deadline: a stale entry
+        };
+        self.live.metrics.timeout(kind);
+        match waiting {
             Waiting::ClientToLeave => self.close(key, "lingering close: time is up"),
             Waiting::ClientToRead => {
                 info!("{remote}: send timeout, the client stopped reading; closing");
@@ -765,6 +855,7 @@ impl Reactor {
                 }
             }
             Waiting::NextRequest => self.close(key, "idle timeout"),
+            Waiting::NextEvent => {}
         }
     }
 
@@ -783,6 +874,7 @@ impl Reactor {
             self.freed_in_turn.resize(key + 1, 0);
         }
         self.freed_in_turn[key] = self.turn;
+        self.live.closed(key, &conn, why);
         let (bytes_in, bytes_out, requests) = conn.counters();
         debug!(
             "close {}, token {key} ({why}): {bytes_in} in, {bytes_out} out, {requests} {}; {} open",
@@ -810,6 +902,7 @@ impl Reactor {
             });
         }
         if self.accept_paused && !self.listener_ready {
+            self.live.handling(|| (Subject::Listener, Cause::Timer));
             self.accept_some();
         }
         if let Some(seat) = &self.seat {
@@ -843,6 +936,29 @@ impl Reactor {
         }
     }
 
+    /// Step 6: tells whoever watches. The event stream's subscribers get
+    /// this turn's events, each in one write (a subscriber too far behind
+    /// gets nothing and is told to re-sync later; see
+    /// [`crate::live::events`]), and the trace prints the turn.
+    fn publish(&mut self) {
+        let (accepted, served) = (self.stats.accepted, self.stats.served);
+        let subscribers = self.live.end_turn(&self.conns, accepted, served, self.now);
+        for (key, serial) in subscribers {
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            if conn.serial() != serial || !conn.is_streaming() {
+                continue;
+            }
+            self.live
+                .deliver(key, serial, conn.unsent(), &mut self.write_buf);
+            if !self.write_buf.is_empty() && self.flush(key) {
+                self.rearm(key);
+            }
+        }
+        self.live.finish_turn(self.conns.len());
+    }
+
     /// SIGUSR1 writes the connection table to the log. SIGINT or SIGTERM:
     /// stop accepting, close idle connections, let the others finish the
     /// request they are in. A second stop signal closes everything at once.
@@ -870,6 +986,9 @@ impl Reactor {
             "signal {signal}: shutting down; {} connections open",
             self.conns.len()
         );
+        self.live.note(format_args!(
+            "signal {signal}: no more accepts; idle connections close, busy ones finish"
+        ));
         self.shutting_down_since = Some(Instant::now());
         self.listener_ready = false;
         if let Some(mut listener) = self.listener.take() {
@@ -907,6 +1026,7 @@ impl Reactor {
             started: self.started,
             stats: self.stats,
             cache: &self.table_cache,
+            live: &self.live,
         }
     }
 
@@ -934,13 +1054,30 @@ impl std::fmt::Write for ByteWriter<'_> {
     }
 }
 
-/// What an event says about a connection, in the two facts the reactor uses.
+/// What an event says about a connection: the two facts the reactor uses,
+/// and what the trace shows.
 #[derive(Debug, Clone, Copy)]
 struct Readiness {
     /// There may be bytes to read.
     readable: bool,
     /// The client closed its side, or the socket failed: read until the end.
     hangup: bool,
+    /// Room in the send buffer (only for the trace: the reactor writes
+    /// whenever it has output, and a full buffer keeps it in `out`).
+    writable: bool,
+    /// The socket failed (only for the trace: `hangup` covers it).
+    error: bool,
+}
+
+impl Readiness {
+    fn cause(self) -> Cause {
+        Cause::Event {
+            readable: self.readable,
+            writable: self.writable,
+            hangup: self.hangup && !self.error,
+            error: self.error,
+        }
+    }
 }
 
 impl From<&Event> for Readiness {
@@ -948,6 +1085,8 @@ impl From<&Event> for Readiness {
         Readiness {
             readable: event.is_readable(),
             hangup: event.is_read_closed() || event.is_error(),
+            writable: event.is_writable(),
+            error: event.is_error(),
         }
     }
 }
@@ -961,6 +1100,7 @@ struct SlabView<'a> {
     started: Instant,
     stats: Summary,
     cache: &'a RefCell<TableCache>,
+    live: &'a Live,
 }
 
 /// This turn's renderings of the connection table. However many clients
@@ -1094,15 +1234,27 @@ impl Host for SlabView<'_> {
         let mine = self.conns.get(me).map(|c| c.row(Instant::now(), true));
         cache.renderings[index].2.write_for(mine.as_ref(), out);
     }
+
+    fn write_metrics(&self, out: &mut Vec<u8>) -> bool {
+        let stats = self.stats;
+        self.live
+            .write_metrics(self.conns, stats.accepted, stats.served, out);
+        true
+    }
+
+    fn subscribe(&self, me: usize, dry_run: bool) -> Subscribe {
+        self.live.subscribe(me, dry_run)
+    }
 }
 
-fn token_name(token: Token) -> String {
+/// What a token names, for the trace.
+fn subject(token: Token) -> Subject {
     match token {
-        LISTENER => "LISTENER".to_string(),
-        SIGNALS => "SIGNALS".to_string(),
-        UDP => "UDP".to_string(),
-        WAKER => "WAKER".to_string(),
-        Token(key) => key.to_string(),
+        LISTENER => Subject::Listener,
+        SIGNALS => Subject::Signals,
+        UDP => Subject::Udp,
+        WAKER => Subject::Waker,
+        Token(key) => Subject::Conn(key),
     }
 }
 
@@ -1125,6 +1277,7 @@ mod tests {
             timeouts: Timeouts::default(),
             udp: false,
             proxy_protocol: false,
+            trace: false,
         })
         .unwrap()
     }
@@ -1178,6 +1331,8 @@ mod tests {
         let stale = Readiness {
             readable: true,
             hangup: true,
+            writable: true,
+            error: false,
         };
         r.on_connection_event(key_a, stale);
         assert_eq!(
@@ -1195,6 +1350,8 @@ mod tests {
                 Readiness {
                     readable: true,
                     hangup: false,
+                    writable: false,
+                    error: false,
                 },
             );
         }
@@ -1244,6 +1401,23 @@ mod tests {
             );
             r.run_ready();
         }
+    }
+
+    #[test]
+    fn with_nobody_watching_connections_come_and_go_without_the_event_machinery() {
+        let mut r = reactor();
+        for _ in 0..100 {
+            let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
+            accept_until(&mut r, 1);
+            let key = key_of(&r, &c);
+            r.close(key, "churn");
+            r.publish();
+        }
+        assert!(
+            !r.live.watched(),
+            "an event hub or a trace exists for nobody"
+        );
+        assert_eq!(r.live.next_tick(), None, "the loop wakes for nobody");
     }
 
     #[test]

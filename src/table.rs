@@ -118,6 +118,9 @@ pub enum Phase {
     Receive,
     /// A UDP peer heard from recently (no socket of its own).
     Flow,
+    /// A long-lived answer: the event stream (`/_/events`), written as
+    /// things happen until the client leaves.
+    Stream,
 }
 
 impl Phase {
@@ -131,6 +134,7 @@ impl Phase {
             Phase::Linger => "linger",
             Phase::Receive => "recv",
             Phase::Flow => "flow",
+            Phase::Stream => "stream",
         }
     }
 }

@@ -85,6 +85,31 @@ pub trait Host {
     fn worker(&self) -> Option<usize> {
         None
     }
+
+    /// Appends the server's metrics in the Prometheus text format; false if
+    /// this host keeps none (the route then answers 404).
+    fn write_metrics(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// May connection `me` become a subscriber of the event stream
+    /// (`/_/events`)? Unless `dry_run` (a HEAD, which only asks), `Yes`
+    /// books it: once its answer's head is written, the server keeps the
+    /// connection open and writes events to it.
+    fn subscribe(&self, _me: usize, _dry_run: bool) -> Subscribe {
+        Subscribe::NotHere
+    }
+}
+
+/// The server's answer to a request for the event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribe {
+    /// This server has no event stream (the protocol run alone, the tokio
+    /// version in the benchmarks): 404.
+    NotHere,
+    /// As many subscribers as the server takes: 503.
+    Full,
+    Yes,
 }
 
 /// What answers for a served directory (`--dir`, see `crate::files`). The
@@ -144,6 +169,31 @@ pub struct Progress {
     pub responses: u64,
     /// Close the connection once the output has been written.
     pub close: bool,
+    /// The responses other than `200 OK`, by status class, for the metrics
+    /// (the 200s are the rest of `responses`).
+    pub statuses: StatusClasses,
+}
+
+/// A count of responses per status class (1xx, 2xx, 3xx, 4xx, 5xx), `200
+/// OK` left out: the common answer then costs one comparison. One call of
+/// the protocol answers at most `TURN_RESPONSES`, so 16 bits are plenty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusClasses(pub [u16; 5]);
+
+impl StatusClasses {
+    #[inline]
+    pub fn count(&mut self, status: response::Status) {
+        if status.code != 200 {
+            let class = usize::from(status.code / 100).wrapping_sub(1);
+            if let Some(n) = self.0.get_mut(class) {
+                *n += 1;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 5]
+    }
 }
 
 /// A response body written piece by piece as the connection drains (a

@@ -4,11 +4,21 @@
 //! own `/`. Resolving a request to a [`Route`] is separate from answering
 //! it: a request with a body is resolved when its head arrives and answered
 //! when its body has been read, so the route must be a small owned value.
+//!
+//! One answer has no end: the event stream (`/_/events`). Its head carries
+//! neither `Content-Length` nor `Transfer-Encoding` but `Connection: close`,
+//! so its body is everything until the connection closes (RFC 9112 §6.3,
+//! the last rule), which every HTTP/1.x client and strict parser accepts,
+//! HTTP/1.0 ones included. Chunked framing would add bytes to every event
+//! and buy nothing: the stream ends only when the connection does. The
+//! route writes that head and the first event; the server keeps writing
+//! the rest (see `crate::live::events`).
 
 use super::parse::RequestHead;
+use super::response::SERVER;
 use super::response::{html_escape_into, write_error, write_response, Answer, Canned, Status};
 use super::FileRequest;
-use super::{Body, Ctx};
+use super::{Body, Ctx, Subscribe};
 use crate::table::{Format, DEFAULT_ROWS};
 
 /// What answering a request produced.
@@ -36,9 +46,16 @@ impl Reply {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `/_/`, and `/` unless a directory is served: a page that says what
-    /// this server is and links the endpoints.
-    Index,
+    /// `/_/`, and `/` unless a directory is served: the live page, the
+    /// connection table as it changes (see `crate::live`).
+    Live,
+    /// `/_/about`: a short page that says what this server is and links
+    /// the endpoints.
+    About,
+    /// `/_/events`: the event stream behind the live page.
+    Events,
+    /// `/_/metrics`: counters in the Prometheus text format.
+    Metrics,
     /// `/_/hello`: 13 bytes of plain text, the benchmark endpoint.
     Hello,
     /// `/_/whoami`: the caller's own 5-tuple as the server sees it.
@@ -66,6 +83,35 @@ static HELLO: Canned = Canned::new(Status::OK, "text/plain", b"Hello, World!");
 /// The methods every route answers, for `Allow`.
 const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
 const NO_STORE: (&str, &str) = ("Cache-Control", "no-store");
+/// The page is the same bytes for the whole life of a binary, but a newer
+/// binary serves newer ones: a browser may keep it if it asks first.
+const NO_CACHE: (&str, &str) = ("Cache-Control", "no-cache");
+/// The Prometheus text exposition format, version 0.0.4.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The event stream's head, then its first event. See the module comment
+/// for why it is framed by the connection's close. `retry` tells the
+/// browser how long to wait before it reconnects, in milliseconds.
+fn event_stream(out: &mut Vec<u8>, answer: &Answer, ctx: &Ctx<'_>) -> Reply {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: ");
+    out.extend_from_slice(SERVER.as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(ctx.date.as_bytes());
+    out.extend_from_slice(
+        b"\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+          X-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
+    );
+    if answer.head_only {
+        return Reply::written(Status::OK, 0);
+    }
+    let p = &ctx.peer;
+    let hello = format!(
+        "retry: 2000\nevent: hello\ndata: {{\"token\":{},\"local\":\"{}\",\"remote\":\"{}\"}}\n\n",
+        p.token, p.local, p.remote
+    );
+    out.extend_from_slice(hello.as_bytes());
+    Reply::written(Status::OK, hello.len() as u64)
+}
 
 /// Picks the route for a request head. `files`: a directory is served.
 pub fn resolve(head: &RequestHead<'_, '_>, files: bool) -> Route {
@@ -108,16 +154,21 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
         return Route::BadTarget;
     };
     match path {
-        // The intro page is always at `/_/`, so that it stays reachable when
+        // The live page is always at `/_/`, so that it stays reachable when
         // a served directory owns `/`.
-        "/_/" => Route::Index,
+        "/_/" => Route::Live,
+        "/_/about" => Route::About,
+        "/_/events" => Route::Events,
+        "/_/metrics" => Route::Metrics,
         "/_/hello" => Route::Hello,
         "/_/whoami" => Route::Whoami,
         "/_/conns" => conns_route(Format::Text, target),
         "/_/conns.json" => conns_route(Format::Json, target),
         _ if path.starts_with("/_/") => Route::NotFound,
         _ if files => Route::File(Box::default()),
-        "/" => Route::Index,
+        // Without a directory, `/` is the live page too: what someone who
+        // opens the server in a browser came to see.
+        "/" => Route::Live,
         _ => Route::NotFound,
     }
 }
@@ -159,9 +210,11 @@ fn rows_asked(target: &str) -> usize {
 ///   bytes of the tunnel the client hoped for, which are no request;
 /// - a target that is not a path (`GET *`, `GET host:80`) means the client
 ///   and the server disagree about what they are speaking, and a server
-///   does not guess where such a client's next request starts.
+///   does not guess where such a client's next request starts;
+/// - the event stream's answer lasts until the connection closes, so no
+///   request after it can be answered.
 pub fn ends_connection(method: &str, route: &Route) -> bool {
-    method == "CONNECT" || *route == Route::BadTarget
+    method == "CONNECT" || matches!(route, Route::BadTarget | Route::Events)
 }
 
 /// The path of a request target, without query or fragment. Accepts
@@ -236,12 +289,50 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
             };
             ok(out, content_type, &[NO_STORE], &body)
         }
-        Route::Index => ok(
+        Route::Live => ok(
+            out,
+            "text/html; charset=utf-8",
+            &[NO_CACHE],
+            crate::live::PAGE.as_bytes(),
+        ),
+        Route::About => ok(
             out,
             "text/html; charset=utf-8",
             &[],
-            index_page(ctx).as_bytes(),
+            about_page(ctx).as_bytes(),
         ),
+        Route::Metrics => {
+            let mut body = Vec::new();
+            if !ctx.host.write_metrics(&mut body) {
+                return error(out, answer, ctx, Status::NOT_FOUND, &[], "No metrics here.");
+            }
+            ok(out, METRICS_TYPE, &[NO_STORE], &body)
+        }
+        Route::Events => {
+            let offer = match ctx.shutting_down {
+                true => Subscribe::Full,
+                false => ctx.host.subscribe(ctx.peer.token, answer.head_only),
+            };
+            match offer {
+                Subscribe::Yes => event_stream(out, answer, ctx),
+                Subscribe::NotHere => error(
+                    out,
+                    answer,
+                    ctx,
+                    Status::NOT_FOUND,
+                    &[],
+                    "This server has no event stream.",
+                ),
+                Subscribe::Full => error(
+                    out,
+                    answer,
+                    ctx,
+                    Status::SERVICE_UNAVAILABLE,
+                    &[("Retry-After", "5")],
+                    "The event stream has as many subscribers as it takes, or the server is stopping.",
+                ),
+            }
+        }
         Route::Options => {
             let status = Status::NO_CONTENT;
             super::response::write_head(out, answer, status, date, None, &[ALLOW], 0);
@@ -280,7 +371,7 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
             ctx,
             Status::NOT_FOUND,
             &[],
-            "Nothing here. Try /_/conns, /_/whoami or /_/hello.",
+            "Nothing here. Try /_/ (the live page), /_/conns, /_/whoami or /_/hello.",
         ),
     }
 }
@@ -297,7 +388,7 @@ fn error(
     Reply::written(status, n)
 }
 
-fn index_page(ctx: &Ctx<'_>) -> String {
+fn about_page(ctx: &Ctx<'_>) -> String {
     let mut you = String::new();
     html_escape_into(
         &mut you,
@@ -314,8 +405,11 @@ and every client brings its own ephemeral source port, so all of them can share
 this server's one port.</p>
 <p>Your connection, as this server sees it: <code>{you}</code></p>
 <ul>
+<li><a href="/_/">/_/</a>: the live page, every connection as it comes and goes</li>
 <li><a href="/_/conns">/_/conns</a>: every connection this server holds, one row each
 (<a href="/_/conns.json">as JSON</a>)</li>
+<li><a href="/_/events">/_/events</a>: the event stream behind the live page</li>
+<li><a href="/_/metrics">/_/metrics</a>: counters, in the Prometheus text format</li>
 <li><a href="/_/whoami">/_/whoami</a>: your own 5-tuple</li>
 <li><a href="/_/hello">/_/hello</a>: 13 bytes of text, for benchmarks</li>
 </ul>
@@ -331,7 +425,10 @@ mod tests {
     #[test]
     fn routes_table() {
         let cases = [
-            ("GET", "/", Route::Index),
+            ("GET", "/", Route::Live),
+            ("GET", "/_/about", Route::About),
+            ("GET", "/_/events", Route::Events),
+            ("GET", "/_/metrics?x", Route::Metrics),
             ("HEAD", "/_/hello", Route::Hello),
             ("GET", "/_/hello?x=1", Route::Hello),
             ("GET", "/_/whoami#frag", Route::Whoami),
@@ -358,10 +455,10 @@ mod tests {
                 Route::Conns(Format::Json, usize::MAX),
             ),
             ("GET", "http://example.com/_/hello", Route::Hello),
-            ("GET", "http://example.com", Route::Index),
-            ("GET", "http://example.com?to=/_/hello", Route::Index),
-            ("GET", "/_/", Route::Index),
-            ("HEAD", "/_/?x", Route::Index),
+            ("GET", "http://example.com", Route::Live),
+            ("GET", "http://example.com?to=/_/hello", Route::Live),
+            ("GET", "/_/", Route::Live),
+            ("HEAD", "/_/?x", Route::Live),
             ("GET", "*", Route::BadTarget),
             ("GET", "/nope", Route::NotFound),
             ("POST", "/_/hello", Route::MethodNotAllowed),
@@ -379,7 +476,9 @@ mod tests {
         assert_eq!(resolve_target("GET", "/a/b.txt", true), file);
         assert_eq!(resolve_target("GET", "/_/hello", true), Route::Hello);
         assert_eq!(resolve_target("GET", "/_/other", true), Route::NotFound);
-        assert_eq!(resolve_target("GET", "/_/", true), Route::Index);
+        assert_eq!(resolve_target("GET", "/_/", true), Route::Live);
+        assert_eq!(resolve_target("GET", "/_/about", true), Route::About);
+        assert_eq!(resolve_target("GET", "/_/events", true), Route::Events);
     }
 
     #[test]
@@ -391,5 +490,6 @@ mod tests {
         assert!(!ends_connection("POST", &route("POST", "/_/hello")));
         assert!(!ends_connection("OPTIONS", &route("OPTIONS", "*")));
         assert!(!ends_connection("GET", &route("GET", "/nope")));
+        assert!(ends_connection("GET", &route("GET", "/_/events")));
     }
 }

@@ -52,6 +52,9 @@ pub struct Session {
     /// The client has closed its side while requests were waiting; answer
     /// them, then drop whatever incomplete request remains.
     eof_pending: bool,
+    /// A request was refused: the client may still be sending it (a body
+    /// too large, a bad request with more behind it), and nobody will read it.
+    refused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +213,13 @@ impl Session {
             Reading::Head | Reading::Body(_) | Reading::Chunked(_) => Phase::Reading,
             Reading::Done => Phase::Closing,
         }
+    }
+
+    /// A request was refused mid-stream: whatever the client is still
+    /// sending will not be read. The connection should close gently (read
+    /// and discard for a while) rather than at once.
+    pub fn refused_input(&self) -> bool {
+        self.refused
     }
 
     /// True while part of a request has arrived and its answer is not written.
@@ -383,8 +393,10 @@ impl Session {
         }
     }
 
+    #[inline]
     fn account(&mut self, reply: routes::Reply, answer: Answer, progress: &mut Progress) {
         progress.responses += 1;
+        progress.statuses.count(reply.status);
         progress.close |= answer.close;
         self.stream = reply.stream;
     }
@@ -403,6 +415,7 @@ impl Session {
         out: &mut Vec<u8>,
         progress: &mut Progress,
     ) {
+        self.refused = true;
         let answer = Answer {
             head_only,
             minor: 1,
@@ -425,6 +438,7 @@ impl Session {
             );
         }
         progress.responses += 1;
+        progress.statuses.count(reject.status);
         progress.close = true;
         self.end();
     }

@@ -349,11 +349,31 @@ fn connect_and_a_target_that_is_not_a_path_close_the_connection() {
 }
 
 #[test]
-fn the_intro_page_is_at_slash_underscore() {
+fn the_live_page_is_at_slash_underscore_and_the_intro_at_about() {
     let (out, _, _) = converse(&[b"GET /_/ HTTP/1.1\r\nHost: t\r\n\r\n"]);
     let t = text(&out);
     assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+    assert!(t.contains("EventSource('/_/events')"), "{t}");
+    let (out, _, _) = converse(&[b"GET /_/about HTTP/1.1\r\nHost: t\r\n\r\n"]);
+    let t = text(&out);
+    assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
     assert!(t.contains("href=\"/_/conns\""), "{t}");
+}
+
+#[test]
+fn without_a_server_behind_it_the_event_stream_and_the_metrics_are_not_found() {
+    // The protocol alone (as in the fuzzer and the tokio version) has no
+    // event stream: the answer is an ordinary 404, framed by its length.
+    for path in ["/_/events", "/_/metrics"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (out, n, close) = converse(&[req.as_bytes()]);
+        let t = text(&out);
+        assert!(t.starts_with("HTTP/1.1 404 "), "{t}");
+        assert!(t.contains("Content-Length: "), "{t}");
+        // A refused stream request still ends the connection: it asked for
+        // an answer that lasts until the close.
+        assert_eq!((n, close), (1, path == "/_/events"), "{path}");
+    }
 }
 
 #[test]

@@ -1,0 +1,478 @@
+//! Metrics: the reactor's counters, written in the Prometheus text format.
+//!
+//! The reactor is one thread, so its counters are plain integers that it
+//! bumps as things happen: no atomics, no locks, no registry. `/_/metrics`
+//! writes them out in the text format Prometheus scrapes (version 0.0.4): a
+//! `# HELP` and a `# TYPE` line per family, then one sample per line, with
+//! the usual suffixes (`_total` for counters, `_bytes`, `_seconds` for the
+//! unit). The format is simple enough that writing it by hand takes fewer
+//! lines than wiring a crate's registry (built for many threads) into a
+//! single-threaded loop, and it keeps atomics off the hot path.
+//!
+//! What costs nothing to count is counted always: an increment per accept,
+//! per close, per answer, and two histogram observations per turn of the
+//! loop. Totals that can be computed when asked (bytes of the connections
+//! still open) are computed at scrape time instead.
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::http::StatusClasses;
+
+/// Bucket bounds of the events-per-wake-up histogram: powers of two up to
+/// the 1,024 events one `epoll_wait` can return (`EVENTS_PER_POLL`).
+const EVENT_BUCKETS: &[u64] = &[0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// Bucket bounds of the turn-duration histogram, in microseconds: from a
+/// turn that answers one request (a few µs) to one that stalls everybody
+/// (a second).
+const TURN_BUCKETS_US: &[u64] = &[
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000,
+];
+
+/// Why `accept` failed, the label of `fivetuple_accept_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// The client gave up between its handshake and our accept (ECONNABORTED).
+    Aborted,
+    /// This process is out of file descriptors (EMFILE).
+    ProcessFiles,
+    /// The system is out of file descriptors (ENFILE).
+    SystemFiles,
+    /// The kernel is out of memory for sockets (ENOBUFS, ENOMEM).
+    Memory,
+    Other,
+}
+
+impl AcceptError {
+    const ALL: [AcceptError; 5] = [
+        AcceptError::Aborted,
+        AcceptError::ProcessFiles,
+        AcceptError::SystemFiles,
+        AcceptError::Memory,
+        AcceptError::Other,
+    ];
+
+    pub fn of(e: &io::Error) -> AcceptError {
+        match e.raw_os_error() {
+            Some(libc::ECONNABORTED) => AcceptError::Aborted,
+            Some(libc::EMFILE) => AcceptError::ProcessFiles,
+            Some(libc::ENFILE) => AcceptError::SystemFiles,
+            Some(libc::ENOBUFS) | Some(libc::ENOMEM) => AcceptError::Memory,
+            _ if e.kind() == io::ErrorKind::ConnectionAborted => AcceptError::Aborted,
+            _ => AcceptError::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            AcceptError::Aborted => "aborted",
+            AcceptError::ProcessFiles => "emfile",
+            AcceptError::SystemFiles => "enfile",
+            AcceptError::Memory => "nomem",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
+/// Which deadline passed, the label of `fivetuple_timeouts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// A request took too long to arrive (408).
+    Header,
+    /// A kept-alive connection sent nothing.
+    Idle,
+    /// The client did not read what we wrote.
+    Send,
+    /// A lingering close ran out of time.
+    Linger,
+}
+
+impl Timeout {
+    const ALL: [Timeout; 4] = [
+        Timeout::Header,
+        Timeout::Idle,
+        Timeout::Send,
+        Timeout::Linger,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Timeout::Header => "header",
+            Timeout::Idle => "idle",
+            Timeout::Send => "send",
+            Timeout::Linger => "linger",
+        }
+    }
+}
+
+/// Counts per bucket, plus the sum of what was observed.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, ascending; `+Inf` is implied.
+    bounds: &'static [u64],
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: Vec<u64>,
+    sum: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0,
+        }
+    }
+
+    pub fn observe(&mut self, value: u64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        self.counts[bucket] += 1;
+        self.sum = self.sum.saturating_add(value);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Everything the reactor counts as it goes.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub closed: u64,
+    /// Bytes of connections already closed (the open ones are summed when asked).
+    pub closed_bytes_in: u64,
+    pub closed_bytes_out: u64,
+    /// Answers produced.
+    pub responses: u64,
+    /// Answers other than `200 OK` produced, by status class.
+    pub not_ok: [u64; 5],
+    pub refused: u64,
+    pub reclaimed: u64,
+    pub lingering: u64,
+    accept_errors: [u64; AcceptError::ALL.len()],
+    timeouts: [u64; Timeout::ALL.len()],
+    /// Events per `epoll_wait`; its count is the number of wake-ups.
+    pub poll_events: Histogram,
+    /// How long each turn worked, from waking to going back to sleep, in µs.
+    pub turn_us: Histogram,
+    started: SystemTime,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            closed: 0,
+            closed_bytes_in: 0,
+            closed_bytes_out: 0,
+            responses: 0,
+            not_ok: [0; 5],
+            refused: 0,
+            reclaimed: 0,
+            lingering: 0,
+            accept_errors: [0; AcceptError::ALL.len()],
+            timeouts: [0; Timeout::ALL.len()],
+            poll_events: Histogram::new(EVENT_BUCKETS),
+            turn_us: Histogram::new(TURN_BUCKETS_US),
+            started: SystemTime::now(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn accept_error(&mut self, kind: AcceptError) {
+        self.accept_errors[kind as usize] += 1;
+    }
+
+    pub fn timeout(&mut self, kind: Timeout) {
+        self.timeouts[kind as usize] += 1;
+    }
+
+    /// A call of the protocol produced `responses` answers, of which
+    /// `not_ok` were other than `200 OK`.
+    #[inline]
+    pub fn answered(&mut self, responses: u64, not_ok: &StatusClasses) {
+        self.responses += responses;
+        if !not_ok.is_empty() {
+            for (total, n) in self.not_ok.iter_mut().zip(not_ok.0) {
+                *total += u64::from(n);
+            }
+        }
+    }
+
+    /// Answers by status class, 1xx to 5xx.
+    fn by_class(&self) -> [u64; 5] {
+        let mut classes = self.not_ok;
+        let ok = self.responses.saturating_sub(self.not_ok.iter().sum());
+        classes[1] += ok;
+        classes
+    }
+
+    /// One turn of the loop worked this long before it went back to sleep.
+    pub fn turn_worked(&mut self, worked: Duration) {
+        self.turn_us
+            .observe(u64::try_from(worked.as_micros()).unwrap_or(u64::MAX));
+    }
+}
+
+/// The figures that are not counters the reactor keeps, read when asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub open: usize,
+    pub max_conns: usize,
+    pub accepted: u64,
+    pub served: u64,
+    /// Bytes of the connections open now.
+    pub open_bytes_in: u64,
+    pub open_bytes_out: u64,
+    pub subscribers: usize,
+    pub events: u64,
+    pub events_dropped: u64,
+    pub resyncs: u64,
+}
+
+/// Writes every family in the Prometheus text format, version 0.0.4.
+pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
+    let mut t = String::with_capacity(6 * 1024);
+    let start = m.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let rows: &[(&str, &str, &str, f64)] = &[
+        (
+            "fivetuple_start_time_seconds",
+            "gauge",
+            "When the server started, in seconds since the Unix epoch.",
+            start.as_secs_f64(),
+        ),
+        (
+            "fivetuple_connections_open",
+            "gauge",
+            "Connections held now, event streams included.",
+            g.open as f64,
+        ),
+        (
+            "fivetuple_connections_max",
+            "gauge",
+            "Most connections held at once (--max-conns).",
+            g.max_conns as f64,
+        ),
+        (
+            "fivetuple_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            g.accepted as f64,
+        ),
+        (
+            "fivetuple_connections_closed_total",
+            "counter",
+            "Connections closed, whatever the reason.",
+            m.closed as f64,
+        ),
+        (
+            "fivetuple_connections_refused_total",
+            "counter",
+            "Connections answered 503 and closed because the server was full.",
+            m.refused as f64,
+        ),
+        (
+            "fivetuple_connections_reclaimed_total",
+            "counter",
+            "Idle connections closed to make room for a new one.",
+            m.reclaimed as f64,
+        ),
+        (
+            "fivetuple_lingering_closes_total",
+            "counter",
+            "Closes that read and discarded what the client still sent (lingering close).",
+            m.lingering as f64,
+        ),
+        (
+            "fivetuple_requests_served_total",
+            "counter",
+            "Answers written whole to the kernel.",
+            g.served as f64,
+        ),
+        (
+            "fivetuple_received_bytes_total",
+            "counter",
+            "Bytes read from clients.",
+            (m.closed_bytes_in + g.open_bytes_in) as f64,
+        ),
+        (
+            "fivetuple_sent_bytes_total",
+            "counter",
+            "Bytes written to clients.",
+            (m.closed_bytes_out + g.open_bytes_out) as f64,
+        ),
+        (
+            "fivetuple_event_subscribers",
+            "gauge",
+            "Connections subscribed to /_/events.",
+            g.subscribers as f64,
+        ),
+        (
+            "fivetuple_events_total",
+            "counter",
+            "Events published to /_/events subscribers.",
+            g.events as f64,
+        ),
+        (
+            "fivetuple_events_dropped_total",
+            "counter",
+            "Events a slow /_/events subscriber missed (it was told to re-sync).",
+            g.events_dropped as f64,
+        ),
+        (
+            "fivetuple_event_resyncs_total",
+            "counter",
+            "Times a /_/events subscriber was told to re-sync from a snapshot.",
+            g.resyncs as f64,
+        ),
+    ];
+    for &(name, kind, help, value) in rows {
+        family(&mut t, name, kind, help);
+        let _ = writeln!(t, "{name} {value}");
+    }
+    let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    let name = "fivetuple_http_responses_total";
+    family(
+        &mut t,
+        name,
+        "counter",
+        "Answers produced, by status class.",
+    );
+    for (class, n) in classes.iter().zip(m.by_class()) {
+        let _ = writeln!(t, "{name}{{class=\"{class}\"}} {n}");
+    }
+    let name = "fivetuple_accept_errors_total";
+    family(&mut t, name, "counter", "accept() failures, by kind.");
+    for (kind, n) in AcceptError::ALL.iter().zip(m.accept_errors) {
+        let _ = writeln!(t, "{name}{{kind=\"{}\"}} {n}", kind.label());
+    }
+    let name = "fivetuple_timeouts_total";
+    family(&mut t, name, "counter", "Deadlines that passed, by kind.");
+    for (kind, n) in Timeout::ALL.iter().zip(m.timeouts) {
+        let _ = writeln!(t, "{name}{{kind=\"{}\"}} {n}", kind.label());
+    }
+    let help = "Events returned by one epoll_wait; the count is the number of wake-ups.";
+    histogram(&mut t, "fivetuple_poll_events", help, &m.poll_events, 1.0);
+    let help = "How long one turn of the event loop worked, from waking to sleeping again.";
+    histogram(
+        &mut t,
+        "fivetuple_loop_turn_duration_seconds",
+        help,
+        &m.turn_us,
+        1e6,
+    );
+    out.extend_from_slice(t.as_bytes());
+}
+
+fn family(t: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A histogram's cumulative buckets, sum and count; the recorded unit
+/// divided by `per_unit` is the family's (µs by a million: seconds).
+fn histogram(t: &mut String, name: &str, help: &str, h: &Histogram, per_unit: f64) {
+    family(t, name, "histogram", help);
+    let mut cumulative = 0;
+    for (bound, n) in h.bounds.iter().zip(&h.counts) {
+        cumulative += n;
+        let le = *bound as f64 / per_unit;
+        let _ = writeln!(t, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(t, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(t, "{name}_sum {}", h.sum as f64 / per_unit);
+    let _ = writeln!(t, "{name}_count {}", h.count());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(m: &Metrics) -> String {
+        let mut out = Vec::new();
+        render(m, &Gauges::default(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_sample_belongs_to_a_family_with_help_and_type() {
+        let t = text(&Metrics::default());
+        let mut typed = Vec::new();
+        for line in t.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["counter", "gauge", "histogram"].contains(&kind));
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+                typed.push(name.to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|f| typed.iter().any(|t| t == f))
+                    .unwrap_or(name);
+                assert_eq!(typed.last().map(String::as_str), Some(family), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_in_the_count() {
+        let mut m = Metrics::default();
+        for events in [0, 1, 1, 3, 2000] {
+            m.poll_events.observe(events);
+        }
+        m.poll_events.observe(5); // 0, 1, 1, 3, 2000, 5
+        m.turn_worked(Duration::from_micros(30));
+        let t = text(&m);
+        assert!(
+            t.contains("fivetuple_poll_events_bucket{le=\"0\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fivetuple_poll_events_bucket{le=\"1\"} 3\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fivetuple_poll_events_bucket{le=\"4\"} 4\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fivetuple_poll_events_bucket{le=\"1024\"} 5\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fivetuple_poll_events_bucket{le=\"+Inf\"} 6\n"),
+            "{t}"
+        );
+        assert!(t.contains("fivetuple_poll_events_count 6\n"), "{t}");
+        assert!(
+            t.contains("fivetuple_loop_turn_duration_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fivetuple_loop_turn_duration_seconds_sum 0.00003\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn labels_name_the_kind() {
+        let mut m = Metrics::default();
+        m.accept_error(AcceptError::of(&io::Error::from_raw_os_error(libc::EMFILE)));
+        m.timeout(Timeout::Idle);
+        let t = text(&m);
+        assert!(
+            t.contains("fivetuple_accept_errors_total{kind=\"emfile\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fivetuple_timeouts_total{kind=\"idle\"} 1\n"),
+            "{t}"
+        );
+    }
+}

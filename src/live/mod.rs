@@ -1,0 +1,336 @@
+//! Watching the reactor: what the loop tells whoever looks.
+//!
+//! Three windows onto the same loop, each free when nobody looks through it:
+//!
+//! - [`metrics`]: counters, always kept (an increment each), written out at
+//!   `/_/metrics` in the Prometheus text format;
+//! - [`events`]: the event stream behind the live page (`/_/events`),
+//!   which exists only while someone subscribes;
+//! - [`trace`]: `serve --trace`, each turn of the loop as a block of text.
+//!
+//! And the page itself ([`PAGE`], served at `/_/`): it draws the connection
+//! table from `/_/conns.json` and keeps it current from the event stream.
+//!
+//! The reactor owns one [`Live`] and calls it at a few places: a turn
+//! begins ([`Live::woke`]) and ends ([`Live::end_turn`], [`Live::deliver`],
+//! [`Live::finish_turn`]), a connection is accepted or closed, and around
+//! serving a connection ([`Live::before`], [`Live::after`]). Each hook first
+//! looks whether anyone watches; when nobody does, only the metrics'
+//! increments remain.
+
+pub mod events;
+pub mod metrics;
+pub mod trace;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::connection::Connection;
+use crate::http::Subscribe;
+use events::{Hub, Totals, MAX_SUBSCRIBERS};
+use metrics::{Gauges, Metrics};
+use trace::{Alarm, Before, Cause, Subject, Trace};
+
+/// The live page: one static HTML file with its style and script inline,
+/// so the server needs no other asset and the page works offline.
+pub const PAGE: &str = include_str!("page.html");
+
+/// The reactor's window onto itself.
+#[derive(Debug)]
+pub struct Live {
+    pub metrics: Metrics,
+    /// The event stream's subscribers; `None` while nobody subscribes.
+    hub: Option<Box<Hub>>,
+    totals: Totals,
+    /// `None` unless `serve --trace`.
+    trace: Option<Box<Trace>>,
+    /// A connection whose request for `/_/events` was just answered: set by
+    /// the protocol (through [`crate::http::Host::subscribe`]) during a
+    /// session step, taken by [`Live::join`] right after it.
+    asked: Cell<Option<usize>>,
+    max_conns: usize,
+}
+
+impl Live {
+    pub fn new(trace: bool, max_conns: usize) -> Live {
+        Live {
+            metrics: Metrics::default(),
+            hub: None,
+            totals: Totals::default(),
+            trace: trace.then(Box::default),
+            asked: Cell::new(None),
+            max_conns,
+        }
+    }
+
+    /// Someone subscribes to the event stream or reads the trace.
+    #[inline]
+    pub fn watched(&self) -> bool {
+        self.hub.is_some() || self.trace.is_some()
+    }
+
+    /// The loop woke from `epoll_wait` after `slept`, with `events` events.
+    pub fn woke(&mut self, turn: u64, slept: Duration, events: usize, alarm: Option<Alarm>) {
+        self.metrics.poll_events.observe(events as u64);
+        if let Some(t) = &mut self.trace {
+            t.woke(turn, slept, events, alarm);
+        }
+    }
+
+    /// The last turn worked this long, from waking to sleeping again.
+    pub fn turn_done(&mut self, worked: Duration) {
+        self.metrics.turn_worked(worked);
+    }
+
+    /// The loop handles a subject for a cause: a new trace line (and a
+    /// line of the `RUST_LOG=trace` log). They are only worked out if
+    /// someone reads them.
+    #[inline(always)]
+    pub fn handling(&mut self, what: impl FnOnce() -> (Subject, Cause)) {
+        if self.trace.is_some() || log::log_enabled!(log::Level::Trace) {
+            let (subject, cause) = what();
+            self.handling_seen(subject, cause);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn handling_seen(&mut self, subject: Subject, cause: Cause) {
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!("{} {cause}", subject.to_string().trim_end());
+        }
+        if let Some(t) = &mut self.trace {
+            t.line(subject, Some(cause));
+        }
+    }
+
+    /// Something the loop did, on a line of its own in the trace (under the
+    /// current one, unless that has nothing on it yet).
+    pub fn note(&mut self, text: impl std::fmt::Display) {
+        if let Some(t) = &mut self.trace {
+            t.own_line(format_args!("{text}"));
+        }
+    }
+
+    /// A connection was accepted (it is in the slab under its key).
+    #[inline]
+    pub fn accepted(&mut self, conn: &Connection, now: Instant) {
+        if self.watched() {
+            self.tell_accepted(conn, now);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tell_accepted(&mut self, conn: &Connection, now: Instant) {
+        if let Some(hub) = &mut self.hub {
+            hub.accepted(conn, now, &mut self.totals);
+        }
+        if let Some(t) = &mut self.trace {
+            let (key, remote) = (conn.peer().token, conn.peer().remote);
+            t.own_line(format_args!("accepted token {key} from {remote}"));
+        }
+    }
+
+    /// A connection is being closed (it is out of the slab, not yet dropped).
+    #[inline]
+    pub fn closed(&mut self, key: usize, conn: &Connection, why: &str) {
+        let (bytes_in, bytes_out, _) = conn.counters();
+        self.metrics.closed += 1;
+        self.metrics.closed_bytes_in += bytes_in;
+        self.metrics.closed_bytes_out += bytes_out;
+        if self.watched() {
+            self.tell_closed(key, conn, why);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tell_closed(&mut self, key: usize, conn: &Connection, why: &str) {
+        if let Some(hub) = &mut self.hub {
+            hub.closed(key, conn, why, &mut self.totals);
+            if hub.is_empty() {
+                // The last subscriber left: nothing is kept for nobody.
+                self.hub = None;
+            }
+        }
+        if let Some(t) = &mut self.trace {
+            t.closed(key, conn, why);
+        }
+    }
+
+    /// The reactor is about to serve `conn`; give the result to [`Live::after`].
+    #[inline(always)]
+    pub fn before(&mut self, conn: &Connection) -> Option<Before> {
+        if !self.watched() {
+            return None;
+        }
+        self.look_before(conn)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look_before(&mut self, conn: &Connection) -> Option<Before> {
+        let Some(t) = &mut self.trace else {
+            return Some(Before::key_only(conn)); // the hub needs no more
+        };
+        let before = Before::of(conn);
+        t.serving(&before);
+        Some(before)
+    }
+
+    /// The reactor has served the connection `before` describes.
+    #[inline(always)]
+    pub fn after(&mut self, before: Option<Before>, conns: &Slab<Connection>) {
+        if let Some(before) = before {
+            self.look_after(before, conns);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look_after(&mut self, before: Before, conns: &Slab<Connection>) {
+        let conn = conns.get(before.key());
+        if let (Some(hub), Some(conn)) = (&mut self.hub, conn) {
+            hub.touch(conn.peer().token, conn.serial());
+        }
+        if let Some(t) = &mut self.trace {
+            t.served(&before, conn);
+        }
+    }
+
+    /// For the protocol: may connection `me` become an event-stream
+    /// subscriber? Unless `dry_run` (a HEAD), the answer `Yes` books it,
+    /// and [`Live::join`] makes it one once its answer is produced.
+    pub fn subscribe(&self, me: usize, dry_run: bool) -> Subscribe {
+        if self.hub.as_ref().map_or(0, |h| h.len()) >= MAX_SUBSCRIBERS {
+            return Subscribe::Full;
+        }
+        if !dry_run {
+            self.asked.set(Some(me));
+        }
+        Subscribe::Yes
+    }
+
+    /// After a session step on `conn`: if its request asked for the event
+    /// stream, it becomes a subscriber. Returns true if it did.
+    #[inline(always)]
+    pub fn join(&mut self, conn: &mut Connection, now: Instant) -> bool {
+        self.asked.get().is_some() && self.subscribe_now(conn, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn subscribe_now(&mut self, conn: &mut Connection, now: Instant) -> bool {
+        if self.asked.get() != Some(conn.peer().token) {
+            return false;
+        }
+        self.asked.set(None);
+        if !conn.start_streaming() {
+            return false; // the client closed its side meanwhile
+        }
+        self.hub
+            .get_or_insert_with(|| Box::new(Hub::new(now)))
+            .join(conn.peer().token, conn.serial());
+        true
+    }
+
+    /// When the event stream's next tick is due, if anyone subscribes.
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.hub.as_ref().map(|h| h.next_tick())
+    }
+
+    /// End of a turn, first part: this turn's events are written into one
+    /// batch. Returns the subscribers to deliver it to (none if nobody
+    /// subscribes: then this costs one test).
+    pub fn end_turn(
+        &mut self,
+        conns: &Slab<Connection>,
+        accepted: u64,
+        served: u64,
+        now: Instant,
+    ) -> Vec<(usize, u64)> {
+        let Some(hub) = &mut self.hub else {
+            return Vec::new();
+        };
+        // The totals take a scan of the slab: only when the tick is due.
+        let counters = (now >= hub.next_tick()).then(|| {
+            let gauges = gauges(conns, accepted, served);
+            events::Counters {
+                open: conns.len(),
+                accepted,
+                served,
+                bytes_in: self.metrics.closed_bytes_in + gauges.open_bytes_in,
+                bytes_out: self.metrics.closed_bytes_out + gauges.open_bytes_out,
+                dropped: self.totals.dropped,
+            }
+        });
+        hub.end_turn(conns, counters, now, &mut self.totals);
+        if let Some(t) = &mut self.trace {
+            let n = hub.pending_events();
+            if n > 0 {
+                t.line(Subject::Events, None);
+                let s = if hub.len() == 1 { "" } else { "s" };
+                t.note(format_args!("{n} for {} subscriber{s}", hub.len()));
+            }
+        }
+        hub.subscribers().collect()
+    }
+
+    /// Appends to `out` what the subscriber on `key` gets this turn (see
+    /// [`Hub::deliver`]); `unsent`: its bytes the kernel has not taken yet.
+    pub fn deliver(&mut self, key: usize, serial: u64, unsent: usize, out: &mut Vec<u8>) {
+        if let Some(hub) = &mut self.hub {
+            hub.deliver(key, unsent, out, &mut self.totals);
+            hub.touch(key, serial); // its own counters moved
+        }
+    }
+
+    /// End of a turn, last part: the batch is emptied and the trace printed.
+    pub fn finish_turn(&mut self, open: usize) {
+        if let Some(hub) = &mut self.hub {
+            hub.clear_batch();
+        }
+        if let Some(t) = &mut self.trace {
+            t.end(open);
+        }
+    }
+
+    /// `/_/metrics`.
+    pub fn write_metrics(
+        &self,
+        conns: &Slab<Connection>,
+        accepted: u64,
+        served: u64,
+        out: &mut Vec<u8>,
+    ) {
+        let g = Gauges {
+            max_conns: self.max_conns,
+            subscribers: self.hub.as_ref().map_or(0, |h| h.len()),
+            events: self.totals.events,
+            events_dropped: self.totals.dropped,
+            resyncs: self.totals.resyncs,
+            ..gauges(conns, accepted, served)
+        };
+        metrics::render(&self.metrics, &g, out);
+    }
+}
+
+/// The figures read from the slab when asked: a scan of the open
+/// connections, done per scrape or per tick, never per request.
+fn gauges(conns: &Slab<Connection>, accepted: u64, served: u64) -> Gauges {
+    let (open_bytes_in, open_bytes_out) = conns.iter().fold((0, 0), |(i, o), (_, c)| {
+        let (bytes_in, bytes_out, _) = c.counters();
+        (i + bytes_in, o + bytes_out)
+    });
+    Gauges {
+        open: conns.len(),
+        accepted,
+        served,
+        open_bytes_in,
+        open_bytes_out,
+        ..Gauges::default()
+    }
+}
