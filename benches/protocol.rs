@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fivetuple::http::response::{write_response, Answer, Canned, Status};
 use fivetuple::http::routes::resolve_target;
-use fivetuple::http::{Config, Ctx, Host, Peer, Session};
+use fivetuple::http::{Config, Ctx, Endpoints, Host, Session};
 use fivetuple::procnet::TcpState;
 use fivetuple::table::{ConnRow, ConnTable, Format, Phase, RowState};
 
@@ -59,7 +59,7 @@ fn table(rows: usize) -> ConnTable {
 fn protocol(c: &mut Criterion) {
     let config = Config::default();
     let ctx = Ctx {
-        peer: Peer {
+        peer: Endpoints {
             token: 7,
             local: "127.0.0.1:500".parse().unwrap(),
             remote: "127.0.0.1:54240".parse().unwrap(),

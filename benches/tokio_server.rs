@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fivetuple::http::response::Clock;
-use fivetuple::http::{self, Ctx, Host, Peer, Session};
+use fivetuple::http::{self, Ctx, Endpoints, Host, Session};
 use fivetuple::procnet::TcpState;
 use fivetuple::table::{ConnRow, ConnTable, Format, Phase, RowState};
 use slab::Slab;
@@ -158,7 +158,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
                 remote,
                 accepted_at: Instant::now(),
             });
-        let peer = Peer {
+        let peer = Endpoints {
             token,
             local,
             remote,
@@ -178,7 +178,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
 /// One connection: read, let the session answer, write, until either side closes.
 async fn connection(
     mut stream: TcpStream,
-    peer: Peer,
+    peer: Endpoints,
     registry: &Registry,
     config: &http::Config,
 ) -> std::io::Result<()> {

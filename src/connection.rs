@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::http::{Peer, Progress, Session};
+use crate::http::{Endpoints, Progress, Session};
 use crate::procnet::TcpState;
 use crate::proxy::{self, Origin};
 use crate::table::{ConnRow, Phase, RowState};
@@ -148,7 +148,7 @@ pub struct Connection {
     stream: TcpStream,
     /// Token, local address (getsockname) and remote address: with the
     /// protocol, the 5-tuple that makes this connection unique.
-    peer: Peer,
+    peer: Endpoints,
     /// The n-th connection accepted since start. Unlike the token, which the
     /// slab reuses, this number is never reused, so logs and the reactor's
     /// ready list and timer heap can tell apart two connections that had
@@ -196,7 +196,7 @@ impl Connection {
     /// With `expects_proxy`, its first bytes must be a PROXY protocol header.
     pub fn new(
         stream: TcpStream,
-        peer: Peer,
+        peer: Endpoints,
         serial: u64,
         now: Instant,
         expects_proxy: bool,
@@ -224,15 +224,15 @@ impl Connection {
     }
 
     /// The socket's own 5-tuple (and token): what the kernel knows.
-    pub fn peer(&self) -> Peer {
+    pub fn peer(&self) -> Endpoints {
         self.peer
     }
 
     /// The 5-tuple requests see (`/_/whoami`, the access log): the original
     /// client's, from the PROXY header, when there is one.
-    pub fn http_peer(&self) -> Peer {
+    pub fn http_peer(&self) -> Endpoints {
         match self.origin {
-            Some(origin) => Peer {
+            Some(origin) => Endpoints {
                 token: self.peer.token,
                 local: origin.destination,
                 remote: origin.source,

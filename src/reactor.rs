@@ -70,7 +70,7 @@ use slab::Slab;
 
 use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, Ctx, Host, Peer, Progress, Subscribe};
+use crate::http::{self, response::Clock, Ctx, Endpoints, Host, Progress, Subscribe};
 use crate::listener::{self, ListenOptions};
 use crate::live::metrics::{AcceptError, Timeout};
 use crate::live::trace::{Alarm, Cause, Subject};
@@ -454,7 +454,7 @@ impl Reactor {
             return warn!("dropping {remote}: register: {e}");
         }
         self.stats.accepted += 1;
-        let peer = Peer {
+        let peer = Endpoints {
             token: key,
             local,
             remote,

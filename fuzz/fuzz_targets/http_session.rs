@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use fivetuple::http::{Config, Ctx, NoConnections, Peer, Session};
+use fivetuple::http::{Config, Ctx, NoConnections, Endpoints, Session};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
 
     let config = Config::default();
     let ctx = Ctx {
-        peer: Peer {
+        peer: Endpoints {
             token: 1,
             local: "127.0.0.1:500".parse().unwrap(),
             remote: "127.0.0.1:54240".parse().unwrap(),

@@ -49,9 +49,10 @@ pub struct Config {
     pub files: Option<std::sync::Arc<dyn FileService>>,
 }
 
-/// One connection's 5-tuple (the protocol is always TCP) and its token.
+/// Both ends of one connection, which with the protocol (always TCP here)
+/// make its 5-tuple, and the token the reactor knows it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
+pub struct Endpoints {
     /// The reactor's name for the connection: its slab key and mio token.
     pub token: usize,
     /// The server's end: the listening port, on the address the client reached.
@@ -60,7 +61,7 @@ pub struct Peer {
     pub remote: SocketAddr,
 }
 
-impl fmt::Display for Peer {
+impl fmt::Display for Endpoints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tcp {} <- {}", self.local, self.remote)
     }
@@ -153,7 +154,7 @@ impl Host for NoConnections {
 
 /// Everything a request may look at besides its own bytes.
 pub struct Ctx<'a> {
-    pub peer: Peer,
+    pub peer: Endpoints,
     pub host: &'a dyn Host,
     /// The `Date` header value (see [`response::Clock`]).
     pub date: &'a str,

@@ -5,7 +5,7 @@ use crate::table::Phase;
 
 fn ctx<'a>(config: &'a Config, host: &'a NoConnections) -> Ctx<'a> {
     Ctx {
-        peer: Peer {
+        peer: Endpoints {
             token: 7,
             local: "127.0.0.1:500".parse().unwrap(),
             remote: "127.0.0.1:54240".parse().unwrap(),
