@@ -41,15 +41,18 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Header slots for httparse: wrk sends two or three headers.
 const HEADER_SLOTS: usize = 16;
 
-/// What `fivetuple serve` answers to `GET /_/hello`, around the `Date` value.
+/// What `fivetuple serve` answers to `GET /_/hello`, byte for byte: this up
+/// to the `Date` value, the date, then one of the two tails below.
 const HEAD_BEFORE_DATE: &[u8] = concat!(
     "HTTP/1.1 200 OK\r\nServer: fivetuple/",
     env!("CARGO_PKG_VERSION"),
     "\r\nDate: "
 )
 .as_bytes();
+/// The rest of the answer on a connection that stays open.
 const AFTER_DATE_KEEP: &[u8] =
     b"\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+/// The rest of the answer to a request that asked for `Connection: close`.
 const AFTER_DATE_CLOSE: &[u8] =
     b"\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 13\r\n\r\nHello, World!";
 

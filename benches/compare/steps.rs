@@ -46,6 +46,7 @@ pub fn throughput(bench: &Bench, results: &mut Results) {
             .iter()
             .map(|s| (s, Server::start(s)))
             .collect();
+        check_same_answer(&servers);
         for (_, server) in &servers {
             probe::wrk(
                 server.addr,
@@ -91,6 +92,40 @@ pub fn throughput(bench: &Bench, results: &mut Results) {
             results.throughput.push(measured);
         }
         results.waited_seconds += (Duration::from_secs(QUIET_WAIT_SECS) - wait_left).as_secs_f64();
+    }
+}
+
+/// The mio reactor, the tokio version and the floor must send the same
+/// bytes for `/_/hello` (but for the date), or the comparison compares
+/// different work. (nginx sends its own headers.)
+fn check_same_answer(servers: &[(&Subject, Server)]) {
+    let undated = |addr| {
+        let (_, answer) = request(addr).expect("an answer to GET /_/hello");
+        let text = String::from_utf8(answer).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                if l.starts_with("Date: ") {
+                    "Date: …"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let ours: Vec<(&Subject, String)> = servers
+        .iter()
+        .filter(|(s, _)| s.id != SubjectId::Nginx)
+        .map(|(s, server)| (*s, undated(server.addr)))
+        .collect();
+    for (subject, text) in &ours[1..] {
+        assert_eq!(
+            text,
+            &ours[0].1,
+            "{} and {} answer /_/hello differently",
+            subject.id.name(),
+            ours[0].0.id.name()
+        );
     }
 }
 
@@ -407,8 +442,8 @@ fn established_to(addr: SocketAddr) -> usize {
 }
 
 /// One `GET /_/hello` on a new connection; the connection, still open,
-/// if it was answered.
-fn request(addr: SocketAddr) -> Option<TcpStream> {
+/// and the answer, if it was answered.
+fn request(addr: SocketAddr) -> Option<(TcpStream, Vec<u8>)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     s.write_all(b"GET /_/hello HTTP/1.1\r\nHost: bench\r\n\r\n")
@@ -421,5 +456,5 @@ fn request(addr: SocketAddr) -> Option<TcpStream> {
             Ok(k) => got.extend_from_slice(&buf[..k]),
         }
     }
-    Some(s)
+    Some((s, got))
 }
