@@ -107,8 +107,9 @@ soak:
 # and nginx (wrk, /proc, strace), then the protocol micro-benchmarks.
 # Writes target/bench/ and docs/benchmarks.md.
 bench:
-	command -v wrk >/dev/null && command -v strace >/dev/null && command -v nginx >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk strace nginx)
+	command -v wrk >/dev/null && command -v strace >/dev/null && command -v valgrind >/dev/null && \
+	  { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk strace valgrind nginx)
 	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
 	./target/release/examples/bench_compare
 	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3
