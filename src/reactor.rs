@@ -20,8 +20,8 @@
 //! 1. `wait`: sleep in `epoll_wait` until a socket is ready or the nearest
 //!    deadline passes (not at all if the ready list has work);
 //! 2. for each event: accept waiting connections (`accept_some`), note a
-//!    signal (`on_signal`), or serve a connection (`on_connection_event`):
-//!    read, answer, write;
+//!    signal (`on_signal`), answer datagrams (`on_datagrams`, with `--udp`),
+//!    or serve a connection (`on_connection_event`): read, answer, write;
 //! 3. `run_ready`: give one more turn to whatever has work that no event
 //!    will announce (the listener with connections still queued, a long
 //!    pipeline, a body still streaming, bytes left unread);
