@@ -20,6 +20,8 @@
 #
 # Needs root (or CAP_NET_ADMIN) and iproute2. FIVETUPLE names the binary
 # (default: target/release/fivetuple if it exists, else fivetuple on the PATH).
+# PORT is the server's port (default 500, the story's; 0 lets the kernel
+# pick one, which the script then reads from the server's `listening on` line).
 set -eu
 
 if [ -z "${FIVETUPLE:-}" ]; then
@@ -81,7 +83,7 @@ add_host client3 10.50.0.13
 
 in_host() { host=$1; shift; ip netns exec "${tag}-$host" "$@"; }
 
-in_host server "$FIVETUPLE" serve --listen 10.50.0.1:500 --quiet >"$work/server.out" 2>"$work/server.err" &
+in_host server "$FIVETUPLE" serve --listen "10.50.0.1:${PORT:-500}" --quiet >"$work/server.out" 2>"$work/server.err" &
 pids="$pids $!"
 tries=0
 until grep -q '^listening on' "$work/server.out" 2>/dev/null; do
@@ -94,14 +96,15 @@ until grep -q '^listening on' "$work/server.out" 2>/dev/null; do
   sleep 0.05
 done
 echo "server host 10.50.0.1: $(head -1 "$work/server.out")"
+port=$(sed -n 's/^listening on 10\.50\.0\.1:\([0-9]*\).*/\1/p' "$work/server.out")
 
 for c in 1 2 3; do
-  in_host "client$c" "$FIVETUPLE" connect 10.50.0.1:500 -n 2 --hold 30 >"$work/client$c.out" 2>&1 &
+  in_host "client$c" "$FIVETUPLE" connect "10.50.0.1:$port" -n 2 --hold 30 >"$work/client$c.out" 2>&1 &
   pids="$pids $!"
 done
 # Wait until the server's kernel holds all six connections.
 established() {
-  in_host server "$FIVETUPLE" conns --port 500 --state established | grep -c '^tcp .*10\.50\.0\.1:500 ' || true
+  in_host server "$FIVETUPLE" conns --port "$port" --state established | grep -c "^tcp .*10\.50\.0\.1:$port " || true
 }
 tries=0
 until [ "$(established)" -ge 6 ]; do
@@ -115,12 +118,12 @@ until [ "$(established)" -ge 6 ]; do
 done
 
 echo
-echo "--- the server's own table (curl http://10.50.0.1:500/_/conns on client1):"
-in_host client1 curl -s http://10.50.0.1:500/_/conns
+echo "--- the server's own table (curl http://10.50.0.1:$port/_/conns on client1):"
+in_host client1 curl -s "http://10.50.0.1:$port/_/conns"
 echo
 echo "--- the kernel's table on the server host (fivetuple conns):"
-in_host server "$FIVETUPLE" conns --port 500
+in_host server "$FIVETUPLE" conns --port "$port"
 echo
-echo "One local address and port (10.50.0.1:500) on every row; each remote"
+echo "One local address and port (10.50.0.1:$port) on every row; each remote"
 echo "address is a different host, and each host's two connections differ"
 echo "in their ephemeral port: no two rows share the whole 5-tuple."

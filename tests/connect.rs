@@ -10,22 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{wait_until, Server};
-
-fn connect(args: &[&str]) -> Output {
-    Command::new(common::bin())
-        .arg("connect")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{run_connect as connect, stdout_and_stderr as text, wait_until, Server};
 
 /// Splits `tcp A:p -> B:q connected in 120 µs, sent 13 B, received 0 B`.
 fn parse_line(line: &str) -> Option<(String, String, String)> {

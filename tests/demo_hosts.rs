@@ -53,6 +53,7 @@ fn three_client_hosts_show_three_remote_addresses_on_one_port() {
     let child = Command::new("sh")
         .arg(SCRIPT)
         .env("FIVETUPLE", common::bin())
+        .env("PORT", "0") // the kernel picks the port, inside the test's own hosts
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -65,12 +66,18 @@ fn three_client_hosts_show_three_remote_addresses_on_one_port() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The server's table: one row per connection, all on 10.50.0.1:500,
-    // from three hosts, two connections each.
+    // The server's table: one row per connection, all on 10.50.0.1 and the
+    // one port the server was given, from three hosts, two connections each.
+    let port = stdout
+        .lines()
+        .find_map(|l| l.split("listening on 10.50.0.1:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the server's listening line");
+    let local = format!("10.50.0.1:{port}");
     for host in ["10.50.0.11", "10.50.0.12", "10.50.0.13"] {
         let rows = stdout
             .lines()
-            .filter(|l| l.contains("ESTABLISHED") && l.contains("10.50.0.1:500"))
+            .filter(|l| l.contains("ESTABLISHED") && l.contains(&local))
             .filter(|l| l.contains(&format!(" {host}:")))
             .count();
         // Two in the server's table, two in the kernel's (the asker's own
@@ -91,6 +98,7 @@ fn ctrl_c_leaves_no_host_behind() {
     let mut child = Command::new("sh")
         .arg(SCRIPT)
         .env("FIVETUPLE", common::bin())
+        .env("PORT", "0") // the kernel picks the port, inside the test's own hosts
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -10,26 +10,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Server;
-
-fn connect(args: &[&str]) -> Output {
-    Command::new(common::bin())
-        .arg("connect")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{run_connect as connect, stdout_and_stderr as text, Server};
 
 /// fivetuple's answer to a datagram of `n` bytes from `peer`, received on `local`.
 fn fivetuple_answer(local: SocketAddr, peer: SocketAddr, n: usize) -> Vec<u8> {

@@ -521,3 +521,20 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     };
     field(11) + field(12) // utime, stime (fields 14 and 15 of the whole line)
 }
+
+/// Runs `fivetuple connect ARGS` to the end and returns what it did.
+pub fn run_connect(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("connect")
+        .args(args)
+        .output()
+        .expect("run fivetuple connect")
+}
+
+/// A finished command's stdout and stderr, as text.
+pub fn stdout_and_stderr(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
