@@ -80,6 +80,8 @@ pub struct Udp {
     bound_at: Instant,
     flows: HashMap<SocketAddr, Flow>,
     stats: UdpStats,
+    /// The answer being written, reused so a datagram costs no allocation.
+    reply: Vec<u8>,
 }
 
 /// What one turn of reading did.
@@ -119,6 +121,7 @@ impl Udp {
             bound_at: Instant::now(),
             flows: HashMap::new(),
             stats: UdpStats::default(),
+            reply: Vec::with_capacity(128),
         })
     }
 
@@ -159,10 +162,10 @@ impl Udp {
 
     /// Books a datagram of `n` bytes from `peer` and sends the answer.
     fn answer(&mut self, peer: SocketAddr, n: usize, now: Instant) {
-        let mut reply = Vec::with_capacity(96);
+        self.reply.clear();
         let unit = if n == 1 { "byte" } else { "bytes" };
-        let _ = writeln!(reply, "udp {} <- {peer}, {n} {unit}", self.local);
-        let sent = match self.socket.send_to(&reply, peer) {
+        let _ = writeln!(self.reply, "udp {} <- {peer}, {n} {unit}", self.local);
+        let sent = match self.socket.send_to(&self.reply, peer) {
             Ok(sent) => Some(sent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.stats.dropped += 1;
