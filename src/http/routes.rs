@@ -150,10 +150,31 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
         "OPTIONS" => return Route::Options,
         _ => return Route::MethodNotAllowed,
     }
+    // Most targets carry no query: look the target up as it is first, and
+    // search it for where the path ends (a look at every byte) only if that
+    // finds nothing.
+    if let Some(route) = builtin(target, target) {
+        return route;
+    }
     let Some(path) = path_of(target) else {
         return Route::BadTarget;
     };
+    if let Some(route) = builtin(path, target) {
+        return route;
+    }
     match path {
+        _ if path.starts_with("/_/") => Route::NotFound,
+        _ if files => Route::File(Box::default()),
+        // Without a directory, `/` is the live page too: what someone who
+        // opens the server in a browser came to see.
+        "/" => Route::Live,
+        _ => Route::NotFound,
+    }
+}
+
+/// The server's own pages under `/_/`, by path (`target` for the query).
+fn builtin(path: &str, target: &str) -> Option<Route> {
+    Some(match path {
         // The live page is always at `/_/`, so that it stays reachable when
         // a served directory owns `/`.
         "/_/" => Route::Live,
@@ -164,13 +185,8 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
         "/_/whoami" => Route::Whoami,
         "/_/conns" => conns_route(Format::Text, target),
         "/_/conns.json" => conns_route(Format::Json, target),
-        _ if path.starts_with("/_/") => Route::NotFound,
-        _ if files => Route::File(Box::default()),
-        // Without a directory, `/` is the live page too: what someone who
-        // opens the server in a browser came to see.
-        "/" => Route::Live,
-        _ => Route::NotFound,
-    }
+        _ => return None,
+    })
 }
 
 /// One worker's table, or every worker's with `?workers`.

@@ -42,8 +42,10 @@ pub struct Session {
     /// parser has seen it and found it good.
     line_checked: bool,
     reading: Reading,
-    /// The answer owed to a request whose body is still arriving.
-    owed: Option<Owed>,
+    /// The answer owed to a request whose body is still arriving. Boxed, as
+    /// the chunked decoder below: the reactor moves a session in and out of
+    /// its connection for every read, and a small one moves in registers.
+    owed: Option<Box<Owed>>,
     /// A response body still being written.
     stream: Option<Box<dyn Body>>,
     /// Requests in `held` wait for the next turn: this turn's share of
@@ -65,7 +67,7 @@ enum Reading {
     /// Skipping a `Content-Length` body: this many bytes to go.
     Body(u64),
     /// Skipping a chunked body.
-    Chunked(ChunkedDecoder),
+    Chunked(Box<ChunkedDecoder>),
     /// The connection is to close: everything else it sends is ignored.
     Done,
 }
@@ -367,17 +369,17 @@ impl Session {
                 return;
             }
             BodyKind::Length(n) => Reading::Body(n),
-            BodyKind::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+            BodyKind::Chunked => Reading::Chunked(Box::default()),
         };
         if head.expects_continue {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         let request_line = access_log_on(ctx).then(|| RequestLine::Head(head).to_string());
-        self.owed = Some(Owed {
+        self.owed = Some(Box::new(Owed {
             route,
             answer,
             request_line,
-        });
+        }));
         self.reading = next;
     }
 
