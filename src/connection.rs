@@ -492,6 +492,12 @@ impl Connection {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 
+    /// The socket may hold bytes (or an EOF) not read yet: the last read did
+    /// not empty it.
+    pub fn has_unread_input(&self) -> bool {
+        self.unread
+    }
+
     /// The protocol refused a request whose rest may still be on its way
     /// (a body too large, a bad request with more behind it): closing
     /// should linger even if nothing more has arrived yet.
