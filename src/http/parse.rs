@@ -406,18 +406,18 @@ pub fn valid_host(value: &[u8]) -> bool {
     // reg-name (`*( unreserved / pct-encoded / sub-delims )`) runs up to
     // the first `:`, and the digits of a port follow it.
     let mut i = 0;
-    while let Some(&b) = value.get(i) {
-        if HOST_BYTE[usize::from(b)] {
+    loop {
+        // A run of plain host bytes: the whole name, usually.
+        while i < value.len() && HOST_BYTE[usize::from(value[i])] {
             i += 1;
-        } else if b == b'%' && is_pct_escape(value.get(i + 1..i + 3)) {
-            i += 3;
-        } else if b == b':' {
-            return value[i + 1..].iter().all(u8::is_ascii_digit);
-        } else {
-            return false;
+        }
+        match value.get(i) {
+            None => return true,
+            Some(b'%') if is_pct_escape(value.get(i + 1..i + 3)) => i += 3,
+            Some(b':') => return value[i + 1..].iter().all(u8::is_ascii_digit),
+            Some(_) => return false,
         }
     }
-    true
 }
 
 /// The two hex digits after a `%`, if both are there.
