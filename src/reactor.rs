@@ -27,7 +27,7 @@
 //!    pipeline, a body still streaming, bytes left unread);
 //! 4. `fire_timers`: time out connections whose deadline has passed;
 //! 5. `after_batch`: housekeeping (retry a paused accept, end of the
-//!    shutdown grace);
+//!    shutdown grace, with `--workers N` a post on the workers' board);
 //! 6. `publish`: tell whoever watches (the live page's event stream, the
 //!    `--trace` printout; see [`crate::live`]). Nobody watching, it is one test.
 //!
