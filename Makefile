@@ -9,7 +9,7 @@ SKIPS := $(TARGET_DIR)/tmp/skipped-tests.txt
 # ~/.local (no root needed, on the PATH of most desktop systems) for others.
 PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
 
-.PHONY: build run install uninstall test lint fmt doc bench fuzz soak clean profiling demo-hosts
+.PHONY: build run install uninstall test lint fmt doc bench bench-scaling fuzz soak clean profiling demo-hosts
 
 build:
 	$(CARGO) build --release
@@ -113,3 +113,20 @@ bench:
 	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
 	./target/release/examples/bench_compare
 	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3
+
+# The scaling step alone (benches/compare/scaling.rs): `serve --workers N`
+# against tokio's multi-thread runtime for N = 1, 2, 4, 8, as far as the
+# machine's cores go. Writes target/bench/scaling.md and that section of
+# docs/benchmarks.md. On a many-core machine without cargo, from a kit
+# packed here by ../shared/devkit/make-kit (release binaries and wrk in
+# .devkit/): make bench-scaling KIT=1
+bench-scaling:
+ifeq ($(KIT),1)
+	PATH="$(CURDIR)/.devkit/bin:$$PATH" LD_LIBRARY_PATH="$(CURDIR)/.devkit/lib" \
+	  BENCH_ONLY=scaling .devkit/bin/bench_compare
+else
+	command -v wrk >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
+	BENCH_ONLY=scaling ./target/release/examples/bench_compare
+endif

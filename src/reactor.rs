@@ -27,7 +27,7 @@
 //!    pipeline, a body still streaming, bytes left unread);
 //! 4. `fire_timers`: time out connections whose deadline has passed;
 //! 5. `after_batch`: housekeeping (retry a paused accept, end of the
-//!    shutdown grace);
+//!    shutdown grace, with `--workers N` a post on the workers' board);
 //! 6. `publish`: tell whoever watches (the live page's event stream, the
 //!    `--trace` printout; see [`crate::live`]). Nobody watching, it is one test.
 //!
@@ -72,7 +72,7 @@ use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, Ctx, Endpoints, Host, Progress, Subscribe};
 use crate::listener::{self, ListenOptions};
-use crate::live::metrics::{AcceptError, Timeout};
+use crate::live::metrics::{self, AcceptError, Figures, Timeout, WorkerFigures};
 use crate::live::trace::{Alarm, Cause, Subject};
 use crate::live::Live;
 use crate::sys;
@@ -263,10 +263,12 @@ impl Reactor {
         let waker = mio::Waker::new(self.poll.registry(), WAKER)
             .map_err(|e| Error::io("creating a worker's waker", e))?;
         board.set_waker(index, Arc::new(waker));
+        self.live.set_worker(index);
         self.seat = Some(Seat {
             index,
             board,
             posted_at: self.started,
+            posted: None,
         });
         Ok(())
     }
@@ -339,9 +341,20 @@ impl Reactor {
         let grace = self
             .shutting_down_since
             .map(|t| t + self.config.shutdown_grace);
+        // A worker with news for the board wakes when the post is due, so
+        // that what the others read of it is never older than that; a new
+        // one posts at once, so that the board has every worker from the start.
+        let post = self.seat.as_ref().and_then(|seat| match seat.posted {
+            None => Some(self.now),
+            Some(mark) if mark != self.post_mark() => {
+                Some(seat.posted_at + seat.board.interval(self.now))
+            }
+            Some(_) => None,
+        });
         [
             retry.map(|t| (t, Alarm::AcceptRetry)),
             grace.map(|t| (t, Alarm::Grace)),
+            post.map(|t| (t, Alarm::Post)),
             self.timers.next().map(|t| (t, Alarm::Deadline)),
             self.live.next_tick().map(|t| (t, Alarm::Tick)),
         ]
@@ -919,11 +932,15 @@ impl Reactor {
             self.accept_some();
         }
         if let Some(seat) = &self.seat {
-            if seat.board.post_due(seat.posted_at, self.now) {
+            if seat.posted.is_none() || seat.board.post_due(seat.posted_at, self.now) {
                 let table = self.view().snapshot(DEFAULT_ROWS);
+                let (accepted, served) = (self.stats.accepted, self.stats.served);
+                let figures = self.live.figures(&self.conns, accepted, served);
+                let mark = self.post_mark();
                 if let Some(seat) = &mut self.seat {
-                    seat.board.post(seat.index, table, self.now);
+                    seat.board.post(seat.index, table, figures, self.now);
                     seat.posted_at = self.now;
+                    seat.posted = Some(mark);
                 }
             }
         }
@@ -1046,6 +1063,20 @@ impl Reactor {
     fn finished(&self) -> bool {
         self.shutting_down_since.is_some() && self.conns.is_empty()
     }
+
+    /// What changes when this worker has news for the board: connections
+    /// accepted and closed, answers produced and served. (Bytes of a body
+    /// still streaming are left out: such a connection keeps the worker
+    /// awake, and its turns post on time anyway.)
+    fn post_mark(&self) -> [u64; 4] {
+        let m = &self.live.metrics;
+        [
+            self.stats.accepted,
+            m.closed,
+            m.responses,
+            self.stats.served,
+        ]
+    }
 }
 
 /// A reactor's place among several workers (`serve --workers N`).
@@ -1055,6 +1086,8 @@ struct Seat {
     board: Arc<Board>,
     /// When this worker last posted its table on the board.
     posted_at: Instant,
+    /// [`Reactor::post_mark`] when it did; `None` before its first post.
+    posted: Option<[u64; 4]>,
 }
 
 /// `fmt::Write` into a byte vector.
@@ -1228,6 +1261,42 @@ impl Host for SlabView<'_> {
         }
     }
 
+    /// Worker `worker`'s table: live if it is this one, else as posted
+    /// (asking for fresher posts, as `?workers` does).
+    fn write_worker_table(
+        &self,
+        me: usize,
+        worker: usize,
+        format: Format,
+        rows: usize,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(seat) = self
+            .seat
+            .filter(|s| s.index != worker && worker < s.board.len())
+        else {
+            return self.write_table(me, format, rows, out);
+        };
+        seat.board.ask(seat.index, Instant::now());
+        match seat.board.latest(worker) {
+            Some((_, table)) => table.render(format).write_for(None, out),
+            // Not posted yet (it started less than a turn ago): an empty
+            // table of the right worker, not another worker's rows.
+            None => ConnTable {
+                listen: self.listen,
+                open: 0,
+                accepted: 0,
+                served: 0,
+                hidden: 0,
+                udp_peers: None,
+                worker: Some(worker),
+                rows: Vec::new(),
+            }
+            .render(format)
+            .write_for(None, out),
+        }
+    }
+
     fn write_table(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
         let mut cache = self.cache.borrow_mut();
         let now = (self.stats.accepted, self.conns.len());
@@ -1250,8 +1319,36 @@ impl Host for SlabView<'_> {
 
     fn write_metrics(&self, out: &mut Vec<u8>) -> bool {
         let stats = self.stats;
-        self.live
-            .write_metrics(self.conns, stats.accepted, stats.served, out);
+        let Some(seat) = self.seat else {
+            self.live
+                .write_metrics(self.conns, stats.accepted, stats.served, out);
+            return true;
+        };
+        // This worker's figures live, the others' as last posted. Its own
+        // go on the board first: a later scrape that another worker answers
+        // then starts from these or newer ones, and no counter goes back.
+        let now = Instant::now();
+        let mine = self.live.figures(self.conns, stats.accepted, stats.served);
+        seat.board.post_figures(seat.index, mine.clone(), now);
+        let others: Vec<(usize, Instant, Figures)> = (0..seat.board.len())
+            .filter(|&index| index != seat.index)
+            .filter_map(|index| {
+                let (at, figures) = seat.board.latest_figures(index)?;
+                Some((index, at, figures))
+            })
+            .collect();
+        let mut workers = vec![WorkerFigures {
+            worker: seat.index,
+            age: Duration::ZERO,
+            figures: &mine,
+        }];
+        workers.extend(others.iter().map(|(index, at, figures)| WorkerFigures {
+            worker: *index,
+            age: now.saturating_duration_since(*at),
+            figures,
+        }));
+        workers.sort_by_key(|w| w.worker);
+        metrics::render_workers(&workers, out);
         true
     }
 

@@ -16,9 +16,13 @@
 //! workers.)
 //!
 //! The one thing the workers share is a [`Board`] where each posts a
-//! snapshot of its connection table now and then (every second, every
-//! 100 ms for a while after somebody asked), so that `/_/conns?workers` can
-//! show every worker's table without stopping any of them.
+//! snapshot of its connection table and its metrics' figures now and then
+//! (every second, every 100 ms for a while after somebody asked), so that
+//! `/_/conns?workers` can show every worker's table, and `/_/metrics`
+//! count for the whole server, without stopping any of them. A worker that
+//! has something new to post when it goes to sleep sets an alarm for when
+//! the post is due, so what the board shows is never older than that, even
+//! for a worker that has nothing else to do.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +33,7 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use crate::error::{Error, Result};
+use crate::live::metrics::Figures;
 use crate::reactor::{Reactor, ServerConfig, Summary};
 use crate::table::ConnTable;
 
@@ -46,10 +51,11 @@ pub struct Board {
     started: Instant,
     /// When every table was last asked for, in ms since `started` (0: never).
     asked_ms: AtomicU64,
-    /// Each worker's latest table and when it was taken. The lock is taken
-    /// by a worker posting (at most ten times a second) and by a request
-    /// for every table, never on the way of an ordinary request.
-    tables: Vec<Mutex<Option<(Instant, ConnTable)>>>,
+    /// What each worker posted last. The lock is taken by a worker posting
+    /// (at most ten times a second, and once per scrape it answers) and by
+    /// a request for every table or for the metrics, never on the way of an
+    /// ordinary request.
+    posts: Vec<Mutex<Posted>>,
     /// Each worker's waker: a request for every table wakes the others, so
     /// that a worker asleep in `epoll_wait` posts its table too.
     wakers: Vec<OnceLock<Arc<Waker>>>,
@@ -60,7 +66,7 @@ impl Board {
         Board {
             started: Instant::now(),
             asked_ms: AtomicU64::new(0),
-            tables: (0..workers).map(|_| Mutex::new(None)).collect(),
+            posts: (0..workers).map(|_| Mutex::default()).collect(),
             wakers: (0..workers).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -74,11 +80,11 @@ impl Board {
 
     /// Workers on the board.
     pub fn len(&self) -> usize {
-        self.tables.len()
+        self.posts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
+        self.posts.is_empty()
     }
 
     /// Somebody asked worker `from` for every table: the others post more
@@ -93,35 +99,65 @@ impl Board {
         }
     }
 
-    /// Whether a worker that last posted at `last` should post again now.
-    pub fn post_due(&self, last: Instant, now: Instant) -> bool {
+    /// How often workers post now: often while somebody has asked lately.
+    pub fn interval(&self, now: Instant) -> Duration {
         let asked = self.asked_ms.load(Ordering::Relaxed);
         let since_asked =
             now.saturating_duration_since(self.started + Duration::from_millis(asked));
-        let interval = if asked > 0 && since_asked < ASKED_RECENTLY {
+        if asked > 0 && since_asked < ASKED_RECENTLY {
             PUBLISH_ASKED
         } else {
             PUBLISH_QUIET
-        };
-        now.saturating_duration_since(last) >= interval
+        }
     }
 
-    /// Posts worker `index`'s table.
-    pub fn post(&self, index: usize, table: ConnTable, now: Instant) {
-        if let Some(slot) = self.tables.get(index) {
-            // A poisoned lock only means a reader panicked mid-clone; the
-            // slot is overwritten whole either way.
-            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-            *slot = Some((now, table));
+    /// Whether a worker that last posted at `last` should post again now.
+    pub fn post_due(&self, last: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(last) >= self.interval(now)
+    }
+
+    /// Posts worker `index`'s table and figures, taken at `now`.
+    pub fn post(&self, index: usize, table: ConnTable, figures: Figures, now: Instant) {
+        self.with_slot(index, |slot| {
+            slot.table = Some((now, table));
+            slot.figures = Some((now, figures));
+        });
+    }
+
+    /// Posts worker `index`'s figures alone: the ones it is about to report
+    /// in a scrape, so that no later scrape reports older ones.
+    pub fn post_figures(&self, index: usize, figures: Figures, now: Instant) {
+        self.with_slot(index, |slot| slot.figures = Some((now, figures)));
+    }
+
+    fn with_slot(&self, index: usize, write: impl FnOnce(&mut Posted)) {
+        if let Some(slot) = self.posts.get(index) {
+            // A poisoned lock only means a reader panicked mid-clone; what
+            // is written replaces the old entry whole either way.
+            write(&mut slot.lock().unwrap_or_else(|e| e.into_inner()));
         }
     }
 
     /// Worker `index`'s latest table and when it was taken.
     pub fn latest(&self, index: usize) -> Option<(Instant, ConnTable)> {
-        let slot = self.tables.get(index)?;
+        let slot = self.posts.get(index)?;
         let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.clone()
+        slot.table.clone()
     }
+
+    /// Worker `index`'s latest figures and when they were read.
+    pub fn latest_figures(&self, index: usize) -> Option<(Instant, Figures)> {
+        let slot = self.posts.get(index)?;
+        let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.figures.clone()
+    }
+}
+
+/// What one worker last posted, each with when it was taken.
+#[derive(Debug, Default)]
+struct Posted {
+    table: Option<(Instant, ConnTable)>,
+    figures: Option<(Instant, Figures)>,
 }
 
 /// The reactors of `serve`, bound and ready to run: one, or one per worker.

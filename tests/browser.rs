@@ -2,6 +2,8 @@
 //! `fivetuple connect -n 5 --hold` holds five connections, and the test
 //! watches the page's table: the five rows appear (with the page's own
 //! connection marked "you"), then leave when the connections close.
+//! With `--workers 2` the page follows one worker's event stream: it says
+//! which, and draws that worker's connections and none of the other's.
 //!
 //! Chromium is driven through its DevTools protocol over a pair of pipes
 //! (`--remote-debugging-pipe`: JSON messages ended by a NUL byte on file
@@ -341,4 +343,83 @@ fn the_page_shows_five_held_connections_arrive_and_leave() {
         );
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The connections each worker holds that have sent nothing (the held
+/// ones: an asker has sent its request), from every worker's table.
+fn idle_by_worker(server: &Server) -> Vec<HashSet<String>> {
+    let all: Value = serde_json::from_slice(&server.get("/_/conns.json?workers&all").body).unwrap();
+    all["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w["table"]["rows"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter(|r| !r["token"].is_null() && r["bytes_in"] == 0)
+                        .map(|r| r["remote"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn with_two_workers_the_page_draws_its_streams_worker() {
+    let mut chromium = match Chromium::start() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("skipping the browser test: chromium cannot run here: {why}");
+            return;
+        }
+    };
+    let server = Server::start(&["--quiet", "--workers", "2"]);
+    let mut hold = Command::new(common::bin())
+        .args(["connect", &server.addr.to_string(), "-n", "8"])
+        .args(["--hold", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fivetuple connect");
+    let mut by_worker = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        by_worker = idle_by_worker(&server);
+        by_worker.iter().map(HashSet::len).sum::<usize>() == 8
+    });
+
+    // The page says which worker's stream it follows, and draws that
+    // worker's connections and none of the other's.
+    chromium
+        .open(&format!("http://{}/_/", server.addr))
+        .expect("the page opens");
+    let status = "JSON.stringify(document.getElementById('status').textContent)";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let worker = chromium.eval_json(status).as_str().and_then(|s| {
+            s.strip_prefix("live · worker ")
+                .and_then(|w| w.parse::<usize>().ok())
+        });
+        let shown: HashSet<String> = page_rows(&mut chromium)
+            .into_iter()
+            .filter(|r| !r.gone && !r.you)
+            .map(|r| r.remote)
+            .collect();
+        if let Some(w) = worker.filter(|&w| w < 2) {
+            if by_worker[w].is_subset(&shown) && by_worker[1 - w].is_disjoint(&shown) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed its worker's connections alone: worker {worker:?}, \
+             shown {shown:?}, held {by_worker:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(hold.id() as i32, libc::SIGINT) };
+    let _ = hold.wait();
 }

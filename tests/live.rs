@@ -560,3 +560,74 @@ fn metrics_are_read_by_a_real_prometheus_parser_and_move_as_connections_come_and
     );
     drop(held);
 }
+
+#[test]
+fn metrics_of_several_workers_are_read_by_a_real_prometheus_parser() {
+    let Some(script) = prometheus_parser() else {
+        eprintln!(
+            "skipping: python3 with prometheus_client is not installed here \
+             (pip install prometheus_client; .ci/run installs it)"
+        );
+        return;
+    };
+    let server = Server::start(&["--quiet", "--workers", "2"]);
+    // Connections on both workers, each answered once.
+    let mut held = Vec::new();
+    let mut workers = std::collections::BTreeSet::new();
+    while workers.len() < 2 {
+        assert!(held.len() < 200, "200 connections, all on one worker");
+        let mut s = server.connect();
+        s.write_all(b"GET /_/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let text = read_response(&mut s).unwrap().text();
+        workers.insert(text.trim_end().rsplit(' ').next().unwrap().to_string());
+        held.push(s);
+    }
+    let open = |m: &HashMap<String, f64>| m["fivetuple_connections_open"];
+    let worker_open = |m: &HashMap<String, f64>, w: usize| {
+        m.get(&format!(
+            "fivetuple_worker_connections_open{{worker=\"{w}\"}}"
+        ))
+        .copied()
+    };
+    let mut last = (HashMap::new(), HashMap::new());
+    wait_until(Duration::from_secs(10), || {
+        let text = server.get("/_/metrics").text();
+        // One HELP and one TYPE per family, whatever the workers.
+        for prefix in ["# HELP ", "# TYPE "] {
+            let mut names: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix)?.split(' ').next())
+                .collect();
+            let all = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), all, "a family repeats its {prefix:?}:\n{text}");
+        }
+        last = parse_prometheus(script, &text);
+        let m = &last.0;
+        // The held connections and this scrape's, on both workers together.
+        open(m) == (held.len() + 1) as f64
+            && worker_open(m, 0)
+                .zip(worker_open(m, 1))
+                .is_some_and(|(a, b)| a + b == open(m))
+    });
+    let (samples, types) = last;
+    assert_eq!(types["fivetuple_connections_accepted"], "counter");
+    assert_eq!(types["fivetuple_worker_connections_open"], "gauge");
+    assert_eq!(types["fivetuple_worker_connections_accepted"], "counter");
+    assert_eq!(types["fivetuple_worker_requests_served"], "counter");
+    assert_eq!(types["fivetuple_worker_figures_age_seconds"], "gauge");
+    assert_eq!(types["fivetuple_poll_events"], "histogram");
+    // The histograms were added bucket by bucket: still cumulative, still
+    // ending in their count.
+    assert_eq!(
+        samples["fivetuple_poll_events_bucket{le=\"+Inf\"}"],
+        samples["fivetuple_poll_events_count"]
+    );
+    assert!(
+        samples["fivetuple_poll_events_bucket{le=\"0\"}"]
+            <= samples["fivetuple_poll_events_bucket{le=\"1\"}"]
+    );
+    drop(held);
+}

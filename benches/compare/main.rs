@@ -29,13 +29,25 @@
 //! 3. `steps::syscalls`: strace;
 //! 4. `steps::instructions`: callgrind;
 //! 5. `steps::memory`: 15,000 idle connections;
-//! 6. `outputs`: `target/bench/results.json`, `report.md` and the charts,
+//! 6. `scaling::run`: `serve --workers N` against tokio's multi-thread
+//!    runtime, for N = 1, 2, 4 and 8 as far as the cores go (`scaling.rs`);
+//! 7. `outputs`: `target/bench/results.json`, `report.md` and the charts,
 //!    copied to `docs/benchmarks.md` and `docs/bench/`.
 //!
+//! **One step alone.** `BENCH_ONLY=scaling` (or a comma-separated list of
+//! `throughput`, `syscalls`, `instructions`, `memory`, `scaling`) runs only
+//! the steps named. Such a run writes `target/bench/results.json`, and
+//! for the scaling step `target/bench/scaling.md`, whose section it also
+//! puts into `docs/benchmarks.md` in place of the one there; the rest of
+//! that page, and the charts, stay as the last whole run wrote them.
+//! `make bench-scaling` is `BENCH_ONLY=scaling`; on a machine with a kit
+//! packed by `make-kit` and no cargo, `make bench-scaling KIT=1`.
+//!
 //! Files: `plan.rs` (subjects, scenarios, cores), `server.rs` (starting
-//! them), `probe.rs` (wrk and `/proc`), `steps.rs`, `profile.rs` (reading
-//! callgrind's profile), `results.rs` (the typed figures), `targets.rs`
-//! (the targets, as a table), `report.rs` (the page) and `chart.rs`.
+//! them), `probe.rs` (wrk and `/proc`), `steps.rs`, `scaling.rs` (the
+//! scaling step and its section), `profile.rs` (reading callgrind's
+//! profile), `results.rs` (the typed figures), `targets.rs` (the targets,
+//! as a table), `report.rs` (the page) and `chart.rs`.
 
 mod chart;
 mod plan;
@@ -43,6 +55,7 @@ mod probe;
 mod profile;
 mod report;
 mod results;
+mod scaling;
 mod server;
 mod steps;
 mod targets;
@@ -75,18 +88,93 @@ impl Bench {
 }
 
 fn main() {
+    let only = Only::from_env();
     let (bench, mut results) = prepare();
-    steps::throughput(&bench, &mut results);
-    steps::syscalls(&bench, &mut results);
-    steps::instructions(&bench, &mut results);
-    steps::memory(&bench, &mut results);
+    if only.runs("throughput") {
+        steps::throughput(&bench, &mut results);
+    }
+    if only.runs("syscalls") {
+        steps::syscalls(&bench, &mut results);
+    }
+    if only.runs("instructions") {
+        steps::instructions(&bench, &mut results);
+    }
+    if only.runs("memory") {
+        steps::memory(&bench, &mut results);
+    }
+    if only.runs("scaling") {
+        scaling::run(&bench, &mut results);
+    }
     results.seconds = bench.started.elapsed().as_secs_f64();
-    outputs(&bench, &results);
+    match only.0 {
+        None => outputs(&bench, &results),
+        Some(_) => partial_outputs(&bench, &results),
+    }
+}
+
+/// The steps `BENCH_ONLY` names; `None`: every step (unset or empty).
+struct Only(Option<Vec<String>>);
+
+impl Only {
+    const STEPS: [&'static str; 5] = [
+        "throughput",
+        "syscalls",
+        "instructions",
+        "memory",
+        "scaling",
+    ];
+
+    fn from_env() -> Only {
+        let named = std::env::var("BENCH_ONLY").unwrap_or_default();
+        let steps: Vec<String> = named
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(unknown) = steps.iter().find(|s| !Only::STEPS.contains(&s.as_str())) {
+            eprintln!(
+                "BENCH_ONLY: no step {unknown:?}; the steps are {}",
+                Only::STEPS.join(", ")
+            );
+            std::process::exit(2);
+        }
+        Only((!steps.is_empty()).then_some(steps))
+    }
+
+    fn runs(&self, step: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|steps| steps.iter().any(|s| s == step))
+    }
+}
+
+/// After some steps alone: the JSON, and the scaling section (if it ran)
+/// on its own and in place in docs/benchmarks.md. The rest of that page
+/// and the charts need every step; they stay as they are.
+fn partial_outputs(bench: &Bench, results: &Results) {
+    let out = &bench.out_dir;
+    fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(results).expect("results serialise"),
+    )
+    .expect("results.json");
+    let mut wrote = vec!["target/bench/results.json".to_string()];
+    if results.scaling.is_some() {
+        let section = scaling::section(results);
+        fs::write(out.join("scaling.md"), &section).expect("scaling.md");
+        let page = bench.root.join("docs/benchmarks.md");
+        let old = fs::read_to_string(&page).unwrap_or_default();
+        fs::write(&page, scaling::splice(&old, &section)).expect("docs/benchmarks.md");
+        println!("{section}");
+        wrote.push("target/bench/scaling.md, its section in docs/benchmarks.md".into());
+    }
+    bench.log(format_args!("wrote {}", wrote.join("; ")));
 }
 
 /// Step 1: the machine, the cores, and the subjects that can run here.
 fn prepare() -> (Bench, Results) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = plan::project_root();
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir).expect("target/bench");
     raise_fd_limit();

@@ -280,9 +280,8 @@ pub struct Skipped {
 
 /// Every subject that can run on this machine, and a note for each that cannot.
 pub fn subjects(root: &Path, cores: &Cores) -> (Vec<Subject>, Vec<Skipped>) {
-    let release = root.join("target/release");
     let program = |path: &str, args: &[&str]| Launch::Program {
-        program: release.join(path),
+        program: binary(root, path),
         args: args.iter().map(|a| a.to_string()).collect(),
     };
     let one = vec![cores.server];
@@ -340,6 +339,32 @@ pub fn subjects(root: &Path, cores: &Cores) -> (Vec<Subject>, Vec<Skipped>) {
         }),
     }
     (subjects, skipped)
+}
+
+/// The project's root: the current directory when it is one (as on a
+/// machine that runs a kit packed by `make-kit`, where this driver was not
+/// built), else the directory this driver was built from.
+pub fn project_root() -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .filter(|dir| dir.join("benches/compare/main.rs").exists())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A program this driver starts, by its path under `target/release`
+/// (`examples/tokio_server`): there if it was built there, else beside
+/// this driver, where a kit packed by `make-kit` puts every binary.
+pub fn binary(root: &Path, path: &str) -> PathBuf {
+    let built = root.join("target/release").join(path);
+    if built.exists() {
+        return built;
+    }
+    let name = Path::new(path).file_name().unwrap_or_default();
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(name)))
+        .filter(|beside| beside.exists())
+        .unwrap_or(built)
 }
 
 /// A program on PATH, or at one of the usual places outside it (nginx

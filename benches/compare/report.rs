@@ -25,6 +25,7 @@ pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
     p.push_str(&syscalls_table(results));
     p.push_str(&instructions_tables(results));
     p.push_str(&memory_table(results));
+    p.push_str(&crate::scaling::section(results));
     let _ = writeln!(p, "## Targets\n");
     for v in verdicts {
         let _ = writeln!(p, "{}", v.line());

@@ -188,6 +188,8 @@ pub struct Results {
     pub syscalls: Vec<Syscalls>,
     pub instructions: Vec<Instructions>,
     pub memory: Vec<Held>,
+    /// The scaling step's figures (`scaling.rs`), if it ran.
+    pub scaling: Option<crate::scaling::Scaling>,
     pub skipped: Vec<Skipped>,
     /// Seconds spent waiting for other load to pass before running a
     /// disturbed run again.
@@ -207,6 +209,7 @@ impl Results {
             syscalls: Vec::new(),
             instructions: Vec::new(),
             memory: Vec::new(),
+            scaling: None,
             skipped: Vec::new(),
             waited_seconds: 0.0,
             seconds: 0.0,

@@ -132,7 +132,7 @@ fn check_same_answer(servers: &[(&Subject, Server)]) {
 /// Waits, a second at a time, until other programs use less than
 /// [`DISTURBED`] cores, or `left` is spent. Nothing of ours runs meanwhile,
 /// so everything the cores do is other load.
-fn wait_for_quiet(bench: &Bench, left: &mut Duration) {
+pub fn wait_for_quiet(bench: &Bench, left: &mut Duration) {
     const STEP: Duration = Duration::from_secs(1);
     while !left.is_zero() {
         let before = CoreTimes::of(&bench.cores.allowed);
@@ -146,7 +146,7 @@ fn wait_for_quiet(bench: &Bench, left: &mut Duration) {
 
 /// One timed wrk run, with the server's CPU, wrk's CPU, every core's busy
 /// time and the server's descriptors measured around it.
-fn timed(bench: &Bench, subject: &Subject, server: &Server, scenario: &Scenario) -> Run {
+pub fn timed(bench: &Bench, subject: &Subject, server: &Server, scenario: &Scenario) -> Run {
     let pid = server.pid();
     let sampler = FdSampler::start(pid);
     let (cpu, wrk_cpu, cores, sleeps) = (
@@ -368,7 +368,7 @@ fn callgrind(bench: &Bench, subject: &Subject, scenario: Option<&Scenario>) -> (
 /// request on each and holds them; the server's RSS growth over the
 /// connections held is the figure.
 pub fn memory(bench: &Bench, results: &mut Results) {
-    let client = bench.root.join("target/release/fivetuple");
+    let client = crate::plan::binary(&bench.root, "fivetuple");
     for subject in &bench.subjects {
         let held = hold_idle(bench, subject, &client);
         bench.log(format_args!(

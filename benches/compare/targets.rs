@@ -198,3 +198,92 @@ pub fn check(results: &Results) -> Vec<Verdict> {
         })
         .collect()
 }
+
+/// A figure of the scaling step (`scaling.rs`), for fivetuple with some
+/// number of workers.
+#[derive(Debug, Clone, Copy)]
+pub enum ScalingFigure {
+    /// Requests per second over fivetuple's own with one worker.
+    SpeedUp,
+    /// Requests per second over tokio-mt's with as many threads, on the
+    /// same cores.
+    VersusTokioMt,
+}
+
+/// One target of the scaling step: `figure` with `workers` workers, within `bound`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScalingTarget {
+    pub figure: ScalingFigure,
+    pub workers: usize,
+    pub bound: Bound,
+}
+
+const fn scaling(figure: ScalingFigure, workers: usize, bound: Bound) -> ScalingTarget {
+    ScalingTarget {
+        figure,
+        workers,
+        bound,
+    }
+}
+
+/// The scaling targets, from the project's scaling issue: eight workers
+/// answer at least seven times what one does, and fivetuple is ahead of
+/// tokio's multi-thread runtime at every count.
+pub const SCALING_TARGETS: &[ScalingTarget] = &[
+    scaling(ScalingFigure::SpeedUp, 8, AtLeast(7.0)),
+    scaling(ScalingFigure::VersusTokioMt, 1, AtLeast(1.0)),
+    scaling(ScalingFigure::VersusTokioMt, 2, AtLeast(1.0)),
+    scaling(ScalingFigure::VersusTokioMt, 4, AtLeast(1.0)),
+    scaling(ScalingFigure::VersusTokioMt, 8, AtLeast(1.0)),
+];
+
+/// What the run says about one scaling target.
+#[derive(Debug, Clone)]
+pub struct ScalingVerdict {
+    pub target: ScalingTarget,
+    pub value: Option<f64>,
+    pub met: Option<bool>,
+}
+
+impl ScalingVerdict {
+    /// One line of the scaling section's list of targets.
+    pub fn line(&self) -> String {
+        let t = &self.target;
+        let s = if t.workers == 1 { "" } else { "s" };
+        let what = match t.figure {
+            ScalingFigure::SpeedUp => "requests per second over one worker's",
+            ScalingFigure::VersusTokioMt => {
+                "requests per second over tokio-mt's with as many threads"
+            }
+        };
+        let limit = match t.bound {
+            AtMost(x) => format!("at most {x}×"),
+            AtLeast(x) => format!("at least {x}×"),
+        };
+        let verdict = match (self.met, self.value) {
+            (Some(met), Some(v)) => {
+                format!("**{}** ({v:.2}×)", if met { "met" } else { "missed" })
+            }
+            _ => "**not measured**".to_string(),
+        };
+        format!("- {} worker{s}: {what} {limit}: {verdict}", t.workers)
+    }
+}
+
+/// Every scaling target checked against `results`.
+pub fn check_scaling(results: &Results) -> Vec<ScalingVerdict> {
+    SCALING_TARGETS
+        .iter()
+        .map(|&target| {
+            let value = results.scaling.as_ref().and_then(|s| match target.figure {
+                ScalingFigure::SpeedUp => s.speed_up(target.workers, SubjectId::Mio),
+                ScalingFigure::VersusTokioMt => s.versus_tokio(target.workers),
+            });
+            let met = value.map(|v| match target.bound {
+                AtMost(x) => v <= x,
+                AtLeast(x) => v >= x,
+            });
+            ScalingVerdict { target, value, met }
+        })
+        .collect()
+}

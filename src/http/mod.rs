@@ -81,6 +81,20 @@ pub trait Host {
         self.write_table(me, format, rows, out);
     }
 
+    /// Worker `worker`'s table (`/_/conns?worker=I`): live if it is the
+    /// one answering, else as it last posted it; a server with one reactor,
+    /// or a worker number out of range, gets the answering one's.
+    fn write_worker_table(
+        &self,
+        me: usize,
+        _worker: usize,
+        format: Format,
+        rows: usize,
+        out: &mut Vec<u8>,
+    ) {
+        self.write_table(me, format, rows, out);
+    }
+
     /// Which worker (reactor thread) holds the connection, when there are
     /// several.
     fn worker(&self) -> Option<usize> {

@@ -52,9 +52,12 @@ pub enum Route {
     /// `/_/about`: a short page that says what this server is and links
     /// the endpoints.
     About,
-    /// `/_/events`: the event stream behind the live page.
+    /// `/_/events`: the event stream behind the live page. With several
+    /// workers, the events of the worker that accepted the connection, no
+    /// other's: `hello` and `counters` name it (see `crate::live::events`).
     Events,
-    /// `/_/metrics`: counters in the Prometheus text format.
+    /// `/_/metrics`: counters in the Prometheus text format; with several
+    /// workers, every worker's added up (see `crate::live::metrics`).
     Metrics,
     /// `/_/hello`: 13 bytes of plain text, the benchmark endpoint.
     Hello,
@@ -65,6 +68,9 @@ pub enum Route {
     Conns(Format, usize),
     /// `/_/conns?workers`: every worker's table (`serve --workers N`).
     AllWorkers(Format, usize),
+    /// `/_/conns?worker=I`: worker I's table, whichever worker answers
+    /// (the live page syncs from its stream's worker's table).
+    OneWorker(Format, usize, usize),
     /// `OPTIONS`: which methods are allowed.
     Options,
     /// A method other than GET, HEAD or OPTIONS.
@@ -105,8 +111,13 @@ fn event_stream(out: &mut Vec<u8>, answer: &Answer, ctx: &Ctx<'_>) -> Reply {
         return Reply::written(Status::OK, 0);
     }
     let p = &ctx.peer;
+    // With several workers the stream is its worker's alone: it says which.
+    let worker = match ctx.host.worker() {
+        Some(w) => format!(",\"worker\":{w}"),
+        None => String::new(),
+    };
     let hello = format!(
-        "retry: 2000\nevent: hello\ndata: {{\"token\":{},\"local\":\"{}\",\"remote\":\"{}\"}}\n\n",
+        "retry: 2000\nevent: hello\ndata: {{\"token\":{},\"local\":\"{}\",\"remote\":\"{}\"{worker}}}\n\n",
         p.token, p.local, p.remote
     );
     out.extend_from_slice(hello.as_bytes());
@@ -189,16 +200,21 @@ fn builtin(path: &str, target: &str) -> Option<Route> {
     })
 }
 
-/// One worker's table, or every worker's with `?workers`.
+/// The answering worker's table, every worker's with `?workers`, or one
+/// named worker's with `?worker=I`.
 fn conns_route(format: Format, target: &str) -> Route {
     let query = target.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or("");
     let all = query
         .split('&')
         .any(|pair| pair == "workers" || pair.starts_with("workers="));
-    match all {
-        true => Route::AllWorkers(format, rows_asked(target)),
-        false => Route::Conns(format, rows_asked(target)),
+    let one = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("worker=")?.parse().ok());
+    match (all, one) {
+        (true, _) => Route::AllWorkers(format, rows_asked(target)),
+        (false, Some(worker)) => Route::OneWorker(format, rows_asked(target), worker),
+        (false, None) => Route::Conns(format, rows_asked(target)),
     }
 }
 
@@ -288,12 +304,18 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
                 text.as_bytes(),
             )
         }
-        Route::Conns(format, rows) | Route::AllWorkers(format, rows) => {
+        Route::Conns(format, rows)
+        | Route::AllWorkers(format, rows)
+        | Route::OneWorker(format, rows, _) => {
             let mut body = Vec::new();
             match route {
                 Route::AllWorkers(..) => {
                     ctx.host
                         .write_all_workers(ctx.peer.token, *format, *rows, &mut body)
+                }
+                Route::OneWorker(_, _, worker) => {
+                    ctx.host
+                        .write_worker_table(ctx.peer.token, *worker, *format, *rows, &mut body)
                 }
                 _ => ctx
                     .host
@@ -459,6 +481,16 @@ mod tests {
                 "GET",
                 "/_/conns?workers&rows=7",
                 Route::AllWorkers(Format::Text, 7),
+            ),
+            (
+                "GET",
+                "/_/conns.json?rows=200&worker=3",
+                Route::OneWorker(Format::Json, 200, 3),
+            ),
+            (
+                "GET",
+                "/_/conns?worker=x",
+                Route::Conns(Format::Text, DEFAULT_ROWS),
             ),
             (
                 "GET",

@@ -29,6 +29,17 @@
 //!   are written so that replaying them over a newer snapshot is harmless
 //!   (each `accept` and `state` carries the whole row), which is what makes
 //!   "drop and re-sync" correct.
+//!
+//! With several workers (`serve --workers N`), each worker has its own hub,
+//! and a stream carries the events of the worker that accepted the
+//! subscriber's connection, no other's. A connection lives and dies on one
+//! worker, so one worker's stream is one consistent table as it changes;
+//! carrying every worker's events would put a channel between threads on
+//! every accept and close, the very sharing the workers exist to avoid.
+//! The stream says whose it is: `hello` and every `counters` carry
+//! `"worker": i` (and `counters`' totals are that worker's), and the live
+//! page fetches that worker's table (`/_/conns.json?worker=i`) to sync
+//! from. `/_/conns?workers` and `/_/metrics` cover every worker.
 
 use std::time::{Duration, Instant};
 
@@ -354,7 +365,8 @@ impl Hub {
     }
 }
 
-/// The server-wide figures a `counters` event carries.
+/// The figures a `counters` event carries: the server's, or with
+/// `--workers N` the stream's worker's.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Counters {
     pub open: usize,
@@ -364,6 +376,10 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Events dropped for slow subscribers since start.
     pub dropped: u64,
+    /// With `--workers N`, the worker whose figures these are (and whose
+    /// events this stream carries); absent with one reactor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
 }
 
 #[derive(serde::Serialize)]

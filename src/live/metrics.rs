@@ -13,6 +13,18 @@
 //! per close, per answer, and two histogram observations per turn of the
 //! loop. Totals that can be computed when asked (bytes of the connections
 //! still open) are computed at scrape time instead.
+//!
+//! With several workers (`serve --workers N`) a scrape reaches one of them,
+//! whichever the kernel's hash picks, yet must answer for the whole server.
+//! Each worker posts its [`Figures`] on the workers' board with its table;
+//! the worker that answers adds its own live figures to the others' last
+//! posted ones ([`render_workers`]): the families keep their names and
+//! carry the sums, and a few `fivetuple_worker_*` families break the
+//! figures down by worker. A counter must never go backwards between two
+//! scrapes, even when the second reaches a worker whose view of the first
+//! one's figures is older than what the first reported; so the answering
+//! worker posts the live figures it reports before it answers, and every
+//! later scrape starts from them or from newer ones.
 
 use std::fmt::Write as _;
 use std::io;
@@ -136,6 +148,15 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
+
+    /// Adds another histogram with the same buckets (another worker's).
+    fn add(&mut self, other: &Histogram) {
+        debug_assert_eq!(self.bounds, other.bounds);
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum = self.sum.saturating_add(other.sum);
+    }
 }
 
 /// Everything the reactor counts as it goes.
@@ -215,6 +236,29 @@ impl Metrics {
         self.turn_us
             .observe(u64::try_from(worked.as_micros()).unwrap_or(u64::MAX));
     }
+
+    /// Adds another worker's counts; the earlier start stays.
+    fn add(&mut self, other: &Metrics) {
+        self.closed += other.closed;
+        self.closed_bytes_in += other.closed_bytes_in;
+        self.closed_bytes_out += other.closed_bytes_out;
+        self.responses += other.responses;
+        add_each(&mut self.not_ok, &other.not_ok);
+        self.refused += other.refused;
+        self.reclaimed += other.reclaimed;
+        self.lingering += other.lingering;
+        add_each(&mut self.accept_errors, &other.accept_errors);
+        add_each(&mut self.timeouts, &other.timeouts);
+        self.poll_events.add(&other.poll_events);
+        self.turn_us.add(&other.turn_us);
+        self.started = self.started.min(other.started);
+    }
+}
+
+fn add_each(mine: &mut [u64], theirs: &[u64]) {
+    for (m, t) in mine.iter_mut().zip(theirs) {
+        *m += t;
+    }
 }
 
 /// The figures that are not counters the reactor keeps, read when asked.
@@ -231,6 +275,95 @@ pub struct Gauges {
     pub events: u64,
     pub events_dropped: u64,
     pub resyncs: u64,
+}
+
+impl Gauges {
+    fn add(&mut self, other: &Gauges) {
+        self.open += other.open;
+        self.max_conns += other.max_conns;
+        self.accepted += other.accepted;
+        self.served += other.served;
+        self.open_bytes_in += other.open_bytes_in;
+        self.open_bytes_out += other.open_bytes_out;
+        self.subscribers += other.subscribers;
+        self.events += other.events;
+        self.events_dropped += other.events_dropped;
+        self.resyncs += other.resyncs;
+    }
+}
+
+/// Everything one worker's scrape would show: its counters and what was
+/// read from its slab. What a worker posts on the board for the others.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub metrics: Metrics,
+    pub gauges: Gauges,
+}
+
+/// One worker's figures as a scrape sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerFigures<'a> {
+    pub worker: usize,
+    /// How old they are: zero for the worker that answers (its own, live),
+    /// the time since the others posted theirs.
+    pub age: Duration,
+    pub figures: &'a Figures,
+}
+
+/// One figure of one worker, for the `fivetuple_worker_*` families.
+type PerWorker = fn(&WorkerFigures<'_>) -> f64;
+
+/// Writes the whole server's figures, for several workers: every family
+/// of [`render`] with the workers' figures summed (a histogram bucket by
+/// bucket), then the `fivetuple_worker_*` families, one series per worker
+/// with a `worker` label. The breakdown has families of its own, as
+/// Prometheus's naming rules ask: a family's series should add up to
+/// something meaningful, and a total beside its own parts would count
+/// everything twice in `sum()`. A worker that has posted nothing yet (it
+/// started less than a turn ago) adds nothing and has no series.
+pub fn render_workers(workers: &[WorkerFigures<'_>], out: &mut Vec<u8>) {
+    // Starts now: adding the workers' figures keeps the earliest start.
+    let mut total = Figures::default();
+    for w in workers {
+        total.metrics.add(&w.figures.metrics);
+        total.gauges.add(&w.figures.gauges);
+    }
+    render(&total.metrics, &total.gauges, out);
+    let mut t = String::with_capacity(1024 + 400 * workers.len());
+    let per_worker: [(&str, &str, &str, PerWorker); 4] = [
+        (
+            "fivetuple_worker_figures_age_seconds",
+            "gauge",
+            "How old each worker's figures in this answer are: 0 for the worker that answered, \
+             the time since the others last posted theirs (at most about a second).",
+            |w| w.age.as_secs_f64(),
+        ),
+        (
+            "fivetuple_worker_connections_open",
+            "gauge",
+            "Connections held now, by worker (--workers).",
+            |w| w.figures.gauges.open as f64,
+        ),
+        (
+            "fivetuple_worker_connections_accepted_total",
+            "counter",
+            "Connections accepted, by worker: how the kernel spread them.",
+            |w| w.figures.gauges.accepted as f64,
+        ),
+        (
+            "fivetuple_worker_requests_served_total",
+            "counter",
+            "Answers written whole to the kernel, by worker.",
+            |w| w.figures.gauges.served as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        family(&mut t, name, kind, help);
+        for w in workers {
+            let _ = writeln!(t, "{name}{{worker=\"{}\"}} {}", w.worker, value(w));
+        }
+    }
+    out.extend_from_slice(t.as_bytes());
 }
 
 /// Writes every family in the Prometheus text format, version 0.0.4.
@@ -396,9 +529,62 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// Two workers' figures, as one scrape writes them.
+    fn two_workers() -> String {
+        let mut a = Figures::default();
+        a.metrics.closed = 3;
+        a.metrics.poll_events.observe(1);
+        a.metrics.timeout(Timeout::Idle);
+        a.gauges.open = 2;
+        a.gauges.accepted = 5;
+        let mut b = a.clone();
+        b.metrics.poll_events.observe(700);
+        b.gauges.open = 1;
+        let workers = [
+            WorkerFigures {
+                worker: 0,
+                age: Duration::ZERO,
+                figures: &a,
+            },
+            WorkerFigures {
+                worker: 1,
+                age: Duration::from_millis(250),
+                figures: &b,
+            },
+        ];
+        let mut out = Vec::new();
+        render_workers(&workers, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn several_workers_are_added_up_and_broken_down_in_families_of_their_own() {
+        let t = two_workers();
+        for line in [
+            "fivetuple_connections_open 3\n",
+            "fivetuple_connections_accepted_total 10\n",
+            "fivetuple_connections_closed_total 6\n",
+            "fivetuple_timeouts_total{kind=\"idle\"} 2\n",
+            "fivetuple_poll_events_bucket{le=\"1\"} 2\n",
+            "fivetuple_poll_events_bucket{le=\"1024\"} 3\n",
+            "fivetuple_poll_events_count 3\n",
+            "fivetuple_worker_connections_open{worker=\"0\"} 2\n",
+            "fivetuple_worker_connections_open{worker=\"1\"} 1\n",
+            "fivetuple_worker_figures_age_seconds{worker=\"1\"} 0.25\n",
+        ] {
+            assert!(t.contains(line), "no {line:?} in\n{t}");
+        }
+        assert_eq!(t.matches("# TYPE fivetuple_connections_open ").count(), 1);
+    }
+
     #[test]
     fn every_sample_belongs_to_a_family_with_help_and_type() {
-        let t = text(&Metrics::default());
+        for t in [text(&Metrics::default()), two_workers()] {
+            every_sample_has_its_family(&t);
+        }
+    }
+
+    fn every_sample_has_its_family(t: &str) {
         let mut typed = Vec::new();
         for line in t.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -418,6 +604,10 @@ mod tests {
                 assert_eq!(typed.last().map(String::as_str), Some(family), "{line}");
             }
         }
+        let all = typed.len();
+        typed.sort();
+        typed.dedup();
+        assert_eq!(typed.len(), all, "a family is typed twice");
     }
 
     #[test]

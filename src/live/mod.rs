@@ -30,7 +30,7 @@ use slab::Slab;
 use crate::connection::Connection;
 use crate::http::Subscribe;
 use events::{Hub, Totals, MAX_SUBSCRIBERS};
-use metrics::{Gauges, Metrics};
+use metrics::{Figures, Gauges, Metrics};
 use trace::{Alarm, Before, Cause, Subject, Trace};
 
 /// The live page: one static HTML file with its style and script inline,
@@ -51,6 +51,10 @@ pub struct Live {
     /// session step, taken by [`Live::join`] right after it.
     asked: Cell<Option<usize>>,
     max_conns: usize,
+    /// This reactor's worker number with `--workers N`, which the event
+    /// stream's `counters` name: each worker's stream carries its own
+    /// worker's events (see [`events`]).
+    worker: Option<usize>,
 }
 
 impl Live {
@@ -62,7 +66,13 @@ impl Live {
             trace: trace.then(Box::default),
             asked: Cell::new(None),
             max_conns,
+            worker: None,
         }
+    }
+
+    /// This reactor is worker `index` of several.
+    pub fn set_worker(&mut self, index: usize) {
+        self.worker = Some(index);
     }
 
     /// Someone subscribes to the event stream or reads the trace.
@@ -265,6 +275,7 @@ impl Live {
                 bytes_in: self.metrics.closed_bytes_in + gauges.open_bytes_in,
                 bytes_out: self.metrics.closed_bytes_out + gauges.open_bytes_out,
                 dropped: self.totals.dropped,
+                worker: self.worker,
             }
         });
         hub.end_turn(conns, counters, now, &mut self.totals);
@@ -298,7 +309,7 @@ impl Live {
         }
     }
 
-    /// `/_/metrics`.
+    /// `/_/metrics` of a server with one reactor.
     pub fn write_metrics(
         &self,
         conns: &Slab<Connection>,
@@ -306,15 +317,25 @@ impl Live {
         served: u64,
         out: &mut Vec<u8>,
     ) {
-        let g = Gauges {
-            max_conns: self.max_conns,
-            subscribers: self.hub.as_ref().map_or(0, |h| h.len()),
-            events: self.totals.events,
-            events_dropped: self.totals.dropped,
-            resyncs: self.totals.resyncs,
-            ..gauges(conns, accepted, served)
-        };
-        metrics::render(&self.metrics, &g, out);
+        let f = self.figures(conns, accepted, served);
+        metrics::render(&f.metrics, &f.gauges, out);
+    }
+
+    /// Everything `/_/metrics` shows of this reactor, read now: what a
+    /// worker posts for the others (a scan of the slab and a copy of the
+    /// counters, about a kilobyte).
+    pub fn figures(&self, conns: &Slab<Connection>, accepted: u64, served: u64) -> Figures {
+        Figures {
+            metrics: self.metrics.clone(),
+            gauges: Gauges {
+                max_conns: self.max_conns,
+                subscribers: self.hub.as_ref().map_or(0, |h| h.len()),
+                events: self.totals.events,
+                events_dropped: self.totals.dropped,
+                resyncs: self.totals.resyncs,
+                ..gauges(conns, accepted, served)
+            },
+        }
     }
 }
 

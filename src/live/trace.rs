@@ -118,6 +118,8 @@ pub enum Alarm {
     Grace,
     /// The next `counters` event of the event stream.
     Tick,
+    /// A worker's post on the board is due (`--workers N`).
+    Post,
 }
 
 /// A connection as it was when the reactor began serving it.
@@ -211,6 +213,7 @@ impl Trace {
                     Some(Alarm::AcceptRetry) => "retrying accept",
                     Some(Alarm::Grace) => "the end of the shutdown grace",
                     Some(Alarm::Tick) => "the event stream's tick",
+                    Some(Alarm::Post) => "its post on the workers' board",
                     Some(Alarm::ReadyList) | None => "nothing (a spurious wake-up)",
                 };
                 let _ = write!(self.block, " · woke for {why}");
