@@ -47,6 +47,12 @@ work=$(mktemp -d)
 pids=""
 
 cleanup() {
+  # Every process inside a host, whoever started it: a background job's pid
+  # may be a subshell's, and killing that would leave the server running
+  # (and its namespace alive, though no longer named).
+  for h in $hosts; do
+    for pid in $(ip netns pids "${tag}-$h" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+  done
   for pid in $pids; do kill "$pid" 2>/dev/null || true; done
   for pid in $pids; do wait "$pid" 2>/dev/null || true; done
   for h in $hosts; do ip netns del "${tag}-$h" 2>/dev/null || true; done

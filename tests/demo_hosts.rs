@@ -19,6 +19,8 @@ fn namespaces_of(pid: u32) -> Vec<String> {
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter(|l| l.starts_with(&prefix))
+            // `ft123-server (id: 4)`: the name is the first word.
+            .filter_map(|l| l.split_whitespace().next())
             .map(str::to_string)
             .collect()
     })
@@ -108,8 +110,48 @@ fn ctrl_c_leaves_no_host_behind() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     assert!(first.starts_with("server host"), "{first}");
+    let inside = processes_in(pid);
+    assert!(!inside.is_empty(), "the server runs inside its host");
     // SAFETY: kill with a pid we spawned and a valid signal number.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let _ = child.wait();
     assert!(namespaces_of(pid).is_empty(), "namespaces left behind");
+    let left: Vec<u32> = inside.into_iter().filter(|&p| still_runs(p)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}
+
+/// The processes inside the hosts of the script run `pid` (`ip netns pids`).
+fn processes_in(pid: u32) -> Vec<u32> {
+    namespaces_of(pid)
+        .iter()
+        .filter_map(|ns| Command::new("ip").args(["netns", "pids", ns]).output().ok())
+        .flat_map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` is alive: it exists and is not a zombie waiting to
+/// be reaped. Killed processes may take a moment to go, so this waits up to
+/// five seconds before answering yes.
+fn still_runs(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name in parentheses: `123 (name) S ...`.
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next());
+        if matches!(state, None | Some('Z' | 'X')) {
+            return false;
+        }
+        if std::time::Instant::now() > deadline {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
