@@ -7,15 +7,19 @@
 //! which is the point of the comparison.
 //!
 //! ```text
-//! tokio_server [--listen ADDR] [--flavor current_thread|multi_thread] [--workers N]
+//! tokio_server [--listen ADDR] [--flavor current_thread|multi_thread] [--workers N] [--dir PATH]
 //! ```
 //! It prints `listening on ADDR` once bound, like `fivetuple serve`.
+//! `--dir PATH` serves a directory at `/`, through the same `files::Site`
+//! as `fivetuple serve --dir`.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use fivetuple::files::Site;
 use fivetuple::http::response::Clock;
 use fivetuple::http::{self, Ctx, Endpoints, Host, Session};
 use fivetuple::procnet::TcpState;
@@ -92,6 +96,7 @@ fn main() {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut flavor = "current_thread".to_string();
     let mut workers = 2;
+    let mut dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next();
@@ -99,6 +104,7 @@ fn main() {
             ("--listen", Some(v)) => listen = v.parse().expect("--listen ADDR:PORT"),
             ("--flavor", Some(v)) => flavor = v,
             ("--workers", Some(v)) => workers = v.parse().expect("--workers N"),
+            ("--dir", Some(v)) => dir = Some(PathBuf::from(v)),
             (other, _) => {
                 eprintln!("tokio_server: unknown argument {other}");
                 std::process::exit(2);
@@ -119,13 +125,23 @@ fn main() {
         }
     }
     .expect("runtime");
-    if let Err(e) = runtime.block_on(serve(listen)) {
+    let mut config = http::Config::default();
+    if let Some(dir) = dir {
+        match Site::new(&dir, false) {
+            Ok(site) => config.files = Some(Arc::new(site)),
+            Err(e) => {
+                eprintln!("tokio_server: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Err(e) = runtime.block_on(serve(listen, config)) {
         eprintln!("tokio_server: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+async fn serve(addr: SocketAddr, config: http::Config) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     let listen = listener.local_addr()?;
     println!("listening on {listen}");
@@ -136,7 +152,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
         listen,
         started: Instant::now(),
     });
-    let config = Arc::new(http::Config::default());
+    let config = Arc::new(config);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -208,22 +224,25 @@ async fn connection(
                 }
             })
         };
-        let mut progress = step(&mut session, &mut out, Some(&buf[..n]));
+        let mut close = step(&mut session, &mut out, Some(&buf[..n])).close;
         if n == 0 {
             return Ok(());
         }
+        // Write what the session produced, and let it go on (the rest of a
+        // body, requests waiting their turn) until it has nothing more;
+        // close only then, when the last answer asked for it.
         loop {
             if !out.is_empty() {
                 stream.write_all(&out).await?;
                 out.clear();
             }
-            if progress.close {
-                return Ok(());
-            }
             if !session.wants_resume() {
                 break;
             }
-            progress = step(&mut session, &mut out, None);
+            close |= step(&mut session, &mut out, None).close;
+        }
+        if close {
+            return Ok(());
         }
     }
 }

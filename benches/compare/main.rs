@@ -21,6 +21,16 @@
 //! - **Memory per held connection**: fresh servers, 15,000 connections
 //!   opened by `fivetuple connect -n 15000 --http` (one request each, then
 //!   held), then the server's RSS growth.
+//! - **Static files**: three more scenarios ask for a file of 4 KiB, 64 KiB
+//!   and 1 MiB, written by this driver under `target/bench/site/`, from
+//!   fivetuple (`serve --dir`), the tokio version (`--dir`) and nginx
+//!   (`root`, `sendfile on`); the floor serves no files and tokio-mt is
+//!   left out. Requests/s, CPU per request and MB/s against nginx's.
+//!
+//! `BENCH_ONLY=files` runs the static-file scenarios alone (about two
+//! minutes): no system calls, instructions or memory, and the report goes
+//! to `target/bench/report.md` only, leaving `docs/` as it is. Unset, the
+//! whole benchmark runs.
 //!
 //! The run is a list of named steps, like a turn of the reactor:
 //!
@@ -52,7 +62,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use plan::{Cores, Machine, Subject};
+use plan::{Cores, Machine, Scenario, Site, Subject};
 use results::Results;
 
 /// What every step needs: where things are, the cores, the subjects.
@@ -64,7 +74,31 @@ pub struct Bench {
     pub scripts: PathBuf,
     pub cores: Cores,
     pub subjects: Vec<Subject>,
+    /// What this run measures (`BENCH_ONLY`).
+    pub only: Only,
     started: Instant,
+}
+
+/// What a run measures, from the environment variable `BENCH_ONLY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// Unset: every scenario and every step; the report goes to docs/.
+    Everything,
+    /// `files`: the static-file scenarios alone; docs/ is left as it is.
+    Files,
+}
+
+impl Only {
+    fn from_env() -> Only {
+        match std::env::var("BENCH_ONLY").as_deref() {
+            Err(_) | Ok("") => Only::Everything,
+            Ok("files") => Only::Files,
+            Ok(other) => {
+                eprintln!("BENCH_ONLY={other}: the one choice is `files` (or unset: everything)");
+                std::process::exit(2);
+            }
+        }
+    }
 }
 
 impl Bench {
@@ -72,27 +106,38 @@ impl Bench {
     pub fn log(&self, line: fmt::Arguments<'_>) {
         eprintln!("[{:>4.0}s] {line}", self.started.elapsed().as_secs_f64());
     }
+
+    /// The scenarios this run measures, in order.
+    pub fn scenarios(&self) -> impl Iterator<Item = &'static Scenario> + '_ {
+        plan::all_scenarios()
+            .filter(move |s| self.only == Only::Everything || s.file_size().is_some())
+    }
 }
 
 fn main() {
     let (bench, mut results) = prepare();
     steps::throughput(&bench, &mut results);
-    steps::syscalls(&bench, &mut results);
-    steps::instructions(&bench, &mut results);
-    steps::memory(&bench, &mut results);
+    if bench.only == Only::Everything {
+        steps::syscalls(&bench, &mut results);
+        steps::instructions(&bench, &mut results);
+        steps::memory(&bench, &mut results);
+    }
     results.seconds = bench.started.elapsed().as_secs_f64();
     outputs(&bench, &results);
 }
 
-/// Step 1: the machine, the cores, and the subjects that can run here.
+/// Step 1: the machine, the cores, the files to serve, and the subjects
+/// that can run here.
 fn prepare() -> (Bench, Results) {
+    let only = Only::from_env();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir).expect("target/bench");
     raise_fd_limit();
     let cores = Cores::detect();
     cores.pin_driver();
-    let (subjects, skipped) = plan::subjects(&root, &cores);
+    let site = Site::create(&out_dir);
+    let (subjects, skipped) = plan::subjects(&root, &cores, &site);
     let mut results = Results::new(
         Machine::describe(),
         cores.clone(),
@@ -105,6 +150,7 @@ fn prepare() -> (Bench, Results) {
         out_dir,
         cores,
         subjects,
+        only,
         started: Instant::now(),
     };
     for s in &results.skipped {
@@ -124,6 +170,14 @@ fn outputs(bench: &Bench, results: &Results) {
     )
     .expect("results.json");
     fs::write(out.join("report.md"), &page).expect("report.md");
+    if bench.only != Only::Everything {
+        // A partial run: its charts would be empty, and docs/ keeps the
+        // last whole run.
+        println!("{page}");
+        return bench.log(format_args!(
+            "wrote target/bench/results.json and report.md (a partial run: docs/ left as it is)"
+        ));
+    }
     chart::throughput(results, &out.join("throughput.svg"));
     chart::cpu(results, &out.join("cpu.svg"));
     let docs = bench.root.join("docs");
