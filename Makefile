@@ -104,12 +104,15 @@ soak:
 	FIVETUPLE_SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 # The mio reactor against the floor (a minimal mio server), the tokio version
-# and nginx (wrk, /proc, strace), then the protocol micro-benchmarks.
-# Writes target/bench/ and docs/benchmarks.md.
+# and nginx (wrk, /proc, strace), static files against nginx, then the
+# protocol micro-benchmarks. Writes target/bench/ and docs/benchmarks.md.
+# BENCH_ONLY=files: the static-file scenarios alone (target/bench/ only).
 bench:
 	command -v wrk >/dev/null && command -v strace >/dev/null && command -v valgrind >/dev/null && \
 	  { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk strace valgrind nginx)
 	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
 	./target/release/examples/bench_compare
-	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3
+	@if [ -z "$$BENCH_ONLY" ]; then \
+	  $(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3; \
+	fi
