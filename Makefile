@@ -104,15 +104,19 @@ soak:
 	FIVETUPLE_SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 # The mio reactor against the floor (a minimal mio server), the tokio version
-# and nginx (wrk, /proc, strace), then the protocol micro-benchmarks.
-# Writes target/bench/ and docs/benchmarks.md.
+# and nginx (wrk, /proc, strace), static files against nginx, then the
+# protocol micro-benchmarks. Writes target/bench/ and docs/benchmarks.md.
+# BENCH_ONLY=step,...: some steps alone (benches/compare/main.rs), e.g.
+# BENCH_ONLY=files for the static-file scenarios (target/bench/ only).
 bench:
 	command -v wrk >/dev/null && command -v strace >/dev/null && command -v valgrind >/dev/null && \
 	  { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk strace valgrind nginx)
 	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
 	./target/release/examples/bench_compare
-	$(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3
+	@if [ -z "$$BENCH_ONLY" ]; then \
+	  $(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3; \
+	fi
 
 # The scaling step alone (benches/compare/scaling.rs): `serve --workers N`
 # against tokio's multi-thread runtime for N = 1, 2, 4, 8, as far as the

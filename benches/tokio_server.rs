@@ -3,25 +3,33 @@
 //! Same routes, same limits, same sans-IO protocol code (`fivetuple::http`),
 //! written the way tokio code is usually written: one task per connection,
 //! a read buffer per task, every response of one read sent with one
-//! `write_all`. The only difference from the mio reactor is the event loop,
-//! which is the point of the comparison.
+//! `write_all`. A file body the protocol names (a `FileRange`) is sent as
+//! the reactor sends it: its head with `MSG_MORE`, then `sendfile(2)` in
+//! pieces of the same size, each after tokio says the socket is writable. The only difference from
+//! the mio reactor is the event loop, which is the point of the comparison.
 //!
 //! ```text
-//! tokio_server [--listen ADDR] [--flavor current_thread|multi_thread] [--workers N]
+//! tokio_server [--listen ADDR] [--flavor current_thread|multi_thread] [--workers N] [--dir PATH]
 //! ```
 //! It prints `listening on ADDR` once bound, like `fivetuple serve`.
+//! `--dir PATH` serves a directory at `/`, through the same `files::Site`
+//! as `fivetuple serve --dir`.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use fivetuple::connection::FILE_PER_TURN;
+use fivetuple::files::Site;
 use fivetuple::http::response::Clock;
 use fivetuple::http::{self, Ctx, Endpoints, Host, Session};
 use fivetuple::procnet::TcpState;
 use fivetuple::table::{ConnRow, ConnTable, Format, Phase, RowState};
+use rustix::net::SendFlags;
 use slab::Slab;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Read buffer per connection: hyper's starting size. (The mio reactor
@@ -92,6 +100,7 @@ fn main() {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut flavor = "current_thread".to_string();
     let mut workers = 2;
+    let mut dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next();
@@ -99,6 +108,7 @@ fn main() {
             ("--listen", Some(v)) => listen = v.parse().expect("--listen ADDR:PORT"),
             ("--flavor", Some(v)) => flavor = v,
             ("--workers", Some(v)) => workers = v.parse().expect("--workers N"),
+            ("--dir", Some(v)) => dir = Some(PathBuf::from(v)),
             (other, _) => {
                 eprintln!("tokio_server: unknown argument {other}");
                 std::process::exit(2);
@@ -119,13 +129,23 @@ fn main() {
         }
     }
     .expect("runtime");
-    if let Err(e) = runtime.block_on(serve(listen)) {
+    let mut config = http::Config::default();
+    if let Some(dir) = dir {
+        match Site::new(&dir, false) {
+            Ok(site) => config.files = Some(Arc::new(site)),
+            Err(e) => {
+                eprintln!("tokio_server: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Err(e) = runtime.block_on(serve(listen, config)) {
         eprintln!("tokio_server: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+async fn serve(addr: SocketAddr, config: http::Config) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     let listen = listener.local_addr()?;
     println!("listening on {listen}");
@@ -136,7 +156,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
         listen,
         started: Instant::now(),
     });
-    let config = Arc::new(http::Config::default());
+    let config = Arc::new(config);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -208,22 +228,78 @@ async fn connection(
                 }
             })
         };
-        let mut progress = step(&mut session, &mut out, Some(&buf[..n]));
+        let mut close = step(&mut session, &mut out, Some(&buf[..n])).close;
         if n == 0 {
             return Ok(());
         }
+        // Write what the session produced, then the file body it names, if
+        // any, and let it go on (requests waiting their turn) until it has
+        // nothing more; close only then, when the last answer asked for it.
         loop {
-            if !out.is_empty() {
+            if session.file_body().is_some() {
+                write_all_more(&stream, &out).await?;
+                out.clear();
+                send_file_body(&stream, &mut session).await?;
+            } else if !out.is_empty() {
                 stream.write_all(&out).await?;
                 out.clear();
-            }
-            if progress.close {
-                return Ok(());
             }
             if !session.wants_resume() {
                 break;
             }
-            progress = step(&mut session, &mut out, None);
+            close |= step(&mut session, &mut out, None).close;
+        }
+        if close {
+            return Ok(());
         }
     }
+}
+
+/// Writes all of `bytes` (the answers before a file body, its head last)
+/// with `send(MSG_MORE)`, as the reactor does: the kernel holds the head
+/// for the file's first bytes instead of sending a small packet of its own.
+async fn write_all_more(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        let written = stream.try_io(Interest::WRITABLE, || {
+            rustix::net::send(stream, bytes, SendFlags::MORE).map_err(std::io::Error::from)
+        });
+        match written {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends the session's file body, if it has one, from the file straight
+/// into the socket: `sendfile(2)` on the raw descriptors, at most
+/// `FILE_PER_TURN` bytes per call, the reactor's share per turn, so that
+/// both servers make the same system calls. Each call runs inside
+/// `try_io` once tokio says the socket is writable: a full send buffer
+/// (`WouldBlock`) clears that readiness, and the task sleeps until the
+/// socket has room again. A file that ends before its range does (it
+/// shrank) is an error, and the connection closes.
+async fn send_file_body(stream: &TcpStream, session: &mut Session) -> std::io::Result<()> {
+    while let Some(body) = session.file_body() {
+        let want =
+            usize::try_from(body.remaining()).map_or(FILE_PER_TURN, |r| r.min(FILE_PER_TURN));
+        let mut offset = body.offset();
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, body.file(), Some(&mut offset), want)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Err(fivetuple::http::body::shrank()),
+            Ok(n) => session.file_sent(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -24,7 +24,7 @@
 //! - [`table`]: the connection table as a plain snapshot, and its text and
 //!   JSON renderings.
 //! - [`files`]: serving a directory (`--dir`) with every path through one
-//!   safe gate; big files streamed as the connection drains.
+//!   safe gate; big files sent with `sendfile` as the connection drains.
 //! - [`client`]: `fivetuple connect`, a small mio client event loop that
 //!   speaks TCP, HTTP or UDP and shows both ends of each socket.
 //! - [`procnet`]: `fivetuple conns`, the kernel's tables from

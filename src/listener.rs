@@ -219,7 +219,7 @@ pub const FD_RESERVE: u64 = 64;
 
 /// The default `--max-conns`: the open-files limit (as [`raise_fd_limit`]
 /// left it; 1024, the usual soft limit, when it could not be read) less
-/// [`FD_RESERVE`]. Each connection, and each file being streamed, is one
+/// [`FD_RESERVE`]. Each connection, and each file body being sent, is one
 /// descriptor, so the server refuses clients before the kernel says
 /// `EMFILE`.
 pub fn default_max_conns(fd_limit: Option<u64>) -> usize {

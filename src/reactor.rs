@@ -24,7 +24,7 @@
 //!    or serve a connection (`on_connection_event`): read, answer, write;
 //! 3. `run_ready`: give one more turn to whatever has work that no event
 //!    will announce (the listener with connections still queued, a long
-//!    pipeline, a body still streaming, bytes left unread);
+//!    pipeline, a file body still being sent, bytes left unread);
 //! 4. `fire_timers`: time out connections whose deadline has passed;
 //! 5. `after_batch`: housekeeping (retry a paused accept, end of the
 //!    shutdown grace, with `--workers N` a post on the workers' board);
@@ -34,12 +34,13 @@
 //! Two rules hold the loop together when clients are faster than the
 //! server. **Every step does bounded work per turn**: at most
 //! [`ACCEPTS_PER_TURN`] accepts, one buffer of input and
-//! [`http::TURN_OUTPUT`] of output per connection; whatever is left goes on
+//! [`http::TURN_OUTPUT`] of output per connection, and one `sendfile` of
+//! [`crate::connection::FILE_PER_TURN`] for a file body; whatever is left goes on
 //! the ready list, because edge-triggered epoll will not announce it again.
 //! So a backlog that never empties, a client that never stops sending, or a
 //! long pipeline cannot keep the others waiting. **What a closed connection
 //! held is given back at once**: `close` removes it from the slab, which
-//! closes its socket (and any file it was streaming) there and then.
+//! closes its socket (and any file it was sending) there and then.
 //!
 //! Closing at once has one trap. The slab reuses keys, so a connection
 //! accepted later in the same batch may take the key just freed, and an
@@ -416,7 +417,7 @@ impl Reactor {
     }
 
     /// Descriptors the server holds for clients: one socket per connection,
-    /// plus one per file being streamed. `--max-conns` caps this sum, so the
+    /// plus one per file body being sent. `--max-conns` caps this sum, so the
     /// server refuses or reclaims before the kernel says EMFILE.
     fn descriptors_in_use(&self) -> usize {
         self.conns.len() + crate::files::descriptors_held()
@@ -560,6 +561,7 @@ impl Reactor {
     fn advance(&mut self, key: usize) {
         match self.conns[key].next_step() {
             Step::Resume => self.resume(key),
+            Step::SendFile => {} // `flush` sends it, after anything buffered
             Step::Read => {
                 if !self.read_and_answer(key) {
                     return; // the read failed and the connection is gone
@@ -777,7 +779,7 @@ impl Reactor {
     }
 
     /// Puts a connection on the ready list: it has work that needs no event
-    /// (a streamed body, waiting requests, unread bytes), and gets it next turn.
+    /// (a file body, waiting requests, unread bytes), and gets it next turn.
     fn schedule(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         if conn.schedule() {
@@ -886,7 +888,7 @@ impl Reactor {
     }
 
     /// Closes a connection now: removing it from the slab closes its socket
-    /// and drops whatever it held (a file being streamed, its buffers). Its
+    /// and drops whatever it held (a file body being sent, its buffers). Its
     /// timer entry and ready-list entry go stale (their serial no longer
     /// matches); events still queued in this turn for its key are dropped
     /// by `on_connection_event`.

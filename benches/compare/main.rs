@@ -21,6 +21,11 @@
 //! - **Memory per held connection**: fresh servers, 15,000 connections
 //!   opened by `fivetuple connect -n 15000 --http` (one request each, then
 //!   held), then the server's RSS growth.
+//! - **Static files**: three more scenarios ask for a file of 4 KiB, 64 KiB
+//!   and 1 MiB, written by this driver under `target/bench/site/`, from
+//!   fivetuple (`serve --dir`), the tokio version (`--dir`) and nginx
+//!   (`root`, `sendfile on`); the floor serves no files and tokio-mt is
+//!   left out. Requests/s, CPU per request and MB/s against nginx's.
 //!
 //! The run is a list of named steps, like a turn of the reactor:
 //!
@@ -34,12 +39,14 @@
 //! 7. `outputs`: `target/bench/results.json`, `report.md` and the charts,
 //!    copied to `docs/benchmarks.md` and `docs/bench/`.
 //!
-//! **One step alone.** `BENCH_ONLY=scaling` (or a comma-separated list of
-//! `throughput`, `syscalls`, `instructions`, `memory`, `scaling`) runs only
-//! the steps named. Such a run writes `target/bench/results.json`, and
-//! for the scaling step `target/bench/scaling.md`, whose section it also
-//! puts into `docs/benchmarks.md` in place of the one there; the rest of
-//! that page, and the charts, stay as the last whole run wrote them.
+//! **Some steps alone.** `BENCH_ONLY` names the steps to run, separated
+//! by commas: `throughput`, `files` (the throughput step's static-file
+//! scenarios alone, about two minutes), `syscalls`, `instructions`,
+//! `memory`, `scaling`. Such a run writes `target/bench/results.json`, and
+//! `report.md` when it measured throughput; the scaling step also writes
+//! `target/bench/scaling.md` and puts that section into
+//! `docs/benchmarks.md` in place of the one there. The rest of that page,
+//! and the charts, stay as the last whole run wrote them.
 //! `make bench-scaling` is `BENCH_ONLY=scaling`; on a machine with a kit
 //! packed by `make-kit` and no cargo, `make bench-scaling KIT=1`.
 //!
@@ -65,7 +72,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use plan::{Cores, Machine, Subject};
+use plan::{Cores, Machine, Scenario, Site, Subject};
 use results::Results;
 
 /// What every step needs: where things are, the cores, the subjects.
@@ -77,6 +84,8 @@ pub struct Bench {
     pub scripts: PathBuf,
     pub cores: Cores,
     pub subjects: Vec<Subject>,
+    /// What this run measures (`BENCH_ONLY`).
+    pub only: Only,
     started: Instant,
 }
 
@@ -85,39 +94,48 @@ impl Bench {
     pub fn log(&self, line: fmt::Arguments<'_>) {
         eprintln!("[{:>4.0}s] {line}", self.started.elapsed().as_secs_f64());
     }
+
+    /// The scenarios this run measures, in order.
+    pub fn scenarios(&self) -> impl Iterator<Item = &'static Scenario> + '_ {
+        plan::all_scenarios().filter(move |s| {
+            self.only.runs("throughput") || (self.only.runs("files") && s.file_size().is_some())
+        })
+    }
 }
 
 fn main() {
-    let only = Only::from_env();
     let (bench, mut results) = prepare();
-    if only.runs("throughput") {
+    if bench.only.runs("throughput") || bench.only.runs("files") {
         steps::throughput(&bench, &mut results);
     }
-    if only.runs("syscalls") {
+    if bench.only.runs("syscalls") {
         steps::syscalls(&bench, &mut results);
     }
-    if only.runs("instructions") {
+    if bench.only.runs("instructions") {
         steps::instructions(&bench, &mut results);
     }
-    if only.runs("memory") {
+    if bench.only.runs("memory") {
         steps::memory(&bench, &mut results);
     }
-    if only.runs("scaling") {
+    if bench.only.runs("scaling") {
         scaling::run(&bench, &mut results);
     }
     results.seconds = bench.started.elapsed().as_secs_f64();
-    match only.0 {
-        None => outputs(&bench, &results),
-        Some(_) => partial_outputs(&bench, &results),
+    if bench.only.everything() {
+        outputs(&bench, &results);
+    } else {
+        partial_outputs(&bench, &results);
     }
 }
 
 /// The steps `BENCH_ONLY` names; `None`: every step (unset or empty).
-struct Only(Option<Vec<String>>);
+#[derive(Debug, Clone)]
+pub struct Only(Option<Vec<String>>);
 
 impl Only {
-    const STEPS: [&'static str; 5] = [
+    const STEPS: [&'static str; 6] = [
         "throughput",
+        "files",
         "syscalls",
         "instructions",
         "memory",
@@ -142,10 +160,15 @@ impl Only {
         Only((!steps.is_empty()).then_some(steps))
     }
 
-    fn runs(&self, step: &str) -> bool {
+    pub fn runs(&self, step: &str) -> bool {
         self.0
             .as_ref()
             .is_none_or(|steps| steps.iter().any(|s| s == step))
+    }
+
+    /// Every step: the run writes the whole report into docs/.
+    pub fn everything(&self) -> bool {
+        self.0.is_none()
     }
 }
 
@@ -160,6 +183,12 @@ fn partial_outputs(bench: &Bench, results: &Results) {
     )
     .expect("results.json");
     let mut wrote = vec!["target/bench/results.json".to_string()];
+    if !results.throughput.is_empty() {
+        let page = report::page(results, &targets::check(results));
+        fs::write(out.join("report.md"), &page).expect("report.md");
+        println!("{page}");
+        wrote.push("target/bench/report.md".into());
+    }
     if results.scaling.is_some() {
         let section = scaling::section(results);
         fs::write(out.join("scaling.md"), &section).expect("scaling.md");
@@ -172,15 +201,18 @@ fn partial_outputs(bench: &Bench, results: &Results) {
     bench.log(format_args!("wrote {}", wrote.join("; ")));
 }
 
-/// Step 1: the machine, the cores, and the subjects that can run here.
+/// Step 1: the machine, the cores, the files to serve, and the subjects
+/// that can run here.
 fn prepare() -> (Bench, Results) {
+    let only = Only::from_env();
     let root = plan::project_root();
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir).expect("target/bench");
     raise_fd_limit();
     let cores = Cores::detect();
     cores.pin_driver();
-    let (subjects, skipped) = plan::subjects(&root, &cores);
+    let site = Site::create(&out_dir);
+    let (subjects, skipped) = plan::subjects(&root, &cores, &site);
     let mut results = Results::new(
         Machine::describe(),
         cores.clone(),
@@ -193,6 +225,7 @@ fn prepare() -> (Bench, Results) {
         out_dir,
         cores,
         subjects,
+        only,
         started: Instant::now(),
     };
     for s in &results.skipped {

@@ -73,6 +73,13 @@ impl SubjectId {
     }
 
     /// The subject as a sentence names it: "the floor's", "nginx's".
+    /// Whether the subject runs the static-file scenarios. The floor
+    /// answers one fixed thing and serves no files; tokio-mt is left out
+    /// to keep the run short (those scenarios compare one core each).
+    pub fn serves_files(self) -> bool {
+        matches!(self, SubjectId::Mio | SubjectId::Tokio | SubjectId::Nginx)
+    }
+
     pub fn possessive(self) -> &'static str {
         match self {
             SubjectId::Mio => "fivetuple's",
@@ -84,7 +91,7 @@ impl SubjectId {
     }
 }
 
-/// The loads, all against `GET /_/hello`.
+/// The loads: five against `GET /_/hello`, three against files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScenarioId {
@@ -93,14 +100,38 @@ pub enum ScenarioId {
     KeepAlive1000,
     Pipelined16,
     Churn,
+    File4k,
+    File64k,
+    File1m,
 }
 
-/// One load: how many connections wrk keeps open, and the script (a file
-/// under `benches/wrk/`) that shapes its requests.
+/// What a scenario's requests ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// `GET /_/hello`: 13 bytes that each server makes up itself.
+    Hello,
+    /// `GET /NAME`: a file of `size` bytes in the bench's site directory
+    /// (see [`Site`]), from the page cache.
+    File { name: &'static str, size: usize },
+}
+
+impl Content {
+    /// The request path.
+    pub fn path(self) -> String {
+        match self {
+            Content::Hello => "/_/hello".to_string(),
+            Content::File { name, .. } => format!("/{name}"),
+        }
+    }
+}
+
+/// One load: what it asks for, how many connections wrk keeps open, and
+/// the script (a file under `benches/wrk/`) that shapes its requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
     pub id: ScenarioId,
     pub name: &'static str,
+    pub content: Content,
     pub connections: u32,
     pub script: Option<&'static str>,
     /// wrk's latency means one request's: false when one "request" of wrk's
@@ -108,11 +139,27 @@ pub struct Scenario {
     pub latency: bool,
 }
 
-/// The scenarios, in the order the report lists them.
+impl Scenario {
+    /// The file's size, for a static-file scenario.
+    pub fn file_size(&self) -> Option<usize> {
+        match self.content {
+            Content::File { size, .. } => Some(size),
+            Content::Hello => None,
+        }
+    }
+
+    /// Whether `subject` runs this scenario.
+    pub fn runs(&self, subject: SubjectId) -> bool {
+        self.file_size().is_none() || subject.serves_files()
+    }
+}
+
+/// The `/_/hello` scenarios, in the order the report lists them.
 pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         id: ScenarioId::KeepAlive50,
         name: "keep-alive, 50 connections",
+        content: Content::Hello,
         connections: 50,
         script: None,
         latency: true,
@@ -120,6 +167,7 @@ pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         id: ScenarioId::KeepAlive256,
         name: "keep-alive, 256 connections",
+        content: Content::Hello,
         connections: 256,
         script: None,
         latency: true,
@@ -127,6 +175,7 @@ pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         id: ScenarioId::KeepAlive1000,
         name: "keep-alive, 1000 connections",
+        content: Content::Hello,
         connections: 1000,
         script: None,
         latency: true,
@@ -134,6 +183,7 @@ pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         id: ScenarioId::Pipelined16,
         name: "pipelined x16, 50 connections",
+        content: Content::Hello,
         connections: 50,
         script: Some("pipeline16.lua"),
         latency: false,
@@ -141,16 +191,61 @@ pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         id: ScenarioId::Churn,
         name: "churn: one request per connection, 50 at a time",
+        content: Content::Hello,
         connections: 50,
         script: Some("close.lua"),
         latency: true,
     },
 ];
 
+/// The static-file scenarios: one file each, keep-alive, 50 connections,
+/// for fivetuple (`serve --dir`), the tokio version (`--dir`) and nginx
+/// (`root`, `sendfile on`). A page, a picture, a download: 4 KiB goes out
+/// with its head in one write, 64 KiB and 1 MiB are sent from the file.
+pub const FILE_SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        id: ScenarioId::File4k,
+        name: "file of 4 KiB, keep-alive, 50 connections",
+        content: Content::File {
+            name: "4k.bin",
+            size: 4 * 1024,
+        },
+        connections: 50,
+        script: None,
+        latency: true,
+    },
+    Scenario {
+        id: ScenarioId::File64k,
+        name: "file of 64 KiB, keep-alive, 50 connections",
+        content: Content::File {
+            name: "64k.bin",
+            size: 64 * 1024,
+        },
+        connections: 50,
+        script: None,
+        latency: true,
+    },
+    Scenario {
+        id: ScenarioId::File1m,
+        name: "file of 1 MiB, keep-alive, 50 connections",
+        content: Content::File {
+            name: "1m.bin",
+            size: 1024 * 1024,
+        },
+        connections: 50,
+        script: None,
+        latency: true,
+    },
+];
+
+/// Every scenario, in the order the benchmark runs them.
+pub fn all_scenarios() -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS.iter().chain(FILE_SCENARIOS.iter())
+}
+
 impl ScenarioId {
     pub fn scenario(self) -> &'static Scenario {
-        SCENARIOS
-            .iter()
+        all_scenarios()
             .find(|s| s.id == self)
             .expect("every scenario id has a row")
     }
@@ -259,8 +354,12 @@ fn allowed_cpus() -> Vec<usize> {
 pub enum Launch {
     /// A program that prints `listening on ADDR` once bound.
     Program { program: PathBuf, args: Vec<String> },
-    /// nginx, from the template in `benches/nginx.conf`.
-    Nginx { program: PathBuf, template: PathBuf },
+    /// nginx, from the template in `benches/nginx.conf`, serving `root`.
+    Nginx {
+        program: PathBuf,
+        template: PathBuf,
+        root: PathBuf,
+    },
 }
 
 /// A server under test: what it is, how to start it, where it runs.
@@ -278,8 +377,11 @@ pub struct Skipped {
     pub why: String,
 }
 
-/// Every subject that can run on this machine, and a note for each that cannot.
-pub fn subjects(root: &Path, cores: &Cores) -> (Vec<Subject>, Vec<Skipped>) {
+/// Every subject that can run on this machine, and a note for each that
+/// cannot. Those that serve files serve `site` at `/` (for every
+/// scenario: `/_/hello` is answered the same either way).
+pub fn subjects(root: &Path, cores: &Cores, site: &Site) -> (Vec<Subject>, Vec<Skipped>) {
+    let dir = site.dir.to_string_lossy();
     let program = |path: &str, args: &[&str]| Launch::Program {
         program: binary(root, path),
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -290,20 +392,23 @@ pub fn subjects(root: &Path, cores: &Cores) -> (Vec<Subject>, Vec<Skipped>) {
             id: SubjectId::Mio,
             launch: program(
                 "fivetuple",
-                &["serve", "--listen", "127.0.0.1:0", "--quiet"],
+                &["serve", "--listen", "127.0.0.1:0", "--quiet", "--dir", &dir],
             ),
             cpus: one.clone(),
         },
         Subject {
             id: SubjectId::Tokio,
-            launch: program("examples/tokio_server", &["--flavor", "current_thread"]),
+            launch: program(
+                "examples/tokio_server",
+                &["--flavor", "current_thread", "--dir", &dir],
+            ),
             cpus: one.clone(),
         },
         Subject {
             id: SubjectId::TokioMt,
             launch: program(
                 "examples/tokio_server",
-                &["--flavor", "multi_thread", "--workers", "2"],
+                &["--flavor", "multi_thread", "--workers", "2", "--dir", &dir],
             ),
             cpus: cores.pair(),
         },
@@ -330,6 +435,7 @@ pub fn subjects(root: &Path, cores: &Cores) -> (Vec<Subject>, Vec<Skipped>) {
             launch: Launch::Nginx {
                 program: nginx,
                 template: root.join("benches/nginx.conf"),
+                root: site.dir.clone(),
             },
             cpus: one,
         }),
@@ -365,6 +471,48 @@ pub fn binary(root: &Path, path: &str) -> PathBuf {
         .and_then(|exe| Some(exe.parent()?.join(name)))
         .filter(|beside| beside.exists())
         .unwrap_or(built)
+}
+
+/// The directory the static-file scenarios serve: `target/bench/site/`,
+/// with one file per scenario, written afresh by each run.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub dir: PathBuf,
+}
+
+impl Site {
+    /// Writes the files of [`FILE_SCENARIOS`] under `out_dir/site/`. Their
+    /// bytes are a fixed pseudo-random sequence (nothing compresses them,
+    /// and a wrong byte anywhere shows in `steps::check_serves_file`). The
+    /// directory and files are readable by everyone: nginx's worker runs
+    /// as `nobody` when the bench runs as root.
+    pub fn create(out_dir: &Path) -> Site {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = out_dir.join("site");
+        std::fs::create_dir_all(&dir).expect("target/bench/site");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("target/bench/site readable");
+        for scenario in &FILE_SCENARIOS {
+            if let Content::File { name, size } = scenario.content {
+                std::fs::write(dir.join(name), Site::bytes(size)).expect("a bench file");
+            }
+        }
+        Site { dir }
+    }
+
+    /// The content of a file of `size` bytes.
+    pub fn bytes(size: usize) -> Vec<u8> {
+        let mut x: u32 = 0x9e37_79b9;
+        (0..size)
+            .map(|_| {
+                // xorshift32: enough to look random to a compressor.
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
 }
 
 /// A program on PATH, or at one of the usual places outside it (nginx

@@ -58,7 +58,7 @@ pub fn wrk(
         cmd.arg("-s").arg(scripts.join(script));
     }
     let out = cmd
-        .arg(format!("http://{addr}/_/hello"))
+        .arg(format!("http://{addr}{}", scenario.content.path()))
         .output()
         .expect("wrk");
     parse_wrk(&String::from_utf8_lossy(&out.stdout))

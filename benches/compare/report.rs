@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::{ScenarioId, SubjectId, HELD, SCENARIOS};
+use crate::plan::{all_scenarios, ScenarioId, SubjectId, FILE_SCENARIOS, HELD, SCENARIOS};
 use crate::results::{median, ratio, Bound, Results, Run};
 use crate::targets::Verdict;
 
@@ -21,6 +21,7 @@ pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
     p.push_str(&machine(results));
     p.push_str(&throughput_table(results));
     p.push_str(&ratios_table(results));
+    p.push_str(&files_table(results));
     p.push_str(&churn_table(results));
     p.push_str(&syscalls_table(results));
     p.push_str(&instructions_tables(results));
@@ -53,6 +54,10 @@ with two worker threads;\n\
 one fixed answer with the same headers, no routes, no bookkeeping), so that the gap between \
 it and fivetuple is what fivetuple's routing, limits and bookkeeping cost;\n\
 - **nginx**: `return 200` from one worker (`benches/nginx.conf`), a referee from outside.\n\n\
+Three of them also serve files: fivetuple (`serve --dir`), the tokio version (`--dir`) and \
+nginx (`root`, `sendfile on`) answer `GET` for a file of 4 KiB, 64 KiB and 1 MiB (see Static \
+files below); the floor serves no files and is left out of those scenarios, and so is \
+tokio-mt, to keep the run short.\n\n\
 How the figures are taken is explained at the top of `benches/compare/main.rs`; the targets \
 are the table in `benches/compare/targets.rs`.\n";
 
@@ -323,6 +328,8 @@ fn findings(results: &Results) -> String {
         );
     }
 
+    p.push_str(&files_finding(results));
+
     // Noise.
     let rounds: Vec<&Run> = results.throughput.iter().flat_map(|m| &m.rounds).collect();
     let disturbed = rounds.iter().filter(|r| r.disturbed()).count();
@@ -377,7 +384,7 @@ fn throughput_table(results: &Results) -> String {
         "| scenario | server | requests/s | p50 | p99 | user µs/req | system µs/req | sleeps/100 req | server busy | wrk busy | bound by |\n",
     );
     r.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    for scenario in &SCENARIOS {
+    for scenario in all_scenarios() {
         for &subject in &results.subjects {
             let Some(m) = results.measured(scenario.id, subject) else {
                 continue;
@@ -422,6 +429,9 @@ fn ratios_table(results: &Results) -> String {
     r.push_str("| scenario | CPU/req ÷ floor | user CPU/req ÷ floor | CPU/req ÷ tokio | user CPU/req ÷ tokio | requests/s ÷ tokio |\n");
     r.push_str("|---|---:|---:|---:|---:|---:|\n");
     for scenario in &SCENARIOS {
+        if results.run(scenario.id, Mio).is_none() {
+            continue;
+        }
         let f = |s, g: fn(&Run) -> f64| results.run(scenario.id, s).map(g);
         let _ = writeln!(
             r,
@@ -433,6 +443,116 @@ fn ratios_table(results: &Results) -> String {
             times(ratio(f(Mio, |r| r.user_us), f(Tokio, |r| r.user_us))),
             times(ratio(f(Mio, |r| r.rps), f(Tokio, |r| r.rps))),
         );
+    }
+    r.push('\n');
+    r
+}
+
+/// The static-file scenarios' paragraph of findings: fivetuple and the
+/// tokio version against nginx, file by file.
+fn files_finding(results: &Results) -> String {
+    use SubjectId::{Mio, Nginx, Tokio};
+    let threads = results.cores.wrk_threads().max(1) as f64;
+    let with_wrk = |r: &Run| r.cpu_us() + r.client_busy * threads / r.rps.max(1e-9) * 1e6;
+    let against = |subject: SubjectId| -> Vec<String> {
+        FILE_SCENARIOS
+            .iter()
+            .filter_map(|sc| {
+                let (s, n) = (results.run(sc.id, subject)?, results.run(sc.id, Nginx)?);
+                Some(format!(
+                    "{} {:.2}×, {:.2}× and {:.2}×",
+                    file_label(sc.id),
+                    s.rps / n.rps.max(1e-9),
+                    s.cpu_us() / n.cpu_us().max(1e-9),
+                    with_wrk(s) / with_wrk(n).max(1e-9)
+                ))
+            })
+            .collect()
+    };
+    let (mio, tokio) = (against(Mio), against(Tokio));
+    if mio.is_empty() {
+        return String::new();
+    }
+    let mut p = format!(
+        "**Static files** (keep-alive, 50 connections; the floor serves no files). fivetuple's \
+         requests/s, CPU per request, and CPU per request with wrk's added (see Static files \
+         below for why), against nginx's: {}",
+        mio.join("; ")
+    );
+    if !tokio.is_empty() {
+        let _ = write!(p, ". The tokio version's: {}", tokio.join("; "));
+    }
+    p.push_str(".\n\n");
+    p
+}
+
+/// A static-file scenario by its file's size: "4 KiB".
+fn file_label(id: ScenarioId) -> String {
+    match id.scenario().file_size() {
+        Some(n) if n >= 1 << 20 => format!("{} MiB", n >> 20),
+        Some(n) => format!("{} KiB", n >> 10),
+        None => id.name().to_string(),
+    }
+}
+
+/// Requests/s, MB/s of file bytes and CPU per request for each file, and
+/// each server's against nginx's.
+fn files_table(results: &Results) -> String {
+    use SubjectId::Nginx;
+    if FILE_SCENARIOS
+        .iter()
+        .all(|sc| results.measured(sc.id, SubjectId::Mio).is_none())
+    {
+        return String::new();
+    }
+    let mut r = String::from(
+        "## Static files against nginx\n\n\
+         Keep-alive, 50 connections, every request for the same file, which stays in the page \
+         cache: the figures are the servers' and the kernel's work, not the disk's. Each server \
+         opens the file for every request (nginx has no `open_file_cache` here). How fivetuple \
+         sends a body is in `docs/files.md`; nginx has `sendfile on`. MB/s counts file bytes \
+         (requests/s × the file's size, headers left out). The floor serves no files and is not \
+         in these rows.\n\n\
+         On loopback the kernel's work of carrying the bytes into the client's socket is \
+         charged to whichever side's system call set it going: to the server when its \
+         `sendfile` finds the client's receive window open, to wrk when the window was full and \
+         wrk's read opens it again. For large files that moves tens of µs per request between \
+         the server's column and wrk's from one run to the next, so wrk's CPU per request is \
+         shown too: the sum of the two is the steadier figure.\n\n\
+         | file | server | requests/s | MB/s | CPU µs/req | wrk CPU µs/req | p99 | server busy | wrk busy | bound by | requests/s ÷ nginx | CPU/req ÷ nginx |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
+    );
+    let wrk_threads = results.cores.wrk_threads().max(1) as f64;
+    for scenario in &FILE_SCENARIOS {
+        let size = scenario.file_size().unwrap_or(0) as f64;
+        let nginx = results.run(scenario.id, Nginx);
+        for &subject in &results.subjects {
+            let Some(run) = results.run(scenario.id, subject) else {
+                continue;
+            };
+            let p99 = run.latency.map_or("n/a".to_string(), |l| us(l.p99_us));
+            let errors = if run.errors > 0 {
+                format!(" ({} errors)", run.errors)
+            } else {
+                String::new()
+            };
+            let wrk_us = run.client_busy * wrk_threads / run.rps.max(1e-9) * 1e6;
+            let _ = writeln!(
+                r,
+                "| {} | {} | {:.0}{errors} | {:.0} | {} | {} | {p99} | {} | {} | {} | {} | {} |",
+                file_label(scenario.id),
+                subject.name(),
+                run.rps,
+                run.rps * size / 1e6,
+                us(run.cpu_us()),
+                us(wrk_us),
+                pct(run.server_busy),
+                pct(run.client_busy),
+                run.bound().name(),
+                times(ratio(Some(run.rps), nginx.map(|n| n.rps))),
+                times(ratio(Some(run.cpu_us()), nginx.map(Run::cpu_us))),
+            );
+        }
     }
     r.push('\n');
     r

@@ -40,7 +40,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::plan::{
-    binary, list, Cores, Launch, Scenario, ScenarioId, Skipped, Subject, SubjectId,
+    binary, list, Content, Cores, Launch, Scenario, ScenarioId, Skipped, Subject, SubjectId,
     QUIET_WAIT_SECS, RETRIES, ROUNDS, RUN_SECS, WARMUP_SECS,
 };
 use crate::probe;
@@ -194,6 +194,7 @@ fn one_count(bench: &Bench, layout: &Layout) -> (Vec<Point>, Pinning) {
             client: layout.client.clone(),
         },
         subjects: subjects(bench, layout),
+        only: bench.only.clone(),
         started: bench.started,
     };
     here.cores.pin_driver();
@@ -205,6 +206,7 @@ fn one_count(bench: &Bench, layout: &Layout) -> (Vec<Point>, Pinning) {
         connections: layout.connections,
         script: None,
         latency: true,
+        content: Content::Hello,
     };
     let servers: Vec<(&Subject, Server)> = here
         .subjects

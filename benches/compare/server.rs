@@ -65,19 +65,22 @@ impl Server {
                     scratch: None,
                 }
             }
-            Launch::Nginx { program, template } => {
-                Server::start_nginx(subject, program, template, wrapper)
-            }
+            Launch::Nginx {
+                program,
+                template,
+                root,
+            } => Server::start_nginx(subject, program, template, root, wrapper),
         }
     }
 
     /// nginx in the foreground (`daemon off`), its prefix a fresh directory
     /// under the temp dir, its configuration the template with a free port
-    /// filled in, its log on stderr.
+    /// and the served directory (`root`) filled in, its log on stderr.
     fn start_nginx(
         subject: &Subject,
         program: &Path,
         template: &Path,
+        root: &Path,
         wrapper: &[String],
     ) -> Server {
         let scratch =
@@ -87,7 +90,8 @@ impl Server {
         let port = free_port();
         let config = fs::read_to_string(template)
             .expect("benches/nginx.conf")
-            .replace("@PORT@", &port.to_string());
+            .replace("@PORT@", &port.to_string())
+            .replace("@ROOT@", &root.to_string_lossy());
         let conf = scratch.join("nginx.conf");
         fs::write(&conf, config).expect("nginx.conf in the scratch directory");
         let child = Command::new("taskset")

@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::plan::{
-    find_program, Scenario, ScenarioId, Skipped, Subject, SubjectId, DISTURBED, HELD,
-    QUIET_WAIT_SECS, RETRIES, ROUNDS, RUN_SECS, SCENARIOS, WARMUP_SECS,
+    find_program, Content, Scenario, ScenarioId, Site, Skipped, Subject, SubjectId, DISTURBED,
+    HELD, QUIET_WAIT_SECS, RETRIES, ROUNDS, RUN_SECS, WARMUP_SECS,
 };
 use crate::probe::{self, CoreTimes, CpuTime, FdSampler};
 use crate::results::{Held, Instructions, Latency, Measured, Results, Run, Syscalls};
@@ -32,21 +32,26 @@ const COUNTED: [ScenarioId; 2] = [ScenarioId::KeepAlive50, ScenarioId::Pipelined
 /// How long the memory step waits for its connections, at most.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Step 1: for each scenario, every subject gets a fresh server and a
-/// warm-up, then `ROUNDS` timed runs in turn (the first subject moves one
-/// place each round), so that drift in the machine hits all alike. A run
-/// that other load disturbed is run again once the machine is quiet, while
-/// the scenario's budgets of [`RETRIES`] and [`QUIET_WAIT_SECS`] last.
+/// Step 1: for each scenario, every subject that runs it gets a fresh
+/// server and a warm-up, then `ROUNDS` timed runs in turn (the first
+/// subject moves one place each round), so that drift in the machine hits
+/// all alike. A run that other load disturbed is run again once the
+/// machine is quiet, while the scenario's budgets of [`RETRIES`] and
+/// [`QUIET_WAIT_SECS`] last.
 pub fn throughput(bench: &Bench, results: &mut Results) {
-    for scenario in &SCENARIOS {
+    for scenario in bench.scenarios() {
         let mut retries_left = RETRIES;
         let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
         let servers: Vec<(&Subject, Server)> = bench
             .subjects
             .iter()
+            .filter(|s| scenario.runs(s.id))
             .map(|s| (s, Server::start(s)))
             .collect();
-        check_same_answer(&servers);
+        match scenario.content {
+            Content::Hello => check_same_answer(&servers),
+            Content::File { name, size } => check_serves_file(&servers, name, size),
+        }
         for (_, server) in &servers {
             probe::wrk(
                 server.addr,
@@ -127,6 +132,48 @@ fn check_same_answer(servers: &[(&Subject, Server)]) {
             ours[0].0.id.name()
         );
     }
+}
+
+/// Every server must send the file's exact bytes, or the scenario would
+/// time error pages (a 403 from nginx that may not read the directory, a
+/// 404 from a wrong root).
+fn check_serves_file(servers: &[(&Subject, Server)], name: &str, size: usize) {
+    let want = Site::bytes(size);
+    for (subject, server) in servers {
+        let got = get(server.addr, &format!("/{name}"));
+        assert!(
+            got.as_deref() == Some(&want[..]),
+            "{} does not serve /{name} as written ({} bytes came)",
+            subject.id.name(),
+            got.map_or(0, |b| b.len())
+        );
+    }
+}
+
+/// The body of `GET path` on a new connection, read to the length its head
+/// gives; `None` if it fails or is not a 200.
+fn get(addr: SocketAddr, path: &str) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).ok()?;
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200 ") {
+        return None;
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (all.len() - end == length).then(|| all.split_off(end))
 }
 
 /// Waits, a second at a time, until other programs use less than

@@ -9,8 +9,8 @@ use crate::plan::{ScenarioId, SubjectId, HELD};
 use crate::results::{ratio, Results};
 use Bound::{AtLeast, AtMost};
 use Figure::{Cpu, Instructions, Throughput, UserCpu};
-use ScenarioId::{Churn, KeepAlive1000, KeepAlive50, Pipelined16};
-use SubjectId::{Floor, Tokio};
+use ScenarioId::{Churn, File1m, File4k, File64k, KeepAlive1000, KeepAlive50, Pipelined16};
+use SubjectId::{Floor, Nginx, Tokio};
 
 /// A figure of one subject.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +114,14 @@ pub const TARGETS: &[Target] = &[
     against(Cpu, Pipelined16, Floor, AtMost(1.05)),
     against(UserCpu, Pipelined16, Floor, AtMost(1.3)),
     against(Instructions, Pipelined16, Floor, AtMost(1.3)),
+    // Static files at or above nginx with `sendfile on`: no more CPU per
+    // request, and at least its requests per second, for each size.
+    against(Cpu, File4k, Nginx, AtMost(1.0)),
+    against(Throughput, File4k, Nginx, AtLeast(1.0)),
+    against(Cpu, File64k, Nginx, AtMost(1.0)),
+    against(Throughput, File64k, Nginx, AtLeast(1.0)),
+    against(Cpu, File1m, Nginx, AtMost(1.0)),
+    against(Throughput, File1m, Nginx, AtLeast(1.0)),
     // System calls: one read and one write per request, and the epoll_wait
     // shared by a batch; pipelining shares all three among 16 requests.
     Target {

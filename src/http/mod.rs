@@ -14,13 +14,16 @@
 //! - [`response`]: status lines and headers written into a reused buffer.
 //! - [`routes`]: what each URL answers.
 //! - [`access`]: the access log, and bytes shown safely in a log line.
+//! - [`body`]: a body that is not in the output buffer, [`FileRange`]: a
+//!   range of an open file, which the I/O layer sends itself (sendfile).
 //!
 //! This file holds what they share: the settings, the context a request
-//! sees, and the two traits through which the protocol reaches outside
-//! itself ([`Host`] for the connection table, [`Body`] for a body written
-//! piece by piece).
+//! sees, and the traits through which the protocol reaches outside itself
+//! ([`Host`] for the connection table, [`FileService`] for a served
+//! directory).
 
 pub mod access;
+pub mod body;
 pub mod decode;
 pub mod parse;
 pub mod response;
@@ -28,10 +31,10 @@ pub mod routes;
 pub mod session;
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 
 pub use access::Escaped;
+pub use body::FileRange;
 pub use session::Session;
 
 use parse::Limits;
@@ -211,18 +214,10 @@ impl StatusClasses {
     }
 }
 
-/// A response body written piece by piece as the connection drains (a
-/// large file), so that memory per connection stays bounded.
-pub trait Body: fmt::Debug + Send {
-    /// Appends at most `max` more bytes of the body to `out`; `Ok(true)`
-    /// once the body is complete. An error ends the connection, since the
-    /// head has already promised a length.
-    fn fill(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<bool>;
-}
-
 /// Output one turn of a session may produce before it yields: a client that
-/// pipelines thousands of requests, or asks for a big file, gets this much
-/// per turn of the event loop, and then the others get theirs.
+/// pipelines thousands of requests gets this much per turn of the event
+/// loop, and then the others get theirs. (A file body is sent by the I/O
+/// layer, which bounds it per turn itself: see [`FileRange`].)
 pub const TURN_OUTPUT: usize = 64 * 1024;
 
 /// Responses one turn may produce (small responses rarely reach `TURN_OUTPUT`).

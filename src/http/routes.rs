@@ -18,18 +18,18 @@ use super::parse::RequestHead;
 use super::response::SERVER;
 use super::response::{html_escape_into, write_error, write_response, Answer, Canned, Status};
 use super::FileRequest;
-use super::{Body, Ctx, Subscribe};
+use super::{Ctx, FileRange, Subscribe};
 use crate::table::{Format, DEFAULT_ROWS};
 
 /// What answering a request produced.
 #[derive(Debug)]
 pub struct Reply {
     pub status: Status,
-    /// Body bytes written (or promised, for a streamed body), for the log.
+    /// Body bytes written (or promised, for a file body), for the log.
     pub body_bytes: u64,
-    /// A body too large to write at once: the session writes it piece by
-    /// piece as the connection drains. `None` when the body is all in `out`.
-    pub stream: Option<Box<dyn Body>>,
+    /// The body, when it is (the rest of) a file that the I/O layer sends
+    /// after the output buffer. `None` when the body is all in `out`.
+    pub file: Option<FileRange>,
 }
 
 impl Reply {
@@ -38,7 +38,7 @@ impl Reply {
         Reply {
             status,
             body_bytes,
-            stream: None,
+            file: None,
         }
     }
 }

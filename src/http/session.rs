@@ -4,9 +4,15 @@
 //! pieces they came, and appends the answer to every complete request to an
 //! output buffer. It keeps only what it must between calls: the unfinished
 //! start of a request, requests waiting for the next turn, the answer owed
-//! to a request whose body is still arriving, and a body still being
-//! written. Framing is check, parse, advance (see [`super::parse`]): a
+//! to a request whose body is still arriving, and a file body still being
+//! sent. Framing is check, parse, advance (see [`super::parse`]): a
 //! request that is not all here yet is not an error, just a reason to wait.
+//!
+//! A large file is not copied into the output: the answer names it as a
+//! [`FileRange`], which the I/O layer sends after the output buffer and
+//! reports back ([`Session::file_body`], [`Session::file_sent`]). Requests
+//! that arrive behind it wait until its last byte is sent, so answers
+//! leave in the order they were asked for.
 
 use std::mem;
 
@@ -15,7 +21,7 @@ use super::decode::ChunkedDecoder;
 use super::parse::{self, BodyKind, Limits, Parsed, Reject, RequestHead};
 use super::response::{self, write_error, Answer};
 use super::routes::{self, Route};
-use super::{Body, Ctx, Progress, TURN_OUTPUT, TURN_RESPONSES};
+use super::{Ctx, FileRange, Progress, TURN_OUTPUT, TURN_RESPONSES};
 use crate::table::Phase;
 
 /// The protocol state of one connection.
@@ -46,10 +52,11 @@ pub struct Session {
     /// the chunked decoder below: the reactor moves a session in and out of
     /// its connection for every read, and a small one moves in registers.
     owed: Option<Box<Owed>>,
-    /// A response body still being written.
-    stream: Option<Box<dyn Body>>,
-    /// Requests in `held` wait for the next turn: this turn's share of
-    /// output is used up (see `TURN_OUTPUT`), or a body is streaming.
+    /// The last answer's body, still to be sent after the output buffer:
+    /// a range of an open file, which the I/O layer sends itself.
+    file: Option<FileRange>,
+    /// Requests in `held` wait for a later turn: this turn's share of
+    /// output is used up (see `TURN_OUTPUT`), or a file body goes first.
     paused: bool,
     /// The client has closed its side while requests were waiting; answer
     /// them, then drop whatever incomplete request remains.
@@ -95,7 +102,7 @@ impl Session {
     /// a look at the new bytes only.
     pub fn feed(&mut self, input: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
         let mut progress = Progress::default();
-        if self.wants_resume() {
+        if self.has_more() {
             // Not our turn: the caller should not have read, but keep the bytes.
             self.held.extend_from_slice(input);
             return progress;
@@ -131,38 +138,51 @@ impl Session {
         ends_an_empty_line(tail, input)
     }
 
-    /// True when the session has more to write without reading anything:
-    /// the rest of a streamed body, or requests that wait for their turn.
+    /// True when the protocol has work to do without reading anything:
+    /// requests that wait for their turn (or a close the client asked for
+    /// behind them), and no file body in their way.
     pub fn wants_resume(&self) -> bool {
-        self.stream.is_some() || self.paused
+        self.file.is_none() && (self.paused || self.eof_pending)
     }
 
-    /// Continues where the last turn stopped: the next piece of a streamed
-    /// body, then the requests that were waiting.
+    /// The file range the I/O layer is to send after the output buffer, if
+    /// the last answer's body is one. Nothing else is answered on this
+    /// connection until all of it is sent.
+    pub fn file_body(&self) -> Option<&FileRange> {
+        self.file.as_ref()
+    }
+
+    /// The I/O layer sent `n` more bytes of the file body. Once the last
+    /// one is out, the file is closed at once (its descriptor is counted
+    /// against the connection cap), and the requests waiting behind it
+    /// get their turn ([`wants_resume`](Session::wants_resume)).
+    pub fn file_sent(&mut self, n: usize) {
+        if let Some(file) = &mut self.file {
+            file.advance(n as u64);
+            if file.remaining() == 0 {
+                self.file = None;
+            }
+        }
+    }
+
+    /// More to write without reading anything: a file body, or requests
+    /// that wait for their turn.
+    fn has_more(&self) -> bool {
+        self.file.is_some() || self.paused
+    }
+
+    /// Continues where the last turn stopped: the requests that were
+    /// waiting, once no file body is in their way.
     pub fn resume(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>) -> Progress {
         let mut progress = Progress::default();
-        if let Some(stream) = &mut self.stream {
-            let room = TURN_OUTPUT.saturating_sub(out.len()).max(1);
-            match stream.fill(out, room) {
-                Ok(false) => return progress,
-                Ok(true) => self.stream = None,
-                Err(e) => {
-                    log::info!(
-                        "{}: response body failed after its head was sent: {e}; closing",
-                        ctx.peer.remote
-                    );
-                    self.stream = None;
-                    self.end();
-                    progress.close = true;
-                    return progress;
-                }
-            }
+        if self.file.is_some() {
+            return progress; // the I/O layer sends it first
         }
         if self.paused && out.len() < TURN_OUTPUT {
             self.paused = false;
             self.run_held(ctx, out, &mut progress);
         }
-        if self.eof_pending && !self.wants_resume() {
+        if self.eof_pending && !self.has_more() {
             self.on_eof(ctx);
             progress.close = true;
         }
@@ -173,7 +193,7 @@ impl Session {
     /// answered (see [`resume`](Session::resume)); an unfinished one is
     /// dropped and logged. Returns the bytes dropped.
     pub fn on_eof(&mut self, ctx: &Ctx<'_>) -> usize {
-        if self.wants_resume() {
+        if self.has_more() {
             self.eof_pending = true;
             return 0;
         }
@@ -210,7 +230,7 @@ impl Session {
     /// What the session is doing, for the connection table.
     pub fn phase(&self) -> Phase {
         match self.reading {
-            _ if self.wants_resume() => Phase::Writing,
+            _ if self.has_more() => Phase::Writing,
             Reading::Head if self.held.is_empty() && self.skipped == 0 => Phase::Idle,
             Reading::Head | Reading::Body(_) | Reading::Chunked(_) => Phase::Reading,
             Reading::Done => Phase::Closing,
@@ -230,7 +250,7 @@ impl Session {
     pub fn mid_request(&self) -> bool {
         !self.held.is_empty()
             || self.skipped > 0
-            || self.wants_resume()
+            || self.has_more()
             || matches!(self.reading, Reading::Body(_) | Reading::Chunked(_))
     }
 
@@ -286,7 +306,7 @@ impl Session {
         let mut slots = parse::slots();
         let mut pos = 0;
         while !progress.close {
-            if self.stream.is_some()
+            if self.file.is_some()
                 || out.len() >= TURN_OUTPUT
                 || progress.responses >= TURN_RESPONSES
             {
@@ -400,7 +420,8 @@ impl Session {
         progress.responses += 1;
         progress.statuses.count(reply.status);
         progress.close |= answer.close;
-        self.stream = reply.stream;
+        // A range with nothing left (an empty one) is no body to wait for.
+        self.file = reply.file.filter(|f| f.remaining() > 0);
     }
 
     /// Answers a request that cannot be framed, and ends the connection.

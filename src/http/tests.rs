@@ -20,9 +20,16 @@ fn ctx<'a>(config: &'a Config, host: &'a NoConnections) -> Ctx<'a> {
 /// Feeds `chunks` one by one (resuming whenever the session yields its
 /// turn) and returns everything written and whether it asked to close.
 fn converse(chunks: &[&[u8]]) -> (Vec<u8>, u64, bool) {
-    let config = Config::default();
+    converse_with(&Config::default(), chunks)
+}
+
+/// `converse` with settings (a served directory, say). It plays the I/O
+/// layer that cannot send from a file: each file body is copied after the
+/// output, 64 KiB at a time, and reported back, before the session may go
+/// on.
+fn converse_with(config: &Config, chunks: &[&[u8]]) -> (Vec<u8>, u64, bool) {
     let host = NoConnections;
-    let ctx = ctx(&config, &host);
+    let ctx = ctx(config, &host);
     let mut session = Session::default();
     let mut out = Vec::new();
     let mut responses = 0;
@@ -33,14 +40,25 @@ fn converse(chunks: &[&[u8]]) -> (Vec<u8>, u64, bool) {
         responses += p.responses;
         close |= p.close;
         all.append(&mut out);
+        send_file_body(&mut session, &mut all);
         while session.wants_resume() {
             let p = session.resume(&ctx, &mut out);
             responses += p.responses;
             close |= p.close;
             all.append(&mut out);
+            send_file_body(&mut session, &mut all);
         }
     }
     (all, responses, close)
+}
+
+/// Copies the session's file body, if any, to `sent` in turns of
+/// `TURN_OUTPUT`, as an I/O layer without `sendfile` would.
+fn send_file_body(session: &mut Session, sent: &mut Vec<u8>) {
+    while let Some(body) = session.file_body() {
+        let n = body.copy_into(sent, TURN_OUTPUT).expect("the file reads");
+        session.file_sent(n);
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -541,6 +559,215 @@ fn control_characters_are_escaped_in_logs() {
         Escaped(b"a\x1b[31m\"\\\n").to_string(),
         "a\\x1b[31m\\\"\\\\\\x0a"
     );
+}
+// ---- File bodies: named by the protocol, sent by the I/O layer ----
+
+/// A directory served by a `Site`, with the settings that serve it;
+/// removed on drop. It holds `empty` (0 bytes), `small.txt` and
+/// `big.bin` (200,000 bytes, each byte its offset mod 251).
+struct Served {
+    dir: std::path::PathBuf,
+    config: Config,
+}
+
+impl Served {
+    fn new(name: &str) -> Served {
+        let dir =
+            std::env::temp_dir().join(format!("fivetuple-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("empty"), b"").unwrap();
+        std::fs::write(dir.join("small.txt"), b"small\n").unwrap();
+        std::fs::write(dir.join("big.bin"), big()).unwrap();
+        let site = crate::files::Site::new(&dir, false).unwrap();
+        let config = Config {
+            files: Some(std::sync::Arc::new(site)),
+            ..Config::default()
+        };
+        Served { dir, config }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn big() -> Vec<u8> {
+    (0..200_000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// The head and body of the one response in `out`.
+fn head_and_body(out: &[u8]) -> (String, &[u8]) {
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    (text(&out[..end]), &out[end..])
+}
+
+#[test]
+fn a_large_file_is_named_not_copied() {
+    let _turn = body::TEST_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let served = Served::new("named");
+    let host = NoConnections;
+    let ctx = ctx(&served.config, &host);
+    let mut session = Session::default();
+    let mut out = Vec::new();
+    let held = body::files_held();
+    let p = session.feed(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n", &ctx, &mut out);
+    assert_eq!(p.responses, 1);
+    let (head, rest) = head_and_body(&out);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Length: 200000\r\n"), "{head}");
+    assert!(rest.is_empty(), "the body is not in the output");
+    let body = session.file_body().expect("a file body");
+    assert_eq!((body.offset(), body.remaining()), (0, 200_000));
+    assert_eq!(body::files_held(), held + 1);
+    // The I/O layer sends it in pieces and says so; the last piece
+    // closes the file at once.
+    let mut sent = Vec::new();
+    while let Some(body) = session.file_body() {
+        let n = body.copy_into(&mut sent, 50_000).unwrap();
+        assert_eq!(n, 50_000);
+        session.file_sent(n);
+        assert_eq!(
+            body::files_held(),
+            held + usize::from(session.file_body().is_some())
+        );
+    }
+    assert_eq!(sent, big());
+    assert_eq!(body::files_held(), held);
+}
+
+#[test]
+fn head_of_a_large_file_has_no_body_to_send() {
+    let served = Served::new("head");
+    let (out, n, _) = converse_with(
+        &served.config,
+        &[b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"],
+    );
+    assert_eq!(n, 1);
+    let (head, rest) = head_and_body(&out);
+    assert!(head.contains("Content-Length: 200000\r\n"), "{head}");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_range_is_an_offset_and_a_length() {
+    let _turn = body::TEST_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let served = Served::new("range");
+    let host = NoConnections;
+    let ctx = ctx(&served.config, &host);
+    let mut session = Session::default();
+    let mut out = Vec::new();
+    let req = b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100000-179999\r\n\r\n";
+    session.feed(req, &ctx, &mut out);
+    let (head, _) = head_and_body(&out);
+    assert!(
+        head.starts_with("HTTP/1.1 206 Partial Content\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("Content-Range: bytes 100000-179999/200000\r\n"));
+    assert!(head.contains("Content-Length: 80000\r\n"));
+    let body = session.file_body().expect("a file body");
+    assert_eq!((body.offset(), body.remaining()), (100_000, 80_000));
+    drop(session);
+    // Whole conversations: a large range and a small one, byte for byte.
+    let whole = big();
+    for (range, want) in [
+        ("bytes=100000-179999", &whole[100_000..180_000]),
+        ("bytes=-70000", &whole[130_000..]),
+        ("bytes=10-19", &whole[10..20]),
+    ] {
+        let req = format!("GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: {range}\r\n\r\n");
+        let (out, _, _) = converse_with(&served.config, &[req.as_bytes()]);
+        let (head, body) = head_and_body(&out);
+        assert!(head.contains(" 206 "), "{range}: {head}");
+        assert_eq!(body, want, "{range}");
+    }
+}
+
+#[test]
+fn an_empty_file_has_an_empty_body() {
+    let served = Served::new("empty");
+    let host = NoConnections;
+    let ctx = ctx(&served.config, &host);
+    let mut session = Session::default();
+    let mut out = Vec::new();
+    session.feed(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n", &ctx, &mut out);
+    let (head, rest) = head_and_body(&out);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Length: 0\r\n"), "{head}");
+    assert!(rest.is_empty());
+    assert!(
+        session.file_body().is_none(),
+        "nothing to send, nothing held"
+    );
+    let req = b"GET /empty HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n";
+    let (out, _, _) = converse_with(&served.config, &[req]);
+    assert!(text(&out).starts_with("HTTP/1.1 416 "), "{}", text(&out));
+}
+
+#[test]
+fn requests_behind_a_file_body_wait_until_it_is_sent() {
+    let _turn = body::TEST_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let served = Served::new("behind");
+    let host = NoConnections;
+    let ctx = ctx(&served.config, &host);
+    let mut session = Session::default();
+    let mut out = Vec::new();
+    let pipeline =
+        b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\nGET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    let p = session.feed(pipeline, &ctx, &mut out);
+    assert_eq!(p.responses, 1, "only the first is answered");
+    assert!(session.file_body().is_some());
+    assert!(!session.wants_resume(), "the file body goes first");
+    assert_eq!(session.phase(), Phase::Writing);
+    // Nothing is answered while the body is owed, whatever else arrives.
+    let p = session.feed(HELLO, &ctx, &mut out);
+    assert_eq!(p.responses, 0);
+    let mut sent = std::mem::take(&mut out);
+    send_file_body(&mut session, &mut sent);
+    assert!(session.wants_resume());
+    let p = session.resume(&ctx, &mut out);
+    assert_eq!(p.responses, 2);
+    sent.append(&mut out);
+    // In order: the big file's head and all its bytes, then the others.
+    let (head, rest) = head_and_body(&sent);
+    assert!(head.contains("Content-Length: 200000\r\n"), "{head}");
+    assert_eq!(&rest[..200_000], &big()[..]);
+    let rest = text(&rest[200_000..]);
+    let small = rest.find("\r\n\r\nsmall\n").expect("small.txt");
+    let hello = rest.find("Hello, World!").expect("hello");
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n") && small < hello,
+        "{rest}"
+    );
+}
+
+#[test]
+fn a_file_that_shrinks_cannot_be_copied_past_its_end() {
+    let _turn = body::TEST_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let served = Served::new("shrinks");
+    let host = NoConnections;
+    let ctx = ctx(&served.config, &host);
+    let mut session = Session::default();
+    let mut out = Vec::new();
+    session.feed(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n", &ctx, &mut out);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(served.dir.join("big.bin"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let body = session.file_body().expect("a file body");
+    let before = out.len();
+    let e = body.copy_into(&mut out, 64 * 1024).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(out.len(), before, "all or nothing");
 }
 
 mod properties {

@@ -1,0 +1,135 @@
+//! A response body that is not in the output buffer: a range of an open file.
+//!
+//! The protocol writes every head, and every small body, into the
+//! connection's output buffer. A large file is different: copying it
+//! through that buffer would cost a `read` into user space and a `write`
+//! back out, 64 KiB at a time. So the protocol only *names* it, as a
+//! [`FileRange`] (this file, from this offset, this many bytes), and the
+//! I/O layer around it sends it as it sees fit: the mio reactor with
+//! `sendfile(2)`, from the page cache straight to the socket, a bounded
+//! piece per turn; the tokio version the same way inside its own readiness
+//! checks; the unit tests and the fuzzer, which have no socket, by
+//! copying ([`FileRange::copy_into`]). The I/O layer reports what it sent
+//! back to the session (`Session::file_sent`), which drops the range, and
+//! with it the file's descriptor, the moment the last byte is out.
+//!
+//! Holding a file is holding a descriptor besides the connection's own,
+//! which a cap that counts connections cannot see. So every `FileRange`
+//! counts itself while it lives ([`files_held`]), and the reactor adds the
+//! count to its connections before it accepts more.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// File ranges alive in the whole process. Only [`FileRange::new`] adds and
+/// only its `Drop` takes away, so the count follows the ranges exactly.
+static FILES_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Unit tests that make file bodies take turns with this lock, so that the
+/// one that checks the process-wide count sees only its own.
+#[cfg(test)]
+pub(crate) static TEST_TURNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How many descriptors file bodies still to be sent hold right now.
+pub fn files_held() -> usize {
+    FILES_HELD.load(Ordering::Relaxed)
+}
+
+/// `remaining` bytes of `file` from `offset`: the rest of a body whose head
+/// (with its `Content-Length`) has already been written. The file's own
+/// position is never used: every read names its offset (`pread`,
+/// `sendfile` with an offset), so nothing else can move it.
+#[derive(Debug)]
+pub struct FileRange {
+    file: File,
+    /// Where in the file the next byte to send is.
+    offset: u64,
+    /// Bytes still promised by the head.
+    remaining: u64,
+}
+
+impl FileRange {
+    /// The range that starts at `offset` and holds `len` bytes of `file`.
+    pub fn new(file: File, offset: u64, len: u64) -> FileRange {
+        FILES_HELD.fetch_add(1, Ordering::Relaxed);
+        FileRange {
+            file,
+            offset,
+            remaining: len,
+        }
+    }
+
+    /// The open file, for the I/O layer to send from.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where in the file the next byte to send is.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes still to send.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// `n` more bytes were sent. Never more than were promised: a range
+    /// cannot go past its end, whatever the caller says.
+    pub(super) fn advance(&mut self, n: u64) {
+        let n = n.min(self.remaining);
+        self.offset += n;
+        self.remaining -= n;
+    }
+
+    /// Appends the next bytes of the range to `out`, at most `max`, with
+    /// `pread`: for an I/O layer that cannot send from a file, and for
+    /// small files, which go out with their head in one write. Like
+    /// `sendfile`, it leaves the range as it is; report what was sent with
+    /// `Session::file_sent`. All or nothing: `Ok(n)` once it has appended
+    /// all it was asked for (`max`, or what remains); otherwise `out` is as
+    /// it was, and the error says why: the file ended early (it shrank
+    /// since the head promised its length), or the read failed.
+    pub fn copy_into(&self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let want = usize::try_from(self.remaining).map_or(max, |r| r.min(max));
+        let start = out.len();
+        out.resize(start + want, 0);
+        let mut got = 0;
+        // Bounded: each pass reads at least one byte, leaves, or was cut
+        // short by a signal before it read anything.
+        while got < want {
+            match self
+                .file
+                .read_at(&mut out[start + got..], self.offset + got as u64)
+            {
+                Ok(0) => {
+                    out.truncate(start);
+                    return Err(shrank());
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(want)
+    }
+}
+
+/// What the I/O layer reports when a file ends before its range does.
+pub fn shrank() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file shrank while it was being sent",
+    )
+}
+
+impl Drop for FileRange {
+    fn drop(&mut self) {
+        FILES_HELD.fetch_sub(1, Ordering::Relaxed);
+    }
+}
