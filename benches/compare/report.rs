@@ -604,7 +604,7 @@ fn syscalls_table(results: &Results) -> String {
     r.push_str("\n|---|");
     r.push_str(&"---:|".repeat(results.subjects.len()));
     r.push('\n');
-    for scenario in [ScenarioId::KeepAlive50, ScenarioId::Pipelined16] {
+    for scenario in crate::steps::TRACED {
         let _ = write!(r, "| {} |", scenario.name());
         for &s in &results.subjects {
             let v = results

@@ -29,6 +29,13 @@ const CALLGRIND_SECS: u32 = 2;
 /// The scenarios whose system calls and instructions are counted: one
 /// request per read, and sixteen.
 const COUNTED: [ScenarioId; 2] = [ScenarioId::KeepAlive50, ScenarioId::Pipelined16];
+/// The scenarios whose system calls are counted: those two, and churn,
+/// where a connection's own calls (accept, close, and any extra) show.
+pub const TRACED: [ScenarioId; 3] = [
+    ScenarioId::KeepAlive50,
+    ScenarioId::Pipelined16,
+    ScenarioId::Churn,
+];
 /// How long the memory step waits for its connections, at most.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -252,7 +259,7 @@ pub fn syscalls(bench: &Bench, results: &mut Results) {
         return;
     }
     for subject in &bench.subjects {
-        for id in COUNTED {
+        for id in TRACED {
             let scenario = id.scenario();
             let per_request = strace_pass(bench, subject, scenario);
             bench.log(format_args!(

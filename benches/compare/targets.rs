@@ -136,6 +136,10 @@ pub const TARGETS: &[Target] = &[
         versus: None,
         bound: AtMost(0.15),
     },
+    // A churned connection costs the system calls the floor's does (accept,
+    // read, write, close, and the epoll_ctl of registering): no extra ones
+    // to close it or to learn its address.
+    against(Figure::Syscalls, Churn, Floor, AtMost(1.05)),
     // An idle connection costs a few hundred bytes, not a buffer.
     Target {
         figure: Figure::IdleBytes,
