@@ -19,7 +19,7 @@
 //!   and **user instructions per request** from a separate callgrind pass:
 //!   both slow a server down, so neither overlaps a timed run.
 //! - **Memory per held connection**: fresh servers, 15,000 connections
-//!   opened by `fivetuple connect -n 15000 --http` (one request each, then
+//!   opened by `fivetuple connect -n 15000 -p 'GET /_/hello …'` (one request each, then
 //!   held), then the server's RSS growth.
 //! - **Static files**: three more scenarios ask for a file of 4 KiB, 64 KiB
 //!   and 1 MiB, written by this driver under `target/bench/site/`, from

@@ -688,7 +688,7 @@ fn memory_table(results: &Results) -> String {
     }
     let mut r = format!(
         "## Memory per held idle connection ({HELD} connections, one request each)\n\n\
-         Opened with `fivetuple connect -n {HELD} --http --hold …` on wrk's cores; the server's RSS \
+         Opened with `fivetuple connect -n {HELD} -e -p 'GET /_/hello …' --hold …` on wrk's cores; the server's RSS \
          growth over the connections held. How fast they were established is in results.json, but \
          it mostly measures SYN retransmissions: a burst that overflows the accept queue waits a \
          one-second retransmission. Connections accepted per second are the churn scenario's \
