@@ -11,6 +11,16 @@ use std::process::{Command, Stdio};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/demo-hosts.sh");
 
+/// The script, run with this build and a port the kernel picks (inside the
+/// test's own hosts).
+fn script() -> Command {
+    let mut sh = Command::new("sh");
+    sh.arg(SCRIPT)
+        .env("FIVETUPLE", common::bin())
+        .env("PORT", "0");
+    sh
+}
+
 /// The network namespaces a run of the script made (named after its pid).
 fn namespaces_of(pid: u32) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output();
@@ -52,10 +62,7 @@ fn three_client_hosts_show_three_remote_addresses_on_one_port() {
             "root, to make network namespaces (ip netns add)",
         );
     }
-    let child = Command::new("sh")
-        .arg(SCRIPT)
-        .env("FIVETUPLE", common::bin())
-        .env("PORT", "0") // the kernel picks the port, inside the test's own hosts
+    let child = script()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -97,10 +104,7 @@ fn ctrl_c_leaves_no_host_behind() {
             "root, to make network namespaces (ip netns add)",
         );
     }
-    let mut child = Command::new("sh")
-        .arg(SCRIPT)
-        .env("FIVETUPLE", common::bin())
-        .env("PORT", "0") // the kernel picks the port, inside the test's own hosts
+    let mut child = script()
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

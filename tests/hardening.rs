@@ -495,8 +495,8 @@ fn invalid_host_values_and_userinfo_targets_get_400() {
     let mut s = server.connect();
     for host in [
         "t:8080",
-        "127.0.0.1:500",
-        "[::1]:500",
+        "127.0.0.1:8080",
+        "[::1]:8080",
         "xn--bcher-kva.example",
         "",
     ] {

@@ -35,16 +35,15 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::plan::{
     binary, list, Content, Cores, Launch, Scenario, ScenarioId, Skipped, Subject, SubjectId,
-    QUIET_WAIT_SECS, RETRIES, ROUNDS, RUN_SECS, WARMUP_SECS,
+    ROUNDS, RUN_SECS, WARMUP_SECS,
 };
 use crate::probe;
-use crate::results::{Bound, Measured, Results, Run};
+use crate::results::{Bound, Results, Run};
 use crate::server::Server;
 use crate::targets::check_scaling;
 use crate::Bench;
@@ -230,39 +229,14 @@ fn one_count(bench: &Bench, layout: &Layout) -> (Vec<Point>, Pinning) {
             pinned.pinned
         ));
     }
-    let mut retries_left = RETRIES;
-    let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
-    let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
-    let mut repeated = vec![0; servers.len()];
-    for round in 0..ROUNDS {
-        for k in 0..servers.len() {
-            let i = (round + k) % servers.len();
-            let (subject, server) = &servers[i];
-            let mut run = crate::steps::timed(&here, subject, server, &scenario);
-            while run.disturbed() && retries_left > 0 {
-                bench.log(format_args!(
-                    "scaling: {} x{} disturbed: others used {:.2} cores; running it again",
-                    subject.id.name(),
-                    layout.workers,
-                    run.other_load
-                ));
-                crate::steps::wait_for_quiet(&here, &mut wait_left);
-                retries_left -= 1;
-                repeated[i] += 1;
-                run = crate::steps::timed(&here, subject, server, &scenario);
-            }
-            rounds[i].push(run);
-        }
-    }
-    let points = servers
-        .iter()
-        .zip(rounds)
-        .zip(repeated)
-        .map(|(((subject, _), rounds), repeated)| {
-            let m = Measured::new(scenario.id, subject.id, rounds, repeated);
+    let label = format!("scaling: x{}", layout.workers);
+    let (measured, _) = crate::steps::in_turns(&here, &servers, &scenario, &label);
+    let points = measured
+        .into_iter()
+        .map(|m| {
             bench.log(format_args!(
                 "scaling: {:<9} x{}  {:>9.0} req/s  {:.2} µs/req  p99 {:.0} µs  server {:>3.0}%  wrk {:>3.0}%",
-                subject.id.name(),
+                m.subject.name(),
                 layout.workers,
                 m.median.rps,
                 m.median.cpu_us(),
@@ -272,7 +246,7 @@ fn one_count(bench: &Bench, layout: &Layout) -> (Vec<Point>, Pinning) {
             ));
             Point {
                 workers: layout.workers,
-                subject: subject.id,
+                subject: m.subject,
                 median: m.median,
                 rounds: m.rounds,
                 repeated: m.repeated,

@@ -40,15 +40,9 @@ pub const TRACED: [ScenarioId; 3] = [
 const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Step 1: for each scenario, every subject that runs it gets a fresh
-/// server and a warm-up, then `ROUNDS` timed runs in turn (the first
-/// subject moves one place each round), so that drift in the machine hits
-/// all alike. A run that other load disturbed is run again once the
-/// machine is quiet, while the scenario's budgets of [`RETRIES`] and
-/// [`QUIET_WAIT_SECS`] last.
+/// server and a warm-up, then timed runs in turn ([`in_turns`]).
 pub fn throughput(bench: &Bench, results: &mut Results) {
     for scenario in bench.scenarios() {
-        let mut retries_left = RETRIES;
-        let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
         let servers: Vec<(&Subject, Server)> = bench
             .subjects
             .iter()
@@ -68,34 +62,12 @@ pub fn throughput(bench: &Bench, results: &mut Results) {
                 WARMUP_SECS,
             );
         }
-        let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
-        let mut repeated = vec![0; servers.len()];
-        for round in 0..ROUNDS {
-            for k in 0..servers.len() {
-                let i = (round + k) % servers.len();
-                let (subject, server) = &servers[i];
-                let mut run = timed(bench, subject, server, scenario);
-                while run.disturbed() && retries_left > 0 {
-                    bench.log(format_args!(
-                        "{:<48} {:<9} disturbed: others used {:.2} cores; running it again",
-                        scenario.name,
-                        subject.id.name(),
-                        run.other_load
-                    ));
-                    wait_for_quiet(bench, &mut wait_left);
-                    retries_left -= 1;
-                    repeated[i] += 1;
-                    run = timed(bench, subject, server, scenario);
-                }
-                rounds[i].push(run);
-            }
-        }
-        for (((subject, _), rounds), repeated) in servers.iter().zip(rounds).zip(repeated) {
-            let measured = Measured::new(scenario.id, subject.id, rounds, repeated);
+        let (measured, waited) = in_turns(bench, &servers, scenario, scenario.name);
+        for measured in measured {
             bench.log(format_args!(
                 "{:<48} {:<9} {:>9.0} req/s  {:.2} µs/req  server {:>3.0}%  wrk {:>3.0}%",
                 scenario.name,
-                subject.id.name(),
+                measured.subject.name(),
                 measured.median.rps,
                 measured.median.cpu_us(),
                 measured.median.server_busy * 100.0,
@@ -103,8 +75,54 @@ pub fn throughput(bench: &Bench, results: &mut Results) {
             ));
             results.throughput.push(measured);
         }
-        results.waited_seconds += (Duration::from_secs(QUIET_WAIT_SECS) - wait_left).as_secs_f64();
+        results.waited_seconds += waited.as_secs_f64();
     }
+}
+
+/// `ROUNDS` timed runs of every server in `servers`, in turn (the first
+/// moves one place each round), so that drift in the machine hits all
+/// alike. A run that other load disturbed is run again once the machine is
+/// quiet, while the budgets of [`RETRIES`] and [`QUIET_WAIT_SECS`] last.
+/// Returns each server's figures, in the order of `servers`, and the time
+/// spent waiting for quiet; `label` names the runs in the log.
+pub fn in_turns(
+    bench: &Bench,
+    servers: &[(&Subject, Server)],
+    scenario: &Scenario,
+    label: &str,
+) -> (Vec<Measured>, Duration) {
+    let mut retries_left = RETRIES;
+    let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
+    let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
+    let mut repeated = vec![0; servers.len()];
+    for round in 0..ROUNDS {
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            let (subject, server) = &servers[i];
+            let mut run = timed(bench, subject, server, scenario);
+            while run.disturbed() && retries_left > 0 {
+                bench.log(format_args!(
+                    "{label:<48} {:<9} disturbed: others used {:.2} cores; running it again",
+                    subject.id.name(),
+                    run.other_load
+                ));
+                wait_for_quiet(bench, &mut wait_left);
+                retries_left -= 1;
+                repeated[i] += 1;
+                run = timed(bench, subject, server, scenario);
+            }
+            rounds[i].push(run);
+        }
+    }
+    let measured = servers
+        .iter()
+        .zip(rounds)
+        .zip(repeated)
+        .map(|(((subject, _), rounds), repeated)| {
+            Measured::new(scenario.id, subject.id, rounds, repeated)
+        })
+        .collect();
+    (measured, Duration::from_secs(QUIET_WAIT_SECS) - wait_left)
 }
 
 /// The mio reactor, the tokio version and the floor must send the same

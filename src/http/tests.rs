@@ -598,16 +598,6 @@ fn big() -> Vec<u8> {
     (0..200_000u32).map(|i| (i % 251) as u8).collect()
 }
 
-/// The head and body of the one response in `out`.
-fn head_and_body(out: &[u8]) -> (String, &[u8]) {
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a whole head")
-        + 4;
-    (text(&out[..end]), &out[end..])
-}
-
 #[test]
 fn a_large_file_is_named_not_copied() {
     let _turn = body::TEST_TURNS.lock().unwrap_or_else(|e| e.into_inner());
@@ -619,7 +609,7 @@ fn a_large_file_is_named_not_copied() {
     let held = body::files_held();
     let p = session.feed(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n", &ctx, &mut out);
     assert_eq!(p.responses, 1);
-    let (head, rest) = head_and_body(&out);
+    let (head, rest) = head_and_rest(&out);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("Content-Length: 200000\r\n"), "{head}");
     assert!(rest.is_empty(), "the body is not in the output");
@@ -650,7 +640,7 @@ fn head_of_a_large_file_has_no_body_to_send() {
         &[b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"],
     );
     assert_eq!(n, 1);
-    let (head, rest) = head_and_body(&out);
+    let (head, rest) = head_and_rest(&out);
     assert!(head.contains("Content-Length: 200000\r\n"), "{head}");
     assert!(rest.is_empty());
 }
@@ -665,7 +655,7 @@ fn a_range_is_an_offset_and_a_length() {
     let mut out = Vec::new();
     let req = b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100000-179999\r\n\r\n";
     session.feed(req, &ctx, &mut out);
-    let (head, _) = head_and_body(&out);
+    let (head, _) = head_and_rest(&out);
     assert!(
         head.starts_with("HTTP/1.1 206 Partial Content\r\n"),
         "{head}"
@@ -684,7 +674,7 @@ fn a_range_is_an_offset_and_a_length() {
     ] {
         let req = format!("GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: {range}\r\n\r\n");
         let (out, _, _) = converse_with(&served.config, &[req.as_bytes()]);
-        let (head, body) = head_and_body(&out);
+        let (head, body) = head_and_rest(&out);
         assert!(head.contains(" 206 "), "{range}: {head}");
         assert_eq!(body, want, "{range}");
     }
@@ -698,7 +688,7 @@ fn an_empty_file_has_an_empty_body() {
     let mut session = Session::default();
     let mut out = Vec::new();
     session.feed(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n", &ctx, &mut out);
-    let (head, rest) = head_and_body(&out);
+    let (head, rest) = head_and_rest(&out);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("Content-Length: 0\r\n"), "{head}");
     assert!(rest.is_empty());
@@ -736,7 +726,7 @@ fn requests_behind_a_file_body_wait_until_it_is_sent() {
     assert_eq!(p.responses, 2);
     sent.append(&mut out);
     // In order: the big file's head and all its bytes, then the others.
-    let (head, rest) = head_and_body(&sent);
+    let (head, rest) = head_and_rest(&sent);
     assert!(head.contains("Content-Length: 200000\r\n"), "{head}");
     assert_eq!(&rest[..200_000], &big()[..]);
     let rest = text(&rest[200_000..]);
