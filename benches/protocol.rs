@@ -68,6 +68,7 @@ fn protocol(c: &mut Criterion) {
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config: &config,
         shutting_down: false,
+        access: None,
     };
     let mut group = c.benchmark_group("session");
     let mut session = Session::default();

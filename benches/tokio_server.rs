@@ -217,6 +217,7 @@ async fn connection(
                     date: clock.http_date(),
                     config,
                     shutting_down: false,
+                    access: None,
                 };
                 match input {
                     Some([]) => {

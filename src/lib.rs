@@ -44,8 +44,11 @@
 //!   min-heap; the nearest one is the poll timeout.
 //! - [`error`]: errors as values; the binary turns them into one line and
 //!   an exit code.
+//! - [`sink`]: output that never waits: the log, the access log and the
+//!   trace go through a bounded buffer and a writer thread, so a reader
+//!   that stops cannot stop the loop.
 //!
-//! The library prints nothing but logs. The binary (`src/main.rs`, with
+//! The library prints nothing itself. The binary (`src/main.rs`, with
 //! `src/cli/` for `connect` and `conns`) reads the command line, calls the
 //! library, and prints what it returns.
 
@@ -59,6 +62,7 @@ pub mod live;
 pub mod procnet;
 pub mod proxy;
 pub mod reactor;
+pub mod sink;
 pub mod sys;
 pub mod table;
 pub mod timer;

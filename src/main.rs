@@ -3,10 +3,11 @@
 //! can fix it by asking differently, 1 when the machine said no, 0 and no
 //! word at all when the reader of our output stopped reading).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -14,6 +15,7 @@ use fivetuple::files::Site;
 use fivetuple::http::parse::{Limits, HEADER_SLOTS};
 use fivetuple::listener::{self, ListenOptions, ListenSpec};
 use fivetuple::reactor::{ServerConfig, Timeouts};
+use fivetuple::sink::{Output, Sink};
 use fivetuple::sys::seconds;
 use fivetuple::workers::Pool;
 use fivetuple::{http, Error, Result};
@@ -75,8 +77,12 @@ struct ServeArgs {
     #[arg(long)]
     pin: bool,
     /// No access log (one line per request); for benchmarks.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "access_log")]
     quiet: bool,
+    /// Write the access log (Combined Log Format, plus each request's
+    /// connection) to this file, appending, instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    access_log: Option<std::path::PathBuf>,
     /// Most connections held at once [default: the open-files limit less a reserve of up to 64].
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
@@ -131,12 +137,32 @@ fn main() -> ExitCode {
     if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("mio")) {
         logger.filter_module("mio", log::LevelFilter::Info);
     }
+    // The server's log goes through a sink: a thread of its own writes it,
+    // so a reader of stderr that stops never stops the event loop.
+    let stderr = match cli.command {
+        Command::Serve(_) => Sink::spawn("stderr", std::io::stderr()).ok(),
+        _ => None,
+    };
+    if let Some(sink) = &stderr {
+        let style = match std::io::stderr().is_terminal() {
+            true => env_logger::WriteStyle::Auto,
+            false => env_logger::WriteStyle::Never,
+        };
+        logger
+            .target(env_logger::Target::Pipe(Box::new(sink.writer())))
+            .write_style(style);
+    }
     logger.init();
     let result = match &cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, stderr.clone()),
         Command::Connect(args) => cli::connect::run(args),
         Command::Conns(args) => cli::conns::run(args),
     };
+    if let Some(sink) = &stderr {
+        // What the log still holds goes out first, unless its reader has
+        // stopped: then the process must not wait for it.
+        sink.finish(SINK_GRACE);
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -148,6 +174,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long a server that stops waits for its log and output to be
+/// written out, when their readers are slow.
+const SINK_GRACE: Duration = Duration::from_secs(2);
 
 /// clap's own errors (an unknown option, a missing value) as one line and
 /// exit code 2, like every other usage error; help and version as clap
@@ -220,7 +250,31 @@ fn limits(args: &ServeArgs) -> Result<Limits> {
     })
 }
 
-fn serve(args: &ServeArgs) -> Result<ExitCode> {
+/// Where the server's output goes: the access log to `--access-log PATH`
+/// or to stderr with the log (unless `--quiet`), the trace to stdout.
+fn output(args: &ServeArgs, stderr: Option<Sink>, stdout: &Sink) -> Result<Output> {
+    let access = match (&args.access_log, args.quiet) {
+        (_, true) => None,
+        (Some(path), false) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::io(format!("opening the access log {}", path.display()), e))?;
+            let sink = Sink::spawn("the access log", file)
+                .map_err(|e| Error::io("starting the access log's writer", e))?;
+            Some(sink)
+        }
+        (None, false) => stderr.clone(),
+    };
+    Ok(Output {
+        log: stderr,
+        access,
+        trace: args.trace.then(|| stdout.clone()),
+    })
+}
+
+fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
     let shutdown_grace = seconds("shutdown-grace", args.shutdown_grace)?.unwrap_or_default();
     let timeouts = Timeouts {
         header: seconds("header-timeout", args.header_timeout)?,
@@ -238,6 +292,11 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| listener::default_max_conns(fd_limit.as_ref().ok().copied()));
     let spec = ListenSpec::parse(&args.listen)?;
     let candidates = spec.candidates()?;
+    let stdout = Sink::spawn("stdout", std::io::stdout())
+        .map_err(|e| Error::io("starting the output's writer", e))?;
+    let output = output(args, stderr, &stdout)?;
+    // A file of its own is finished here; stderr is finished by `main`.
+    let config_access = args.access_log.as_ref().and(output.access.clone());
     let config = ServerConfig {
         listen: ListenOptions {
             addr: candidates[0],
@@ -247,7 +306,6 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         },
         http: http::Config {
             limits: limits(args)?,
-            access_log: !args.quiet,
             files: match &args.dir {
                 Some(dir) => Some(Arc::new(Site::new(dir, args.follow_symlinks)?)),
                 None => None,
@@ -258,7 +316,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         timeouts,
         udp: args.udp,
         proxy_protocol: args.proxy_protocol,
-        trace: args.trace,
+        output,
     };
     let reactor = bind_first(&spec, &candidates, config, args.workers, args.pin)?;
     let addr = reactor.local_addr();
@@ -273,26 +331,30 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         Err(e) => log::warn!("cannot read or raise the open-files limit: {e}"),
     }
     // The one line scripts wait for: it carries the real port when asked for port 0.
-    let mut stdout = std::io::stdout().lock();
+    // Through the sink like the rest of stdout, so that it comes before the
+    // trace's first turn; scripts wait for it, so it is written out at once.
     match reactor.serves_udp() {
-        true => writeln!(stdout, "listening on {addr} (tcp and udp)"),
-        false => writeln!(stdout, "listening on {addr}"),
+        true => stdout.write(format!("listening on {addr} (tcp and udp)\n").as_bytes()),
+        false => stdout.write(format!("listening on {addr}\n").as_bytes()),
     }
-    .ok();
-    let _ = stdout.flush();
-    drop(stdout);
     log::info!(
         "fivetuple serving on {addr}, at most {max_conns} connections; try http://{}/_/conns",
         reachable(addr)
     );
     let summary = reactor.run()?;
-    // Ignored if stdout is gone: the server's work is done either way.
-    let _ = writeln!(
-        std::io::stdout(),
-        "shut down: {} accepted, {} served",
-        count(summary.accepted, "connection"),
-        count(summary.served, "request")
+    // After the trace's last turn, through the same sink.
+    stdout.write(
+        format!(
+            "shut down: {} accepted, {} served\n",
+            count(summary.accepted, "connection"),
+            count(summary.served, "request")
+        )
+        .as_bytes(),
     );
+    stdout.finish(SINK_GRACE);
+    if let Some(access) = &config_access {
+        access.finish(SINK_GRACE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

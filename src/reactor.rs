@@ -71,11 +71,12 @@ use slab::Slab;
 
 use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, Ctx, Endpoints, Host, Progress, Subscribe};
+use crate::http::{self, response::Clock, AccessLog, Ctx, Endpoints, Host, Progress, Subscribe};
 use crate::listener::{self, ListenOptions};
 use crate::live::metrics::{self, AcceptError, Figures, Timeout, WorkerFigures};
 use crate::live::trace::{Alarm, Cause, Subject};
 use crate::live::Live;
+use crate::sink::Output;
 use crate::sys;
 use crate::table::{ConnRow, ConnTable, Format, Rendered, DEFAULT_ROWS};
 pub use crate::timer::Timeouts;
@@ -135,8 +136,9 @@ pub struct ServerConfig {
     /// Every connection starts with a PROXY protocol header from a load
     /// balancer (`--proxy-protocol`).
     pub proxy_protocol: bool,
-    /// Print every turn of the loop to stdout (`serve --trace`).
-    pub trace: bool,
+    /// Where the log, the access log and the trace go (`crate::sink`):
+    /// never written from the loop, only handed over.
+    pub output: Output,
 }
 
 /// What a run of the server did, printed when it stops.
@@ -199,6 +201,9 @@ pub struct Reactor {
     live: Live,
     /// Events the last `epoll_wait` returned.
     events_this_turn: usize,
+    /// This turn's access-log lines, handed to the access log's sink at
+    /// the end of the turn (`None` with `--quiet`).
+    access_log: Option<AccessLog>,
 }
 
 impl Reactor {
@@ -243,7 +248,8 @@ impl Reactor {
             now: Instant::now(),
             timers: Timers::default(),
             table_cache: RefCell::default(),
-            live: Live::new(config.trace, config.max_conns),
+            live: Live::new(config.output.trace.clone(), config.max_conns),
+            access_log: config.output.access.as_ref().map(|_| AccessLog::default()),
             config,
             stats: Summary::default(),
             accept_paused: false,
@@ -666,6 +672,7 @@ impl Reactor {
             date: self.clock.http_date(),
             config: &self.config.http,
             shutting_down: self.shutting_down_since.is_some(),
+            access: self.access_log.as_ref(),
         };
         let progress = step(&mut session, &ctx, &self.read_buf, &mut out);
         self.write_buf = out;
@@ -989,6 +996,9 @@ impl Reactor {
             }
         }
         self.live.finish_turn(self.conns.len());
+        if let (Some(lines), Some(sink)) = (&self.access_log, &self.config.output.access) {
+            lines.hand_over(|lines| sink.write(lines));
+        }
     }
 
     /// SIGUSR1 writes the connection table to the log. SIGINT or SIGTERM:
@@ -1059,6 +1069,7 @@ impl Reactor {
             stats: self.stats,
             cache: &self.table_cache,
             live: &self.live,
+            output: &self.config.output,
         }
     }
 
@@ -1149,6 +1160,7 @@ struct SlabView<'a> {
     stats: Summary,
     cache: &'a RefCell<TableCache>,
     live: &'a Live,
+    output: &'a Output,
 }
 
 /// This turn's renderings of the connection table. However many clients
@@ -1324,6 +1336,7 @@ impl Host for SlabView<'_> {
         let Some(seat) = self.seat else {
             self.live
                 .write_metrics(self.conns, stats.accepted, stats.served, out);
+            metrics::render_output(self.output, out);
             return true;
         };
         // This worker's figures live, the others' as last posted. Its own
@@ -1351,6 +1364,7 @@ impl Host for SlabView<'_> {
         }));
         workers.sort_by_key(|w| w.worker);
         metrics::render_workers(&workers, out);
+        metrics::render_output(self.output, out);
         true
     }
 
@@ -1389,7 +1403,7 @@ mod tests {
             timeouts: Timeouts::default(),
             udp: false,
             proxy_protocol: false,
-            trace: false,
+            output: Output::default(),
         })
         .unwrap()
     }

@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config: &config,
         shutting_down: false,
+        access: None,
     };
     let mut session = Session::default();
     let mut out = Vec::new();

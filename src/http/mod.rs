@@ -13,7 +13,8 @@
 //! - [`decode`]: a chunked body, byte by byte.
 //! - [`response`]: status lines and headers written into a reused buffer.
 //! - [`routes`]: what each URL answers.
-//! - [`access`]: the access log, and bytes shown safely in a log line.
+//! - [`access`]: the access log (Combined Log Format, gathered per turn),
+//!   and bytes shown safely in a log line.
 //! - [`body`]: a body that is not in the output buffer, [`FileRange`]: a
 //!   range of an open file, which the I/O layer sends itself (sendfile).
 //!
@@ -33,7 +34,7 @@ pub mod session;
 use std::fmt;
 use std::net::SocketAddr;
 
-pub use access::Escaped;
+pub use access::{AccessLog, Escaped};
 pub use body::FileRange;
 pub use session::Session;
 
@@ -46,8 +47,6 @@ use crate::table::{ConnTable, Format};
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub limits: Limits,
-    /// Write one `info` line per request to the `access` log target.
-    pub access_log: bool,
     /// The directory served at `/` (`--dir`), if any.
     pub files: Option<std::sync::Arc<dyn FileService>>,
 }
@@ -178,6 +177,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The server is shutting down: answer what was asked, then close.
     pub shutting_down: bool,
+    /// Where this turn's access-log lines go; `None`: no access log.
+    pub access: Option<&'a AccessLog>,
 }
 
 /// What one call to [`Session::feed`] or [`Session::resume`] did.

@@ -16,7 +16,9 @@
 
 use std::mem;
 
-use super::access::{access_log, access_log_on, Escaped, RequestLine};
+use super::access::{
+    access_log, access_log_kept, access_log_on, Escaped, KeptRequest, Request, RequestLine,
+};
 use super::decode::ChunkedDecoder;
 use super::parse::{self, BodyKind, Limits, Parsed, Reject, RequestHead};
 use super::response::{self, write_error, Answer};
@@ -84,8 +86,8 @@ enum Reading {
 struct Owed {
     route: Route,
     answer: Answer,
-    /// The request line for the access log, kept only when the log is on.
-    request_line: Option<String>,
+    /// The request for the access log, kept only when the log is on.
+    request: Option<KeptRequest>,
 }
 
 impl Session {
@@ -384,7 +386,7 @@ impl Session {
         let next = match body {
             BodyKind::None => {
                 let reply = routes::respond(&route, &answer, ctx, out);
-                access_log(ctx, RequestLine::Head(head), &reply);
+                access_log(ctx, &Request::of(head), reply.status, reply.body_bytes);
                 self.account(reply, answer, progress);
                 return;
             }
@@ -394,11 +396,11 @@ impl Session {
         if head.expects_continue {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let request_line = access_log_on(ctx).then(|| RequestLine::Head(head).to_string());
+        let request = access_log_on(ctx).then(|| Request::of(head).keep());
         self.owed = Some(Box::new(Owed {
             route,
             answer,
-            request_line,
+            request,
         }));
         self.reading = next;
     }
@@ -408,8 +410,8 @@ impl Session {
         self.reading = Reading::Head;
         if let Some(owed) = self.owed.take() {
             let reply = routes::respond(&owed.route, &owed.answer, ctx, out);
-            if let Some(line) = &owed.request_line {
-                access_log(ctx, RequestLine::Text(line), &reply);
+            if let Some(kept) = &owed.request {
+                access_log_kept(ctx, kept, reply.status, reply.body_bytes);
             }
             self.account(reply, owed.answer, progress);
         }
@@ -450,15 +452,13 @@ impl Session {
             let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
             let line = &rest[..line_end.min(200)];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            log::info!(
-                target: "access",
-                "{} \"{}\" {} {} ({})",
-                ctx.peer.remote,
-                Escaped(line),
-                reject.status.code,
-                bytes,
-                reject.reason
-            );
+            let request = Request {
+                line: RequestLine::Raw(line),
+                referer: b"",
+                agent: b"",
+                why: Some(reject.reason),
+            };
+            access_log(ctx, &request, reject.status, bytes);
         }
         progress.responses += 1;
         progress.statuses.count(reject.status);

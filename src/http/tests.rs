@@ -14,6 +14,7 @@ fn ctx<'a>(config: &'a Config, host: &'a NoConnections) -> Ctx<'a> {
         date: "Tue, 24 Nov 2026 00:00:00 GMT",
         config,
         shutting_down: false,
+        access: None,
     }
 }
 

@@ -31,6 +31,7 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::StatusClasses;
+use crate::sink::Output;
 
 /// Bucket bounds of the events-per-wake-up histogram: powers of two up to
 /// the 1,024 events one `epoll_wait` can return (`EVENTS_PER_POLL`).
@@ -517,6 +518,24 @@ fn histogram(t: &mut String, name: &str, help: &str, h: &Histogram, per_unit: f6
     let _ = writeln!(t, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
     let _ = writeln!(t, "{name}_sum {}", h.sum as f64 / per_unit);
     let _ = writeln!(t, "{name}_count {}", h.count());
+}
+
+/// The server's own output (`crate::sink`): lines dropped because their
+/// reader was too slow, per output. Process-wide, so written once, after
+/// the figures of every worker.
+pub fn render_output(output: &Output, out: &mut Vec<u8>) {
+    let mut t = String::new();
+    let name = "fivetuple_output_lines_dropped_total";
+    family(
+        &mut t,
+        name,
+        "counter",
+        "Lines of the log, access log or trace dropped because their reader was too slow (never waited for).",
+    );
+    for (what, sink) in output.sinks() {
+        let _ = writeln!(t, "{name}{{output=\"{what}\"}} {}", sink.dropped());
+    }
+    out.extend_from_slice(t.as_bytes());
 }
 
 #[cfg(test)]

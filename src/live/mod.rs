@@ -29,6 +29,7 @@ use slab::Slab;
 
 use crate::connection::Connection;
 use crate::http::Subscribe;
+use crate::sink::Sink;
 use events::{Hub, Totals, MAX_SUBSCRIBERS};
 use metrics::{Figures, Gauges, Metrics};
 use trace::{Alarm, Before, Cause, Subject, Trace};
@@ -58,12 +59,13 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(trace: bool, max_conns: usize) -> Live {
+    /// With `trace`, each turn is written to that sink (`serve --trace`).
+    pub fn new(trace: Option<Sink>, max_conns: usize) -> Live {
         Live {
             metrics: Metrics::default(),
             hub: None,
             totals: Totals::default(),
-            trace: trace.then(Box::default),
+            trace: trace.map(|sink| Box::new(Trace::new(sink))),
             asked: Cell::new(None),
             max_conns,
             worker: None,

@@ -18,14 +18,17 @@
 //! keeps one hook per step instead of a print per line. When `--trace` is
 //! off there is no [`Trace`] at all and each hook is one test of an `Option`.
 //!
-//! A block is written to stdout in one `write` at the end of its turn.
+//! A block is handed to the trace's [`Sink`] at the end of its turn, and
+//! written to stdout from there in one `write`; a reader of stdout that
+//! falls behind loses whole blocks (counted in `/_/metrics`), and the loop
+//! never waits for it.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 use std::time::Duration;
 
 use crate::connection::{Connection, Step};
 use crate::procnet::TcpState;
+use crate::sink::Sink;
 use crate::table::Phase;
 
 /// Width of the label column (`LISTENER`, `token 12`).
@@ -189,9 +192,20 @@ pub struct Trace {
     lines: usize,
     /// What the loop's alarm was set for when it slept.
     alarm: Option<Alarm>,
+    /// Where each turn's block goes (stdout, through a thread that never
+    /// lets a slow reader stop the loop); `None` in tests.
+    sink: Option<Sink>,
 }
 
 impl Trace {
+    /// A trace whose blocks go to `sink`.
+    pub fn new(sink: Sink) -> Trace {
+        Trace {
+            sink: Some(sink),
+            ..Trace::default()
+        }
+    }
+
     /// A turn begins: how long the loop slept and what woke it.
     pub fn woke(&mut self, turn: u64, slept: Duration, events: usize, alarm: Option<Alarm>) {
         self.block.clear();
@@ -359,9 +373,9 @@ impl Trace {
             let _ = write!(self.block, " · {open} open");
         }
         self.block.push_str("\n\n");
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(self.block.as_bytes());
-        let _ = stdout.flush();
+        if let Some(sink) = &self.sink {
+            sink.write(self.block.as_bytes());
+        }
         self.block.clear();
     }
 }
