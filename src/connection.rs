@@ -363,6 +363,12 @@ impl Connection {
         self.session.file_body().is_some() || self.session.wants_resume()
     }
 
+    /// Whether the body being sent holds a descriptor of its own (a file,
+    /// an open directory), besides the connection's socket.
+    pub fn holds_descriptor(&self) -> bool {
+        self.session.holds_descriptor()
+    }
+
     /// Marks the connection as being on the ready list; false if it already was.
     pub fn schedule(&mut self) -> bool {
         !mem::replace(&mut self.scheduled, true)
@@ -416,6 +422,15 @@ impl Connection {
         self.session = session;
         if progress.responses > 0 {
             self.deadline.request_done();
+            if self.session.streams_body() {
+                // A body made a piece per turn (a long table or listing)
+                // goes out as the client reads it. Left alone, the kernel
+                // grows the send buffer to megabytes for a client that
+                // does not read; 64 KiB holds a piece or two, and a client
+                // that stops reading holds no more than that.
+                let sock = socket2::SockRef::from(&self.stream);
+                let _ = sock.set_send_buffer_size(STREAM_SEND_BUFFER);
+            }
         }
         self.unwritten += progress.responses;
         if progress.close && self.stage == Stage::Open {
@@ -501,7 +516,7 @@ impl Connection {
         }
         // A file body belongs to the last answer: it is not served until
         // its last byte is sent.
-        if self.out.is_empty() && self.session.file_body().is_none() {
+        if self.out.is_empty() && !self.session.body_pending() {
             let served = mem::take(&mut self.unwritten);
             self.requests += served;
             return Ok(served);

@@ -408,9 +408,8 @@ fn answer_file(
     // I/O layer sends the body from the file. A read that failed here
     // fails there too, and cuts the body short: the connection closes.
     Reply {
-        status,
-        body_bytes: count,
         file: Some(body),
+        ..Reply::written(status, count)
     }
 }
 

@@ -53,7 +53,7 @@
 //! outlive a turn (the ready list, the timer heap) carry the connection's
 //! never-reused serial number instead.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::mem;
@@ -71,14 +71,17 @@ use slab::Slab;
 
 use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, AccessLog, Ctx, Endpoints, Host, Progress, Subscribe};
+use crate::http::{
+    self, response::Clock, AccessLog, Ctx, Endpoints, Host, Piece, Pieces, Progress, Subscribe,
+    TablePieces,
+};
 use crate::listener::{self, ListenOptions};
 use crate::live::metrics::{self, AcceptError, Figures, Timeout, WorkerFigures};
 use crate::live::trace::{Alarm, Cause, Subject};
 use crate::live::Live;
 use crate::sink::Output;
 use crate::sys;
-use crate::table::{ConnRow, ConnTable, Format, Rendered, DEFAULT_ROWS};
+use crate::table::{ConnRow, ConnTable, Format, Rendered, TableCursor, DEFAULT_ROWS, ROWS_AT_ONCE};
 pub use crate::timer::Timeouts;
 use crate::timer::{Fired, Timers};
 use crate::udp::{Drained, Udp};
@@ -116,6 +119,18 @@ pub const ACCEPTS_PER_TURN: usize = 32;
 /// client that sends without pause (a flood of bytes, a huge body) gets this
 /// much parsed per turn, and then the others get theirs.
 const TURN_INPUT: usize = READ_BUFFER;
+
+/// Rows of a long connection table (or entries of a long directory
+/// listing) that one turn makes, for all requesters together. Each costs
+/// a few microseconds, so a turn spends a few milliseconds on such bodies
+/// however many clients ask for them at once: 200 requests for a table of
+/// 15,000 rows are 3 million rows, and they take their turns while
+/// everyone else is served in between (see [`crate::http::body::Pieces`]).
+const PIECES_PER_TURN: usize = 1024;
+
+/// Rows of one long table written per piece, at most: a slice of about 25
+/// KB of text, so that a single requester also gets its table in pieces.
+const ROWS_PER_PIECE: usize = 256;
 
 /// How long to wait before trying `accept` again after running out of file
 /// descriptors, if no connection has closed meanwhile.
@@ -188,6 +203,9 @@ pub struct Reactor {
     timers: Timers,
     /// `/_/conns` renderings shared by the requesters of one turn.
     table_cache: RefCell<TableCache>,
+    /// What is left of this turn's share of work for bodies made a piece
+    /// at a time ([`PIECES_PER_TURN`]).
+    pieces_left: Cell<usize>,
     config: ServerConfig,
     stats: Summary,
     /// `accept` failed for lack of file descriptors; retry when one frees up.
@@ -248,6 +266,7 @@ impl Reactor {
             now: Instant::now(),
             timers: Timers::default(),
             table_cache: RefCell::default(),
+            pieces_left: Cell::new(PIECES_PER_TURN),
             live: Live::new(config.output.trace.clone(), config.max_conns),
             access_log: config.output.access.as_ref().map(|_| AccessLog::default()),
             config,
@@ -314,6 +333,7 @@ impl Reactor {
     /// `sys::poll_until`), then start a new turn.
     fn wait(&mut self, events: &mut Events) -> Result<()> {
         self.table_cache.get_mut().renderings.clear();
+        self.pieces_left.set(PIECES_PER_TURN);
         let alarm = self.next_deadline();
         let asleep = Instant::now();
         if self.turn > 0 {
@@ -1068,6 +1088,7 @@ impl Reactor {
             started: self.started,
             stats: self.stats,
             cache: &self.table_cache,
+            pieces_left: &self.pieces_left,
             live: &self.live,
             output: &self.config.output,
         }
@@ -1159,6 +1180,7 @@ struct SlabView<'a> {
     started: Instant,
     stats: Summary,
     cache: &'a RefCell<TableCache>,
+    pieces_left: &'a Cell<usize>,
     live: &'a Live,
     output: &'a Output,
 }
@@ -1329,6 +1351,60 @@ impl Host for SlabView<'_> {
         });
         let mine = self.conns.get(me).map(|c| c.row(Instant::now(), true));
         cache.renderings[index].2.write_for(mine.as_ref(), out);
+    }
+
+    fn table_pieces(&self, me: usize, format: Format, rows: usize) -> Option<Box<dyn Pieces>> {
+        // The default table, or one of a small server, is written at once
+        // (and shared by everyone who asks in the same turn).
+        if rows.min(self.conns.len()) <= DEFAULT_ROWS {
+            return None;
+        }
+        Some(Box::new(TablePieces(TableCursor::new(format, me, rows))))
+    }
+
+    /// The next rows of a long table, in token order, as many as this
+    /// turn's share allows; the first slice starts with the totals, the
+    /// last ends with the UDP peers.
+    fn write_table_piece(&self, cursor: &mut TableCursor, out: &mut Vec<u8>) -> Piece {
+        let want = ROWS_PER_PIECE.min(cursor.rows_left);
+        let granted = self.turn_budget(want);
+        if want > 0 && granted == 0 {
+            return Piece::More; // this turn's share is spent: next turn
+        }
+        let now = Instant::now();
+        let end = self.conns.capacity();
+        let mut rows = Vec::with_capacity(granted);
+        while rows.len() < granted && cursor.next_key < end {
+            let key = cursor.next_key;
+            if let Some(conn) = self.conns.get(key) {
+                rows.push(conn.row(now, key == cursor.me));
+            }
+            cursor.next_key += 1;
+        }
+        if cursor.started() {
+            cursor.rows(&rows, out);
+        } else {
+            let mut head = self.snapshot(0);
+            head.hidden = self.conns.len().saturating_sub(cursor.rows_left);
+            head.rows.truncate(1 + usize::from(self.udp.is_some()));
+            cursor.start(head, &rows, out);
+        }
+        if cursor.rows_left > 0 && cursor.next_key < end {
+            return Piece::More;
+        }
+        let peers = self
+            .udp
+            .map(|udp| udp.flow_rows(now, ROWS_AT_ONCE))
+            .unwrap_or_default();
+        cursor.finish(&peers, out);
+        Piece::Done
+    }
+
+    fn turn_budget(&self, want: usize) -> usize {
+        let left = self.pieces_left.get();
+        let granted = want.min(left);
+        self.pieces_left.set(left - granted);
+        granted
     }
 
     fn write_metrics(&self, out: &mut Vec<u8>) -> bool {

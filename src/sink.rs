@@ -239,7 +239,11 @@ impl Shared {
                 pending.bytes = Vec::new();
                 drop(pending);
                 self.idle.notify_all();
-                let _ = writeln!(io::stderr(), "fivetuple: {} failed: {e}", self.name);
+                // A reader that left (`| head`) ends the output quietly, as
+                // every command here does; any other failure is worth a word.
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    let _ = writeln!(io::stderr(), "fivetuple: {} failed: {e}", self.name);
+                }
                 return;
             }
             batch.clear();

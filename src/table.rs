@@ -151,6 +151,12 @@ impl std::fmt::Display for Phase {
 /// totals in the first line still count every connection.
 pub const DEFAULT_ROWS: usize = 100;
 
+/// The most connection rows a table answer writes in one turn. A longer
+/// table (`?all`, `?rows=N`) is sent a slice of rows per turn (see
+/// [`TableCursor`]); `/_/conns?workers` shows at most this many rows of
+/// each worker.
+pub const ROWS_AT_ONCE: usize = 1000;
+
 /// A snapshot of every socket the server holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnTable {
@@ -219,24 +225,35 @@ impl ConnTable {
     /// Address columns are as wide as their longest entry, so IPv6 rows
     /// stay aligned.
     fn render_text_rows(&self) -> Rendered {
-        let widths = Widths {
-            local: self
-                .rows
-                .iter()
-                .map(|r| r.local.to_string().len())
-                .max()
-                .unwrap_or(0)
-                .max(13),
-            remote: self
-                .rows
-                .iter()
-                .map(|r| remote_text(r).len())
-                .max()
-                .unwrap_or(0)
-                .max(15),
-        };
+        let widths = Widths::fit(&self.rows);
         let mut out =
             String::with_capacity(160 + (widths.local + widths.remote + 80) * self.rows.len());
+        self.write_text_head(&widths, &mut out);
+        let mut spans = Vec::with_capacity(self.rows.len());
+        for row in &self.rows {
+            let start = out.len();
+            widths.write_row(&mut out, row);
+            if let Some(token) = row.token {
+                spans.push((token, start..out.len()));
+            }
+            out.push('\n');
+        }
+        let mut tail = out.len();
+        if self.hidden > 0 {
+            self.write_hidden_line(&mut out);
+            tail = out.len();
+        }
+        Rendered {
+            bytes: out.into_bytes(),
+            spans,
+            tail,
+            format: Format::Text,
+            widths,
+        }
+    }
+
+    /// The text table's first two lines: the totals and the column names.
+    fn write_text_head(&self, widths: &Widths, out: &mut String) {
         let worker = self
             .worker
             .map_or_else(String::new, |w| format!(", worker {w}"));
@@ -274,50 +291,41 @@ impl ConnTable {
             lw = widths.local,
             rw = widths.remote,
         );
-        let mut spans = Vec::with_capacity(self.rows.len());
-        for row in &self.rows {
-            let start = out.len();
-            widths.write_row(&mut out, row);
-            if let Some(token) = row.token {
-                spans.push((token, start..out.len()));
-            }
-            out.push('\n');
-        }
-        let mut tail = out.len();
-        if self.hidden > 0 {
-            let _ = writeln!(
-                out,
-                "... and {} more {} not shown (ask for /_/conns?all, or ?rows=N)",
-                self.hidden,
-                if self.hidden == 1 {
-                    "connection"
-                } else {
-                    "connections"
-                }
-            );
-            tail = out.len();
-        }
-        Rendered {
-            bytes: out.into_bytes(),
-            spans,
-            tail,
-            format: Format::Text,
-            widths,
-        }
     }
 
-    fn render_json_rows(&self) -> Rendered {
+    /// The line that says how many connections the row limit left out.
+    fn write_hidden_line(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "... and {} more {} not shown (ask for /_/conns?all, or ?rows=N)",
+            self.hidden,
+            if self.hidden == 1 {
+                "connection"
+            } else {
+                "connections"
+            }
+        );
+    }
+
+    /// The JSON table up to its first row: every field but `rows`, then
+    /// the opening of `rows`.
+    fn write_json_head(&self, out: &mut Vec<u8>) {
         let udp_peers = self
             .udp_peers
             .map_or_else(|| "null".to_string(), |n| n.to_string());
         let worker = self
             .worker
             .map_or_else(|| "null".to_string(), |n| n.to_string());
-        let mut out = format!(
+        let _ = write!(
+            ByteString(out),
             "{{\"listen\":\"{}\",\"worker\":{worker},\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"udp_peers\":{udp_peers},\"rows\":[",
             self.listen, self.open, self.accepted, self.served, self.hidden
-        )
-        .into_bytes();
+        );
+    }
+
+    fn render_json_rows(&self) -> Rendered {
+        let mut out = Vec::with_capacity(200 + 200 * self.rows.len());
+        self.write_json_head(&mut out);
         let mut spans = Vec::with_capacity(self.rows.len());
         for (i, row) in self.rows.iter().enumerate() {
             out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
@@ -335,6 +343,131 @@ impl ConnTable {
             tail,
             format: Format::Json,
             widths: Widths::default(),
+        }
+    }
+}
+
+/// A table too big to write in one turn, written a slice of rows per turn
+/// (`/_/conns?all` over thousands of connections): where it has got to.
+///
+/// The totals and the fixed rows (the listener, the UDP socket) are taken
+/// when the answer starts; each connection row is read from the slab when
+/// its slice is written, in token order. So the rows are each exact when
+/// written, but not one instant's picture: a connection that came or went
+/// while the table was being sent may be missing, or shown. The text says
+/// so in its last line.
+#[derive(Debug, Clone)]
+pub struct TableCursor {
+    pub format: Format,
+    /// The requester's token: its row is marked.
+    pub me: usize,
+    /// The next slab key to look at.
+    pub next_key: usize,
+    /// Connection rows still allowed (the row limit).
+    pub rows_left: usize,
+    /// Rows written so far (for JSON's separators).
+    pub rows_written: usize,
+    /// The text columns' widths, fitted to the first slice.
+    widths: Widths,
+    /// What the end needs from the start: the rows left out, UDP peers.
+    summary: Option<Box<ConnTable>>,
+}
+
+impl TableCursor {
+    /// A table of at most `rows` connection rows, for token `me`.
+    pub fn new(format: Format, me: usize, rows: usize) -> TableCursor {
+        TableCursor {
+            format,
+            me,
+            next_key: 0,
+            rows_left: rows,
+            rows_written: 0,
+            widths: Widths::default(),
+            summary: None,
+        }
+    }
+
+    /// Whether the head has been written.
+    pub fn started(&self) -> bool {
+        self.summary.is_some()
+    }
+
+    /// The first slice: the totals and fixed rows of `table` (whose `rows`
+    /// are the listener's and the UDP socket's), then `first`, the first
+    /// connection rows, which fit the text columns.
+    pub fn start(&mut self, table: ConnTable, first: &[ConnRow], out: &mut Vec<u8>) {
+        match self.format {
+            Format::Text => {
+                let mut all = table.rows.clone();
+                all.extend_from_slice(first);
+                self.widths = Widths::fit(&all);
+                let mut text = String::new();
+                table.write_text_head(&self.widths, &mut text);
+                out.extend_from_slice(text.as_bytes());
+            }
+            Format::Json => table.write_json_head(out),
+        }
+        let fixed = table.rows.clone();
+        self.summary = Some(Box::new(ConnTable {
+            rows: Vec::new(),
+            ..table
+        }));
+        for row in &fixed {
+            self.write_row(row, out);
+        }
+        self.rows(first, out);
+    }
+
+    /// Connection rows, in token order.
+    pub fn rows(&mut self, rows: &[ConnRow], out: &mut Vec<u8>) {
+        for row in rows {
+            self.write_row(row, out);
+            self.rows_left = self.rows_left.saturating_sub(1);
+        }
+    }
+
+    fn write_row(&mut self, row: &ConnRow, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Text => {
+                let mut line = String::with_capacity(128);
+                self.widths.write_row(&mut line, row);
+                line.push('\n');
+                out.extend_from_slice(line.as_bytes());
+            }
+            Format::Json => {
+                out.extend_from_slice(if self.rows_written == 0 {
+                    b"\n"
+                } else {
+                    b",\n"
+                });
+                write_json_row(out, row);
+            }
+        }
+        self.rows_written += 1;
+    }
+
+    /// The last slice: `tail` (the UDP peers' rows), the line about rows
+    /// left out, and the end.
+    pub fn finish(&mut self, tail: &[ConnRow], out: &mut Vec<u8>) {
+        for row in tail {
+            self.write_row(row, out);
+        }
+        let Some(summary) = &self.summary else {
+            return;
+        };
+        match self.format {
+            Format::Text => {
+                let mut text = String::new();
+                if summary.hidden > 0 {
+                    summary.write_hidden_line(&mut text);
+                }
+                text.push_str(
+                    "(a table this long is sent a slice of rows per turn: \
+                     connections that came or went meanwhile may be missing or shown)\n",
+                );
+                out.extend_from_slice(text.as_bytes());
+            }
+            Format::Json => out.extend_from_slice(b"\n]}\n"),
         }
     }
 }
@@ -404,6 +537,24 @@ struct Widths {
 }
 
 impl Widths {
+    /// Columns as wide as the longest of `rows` (and their names).
+    fn fit(rows: &[ConnRow]) -> Widths {
+        Widths {
+            local: rows
+                .iter()
+                .map(|r| r.local.to_string().len())
+                .max()
+                .unwrap_or(0)
+                .max(13),
+            remote: rows
+                .iter()
+                .map(|r| remote_text(r).len())
+                .max()
+                .unwrap_or(0)
+                .max(15),
+        }
+    }
+
     /// One row of the text table, without its newline.
     fn write_row(&self, out: &mut String, row: &ConnRow) {
         let token = match (row.token, row.phase) {

@@ -1,4 +1,5 @@
-//! A response body that is not in the output buffer: a range of an open file.
+//! A response body that is not in the output buffer: a range of an open
+//! file, or a body made a piece at a time.
 //!
 //! The protocol writes every head, and every small body, into the
 //! connection's output buffer. A large file is different: copying it
@@ -17,7 +18,17 @@
 //! which a cap that counts connections cannot see. So every `FileRange`
 //! counts itself while it lives ([`files_held`]), and the reactor adds the
 //! count to its connections before it accepts more.
+//!
+//! A body whose size the client chooses is the other kind: the whole
+//! connection table (`/_/conns?all` over 15,000 connections is 1.6 MB),
+//! or a directory of 100,000 entries. Built whole, it takes the loop for
+//! tens of milliseconds and holds megabytes per requester. So it is made
+//! the way a file is sent: a piece per turn, once the last piece has left,
+//! by a [`Pieces`] that remembers where it stopped. Its head says
+//! `Transfer-Encoding: chunked` (HTTP/1.1) or that the connection's close
+//! ends the body (HTTP/1.0), since its length is not known up front.
 
+use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -132,4 +143,90 @@ impl Drop for FileRange {
     fn drop(&mut self) {
         FILES_HELD.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A body made a piece at a time: the protocol asks for the next piece on
+/// each turn in which the connection has sent everything before it.
+pub trait Pieces: fmt::Debug + Send {
+    /// Appends the next piece to `out`, about `budget` bytes (a row may
+    /// go past it), and says whether more will follow. `host` is the
+    /// server, for a body made from its state (the connection table); its
+    /// [`super::Host::turn_budget`] shares out the work all such bodies may
+    /// do in one turn, and a piece may be empty when that is spent.
+    fn next_piece(&mut self, host: &dyn super::Host, out: &mut Vec<u8>, budget: usize) -> Piece;
+
+    /// Whether it holds a descriptor (an open directory), which counts
+    /// against `--max-conns` as a file body's does.
+    fn holds_descriptor(&self) -> bool {
+        false
+    }
+}
+
+/// What [`Pieces::next_piece`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// More pieces follow.
+    More,
+    /// That was the last one.
+    Done,
+    /// The body cannot be finished (a directory could not be read any
+    /// further): the connection closes with the body unfinished, which is
+    /// how HTTP tells a client that an answer broke off.
+    Failed,
+}
+
+/// A body made a piece at a time, and how its end is marked.
+#[derive(Debug)]
+pub struct Streamed {
+    pub pieces: Box<dyn Pieces>,
+    /// `Transfer-Encoding: chunked` (HTTP/1.1); otherwise the connection's
+    /// close ends the body (HTTP/1.0).
+    pub chunked: bool,
+}
+
+impl Streamed {
+    /// Appends the next piece, framed: as a chunk, or as it is. Returns what
+    /// the pieces said.
+    pub fn next_piece(
+        &mut self,
+        host: &dyn super::Host,
+        out: &mut Vec<u8>,
+        budget: usize,
+    ) -> Piece {
+        let start = out.len();
+        let piece = self.pieces.next_piece(host, out, budget);
+        if self.chunked {
+            let len = out.len() - start;
+            if len > 0 {
+                // The chunk's size goes before it: written after the piece
+                // (its length is known only then) and moved into place.
+                let mut size = [0u8; 18];
+                let head = chunk_size(len, &mut size);
+                out.splice(start..start, head.iter().copied());
+                out.extend_from_slice(b"\r\n");
+            }
+            if piece == Piece::Done {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        piece
+    }
+}
+
+/// `len` in hexadecimal with CRLF: a chunk's size line.
+fn chunk_size(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = 16;
+    let mut n = len;
+    loop {
+        at -= 1;
+        buf[at] = HEX[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[at..]
 }

@@ -35,13 +35,13 @@ use std::fmt;
 use std::net::SocketAddr;
 
 pub use access::{AccessLog, Escaped};
-pub use body::FileRange;
+pub use body::{FileRange, Piece, Pieces, Streamed};
 pub use session::Session;
 
 use parse::Limits;
 use response::Answer;
 
-use crate::table::{ConnTable, Format};
+use crate::table::{ConnTable, Format, TableCursor};
 
 /// Settings of the protocol that do not change while the server runs.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +97,27 @@ pub trait Host {
         self.write_table(me, format, rows, out);
     }
 
+    /// The connection table as a body made a slice of rows per turn, when
+    /// it may be too long to write in one turn (see [`body::Pieces`]);
+    /// `None`: write it at once, with [`Host::write_table`].
+    fn table_pieces(&self, _me: usize, _format: Format, _rows: usize) -> Option<Box<dyn Pieces>> {
+        None
+    }
+
+    /// The next slice of a table begun by [`Host::table_pieces`].
+    fn write_table_piece(&self, _cursor: &mut TableCursor, _out: &mut Vec<u8>) -> Piece {
+        Piece::Done
+    }
+
+    /// Takes up to `want` units of this turn's work for bodies made a
+    /// piece at a time (a table row, a directory entry), and says how many
+    /// may be done now. However many clients ask for such bodies at once,
+    /// a turn does a bounded amount of it, and the rest waits for the next
+    /// turn; a host that does not share out its turns grants everything.
+    fn turn_budget(&self, want: usize) -> usize {
+        want
+    }
+
     /// Which worker (reactor thread) holds the connection, when there are
     /// several.
     fn worker(&self) -> Option<usize> {
@@ -115,6 +136,17 @@ pub trait Host {
     /// connection open and writes events to it.
     fn subscribe(&self, _me: usize, _dry_run: bool) -> Subscribe {
         Subscribe::NotHere
+    }
+}
+
+/// A connection table sent a slice per turn: each piece asks the host for
+/// the next rows (see [`Host::write_table_piece`]).
+#[derive(Debug)]
+pub struct TablePieces(pub TableCursor);
+
+impl Pieces for TablePieces {
+    fn next_piece(&mut self, host: &dyn Host, out: &mut Vec<u8>, _budget: usize) -> Piece {
+        host.write_table_piece(&mut self.0, out)
     }
 }
 

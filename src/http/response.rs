@@ -144,6 +144,46 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n\r\n");
 }
 
+/// The head of a response whose body is made a piece at a time, its length
+/// unknown up front: `Transfer-Encoding: chunked` for an HTTP/1.1 client;
+/// for HTTP/1.0, which has no chunks, the connection's close ends the body
+/// (the caller must close it). Returns whether the body is chunked.
+pub fn write_streamed_head(
+    out: &mut Vec<u8>,
+    answer: &Answer,
+    status: Status,
+    date: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+) -> bool {
+    let chunked = answer.minor == 1;
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(num.format(status.code).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.reason.as_bytes());
+    out.extend_from_slice(b"\r\nServer: ");
+    out.extend_from_slice(SERVER.as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    for (name, value) in extra {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    if chunked {
+        out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    }
+    if answer.close || !chunked {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    chunked
+}
+
 /// A whole response with an in-memory body. Returns the body bytes sent.
 pub fn write_response(
     out: &mut Vec<u8>,

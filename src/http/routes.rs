@@ -16,10 +16,12 @@
 
 use super::parse::RequestHead;
 use super::response::SERVER;
-use super::response::{html_escape_into, write_error, write_response, Answer, Canned, Status};
+use super::response::{
+    html_escape_into, write_error, write_response, write_streamed_head, Answer, Canned, Status,
+};
 use super::FileRequest;
-use super::{Ctx, FileRange, Subscribe};
-use crate::table::{Format, DEFAULT_ROWS};
+use super::{Ctx, FileRange, Pieces, Streamed, Subscribe};
+use crate::table::{Format, DEFAULT_ROWS, ROWS_AT_ONCE};
 
 /// What answering a request produced.
 #[derive(Debug)]
@@ -30,6 +32,12 @@ pub struct Reply {
     /// The body, when it is (the rest of) a file that the I/O layer sends
     /// after the output buffer. `None` when the body is all in `out`.
     pub file: Option<FileRange>,
+    /// The body, when it is made a piece at a time after the head (see
+    /// [`super::body::Pieces`]).
+    pub streamed: Option<Streamed>,
+    /// The connection must close after this answer (a body that its close
+    /// ends, for an HTTP/1.0 client).
+    pub close: bool,
 }
 
 impl Reply {
@@ -39,6 +47,28 @@ impl Reply {
             status,
             body_bytes,
             file: None,
+            streamed: None,
+            close: false,
+        }
+    }
+
+    /// A 200 whose body `pieces` makes after the head, which is written
+    /// now; for a HEAD, the head alone.
+    pub fn streamed(
+        out: &mut Vec<u8>,
+        answer: &Answer,
+        date: &str,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        pieces: Box<dyn Pieces>,
+    ) -> Reply {
+        let chunked = write_streamed_head(out, answer, Status::OK, date, content_type, extra);
+        Reply {
+            status: Status::OK,
+            body_bytes: 0,
+            file: None,
+            streamed: (!answer.head_only).then_some(Streamed { pieces, chunked }),
+            close: !chunked,
         }
     }
 }
@@ -307,12 +337,31 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
         Route::Conns(format, rows)
         | Route::AllWorkers(format, rows)
         | Route::OneWorker(format, rows, _) => {
+            let content_type = match format {
+                Format::Text => "text/plain; charset=utf-8",
+                Format::Json => "application/json",
+            };
+            // A long table of this worker's own is sent a slice per turn.
+            let own = match route {
+                Route::Conns(..) => true,
+                Route::OneWorker(_, _, worker) => ctx.host.worker().is_none_or(|w| w == *worker),
+                _ => false,
+            };
+            if own {
+                if let Some(pieces) = ctx.host.table_pieces(ctx.peer.token, *format, *rows) {
+                    return Reply::streamed(out, answer, date, content_type, &[NO_STORE], pieces);
+                }
+            }
             let mut body = Vec::new();
             match route {
-                Route::AllWorkers(..) => {
-                    ctx.host
-                        .write_all_workers(ctx.peer.token, *format, *rows, &mut body)
-                }
+                // Every worker's table in one answer: at most ROWS_AT_ONCE
+                // rows of each (the others' are posted with fewer anyway).
+                Route::AllWorkers(..) => ctx.host.write_all_workers(
+                    ctx.peer.token,
+                    *format,
+                    (*rows).min(ROWS_AT_ONCE),
+                    &mut body,
+                ),
                 Route::OneWorker(_, _, worker) => {
                     ctx.host
                         .write_worker_table(ctx.peer.token, *worker, *format, *rows, &mut body)
@@ -321,10 +370,6 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
                     .host
                     .write_table(ctx.peer.token, *format, *rows, &mut body),
             }
-            let content_type = match format {
-                Format::Text => "text/plain; charset=utf-8",
-                Format::Json => "application/json",
-            };
             ok(out, content_type, &[NO_STORE], &body)
         }
         Route::Live => ok(

@@ -23,7 +23,7 @@ use super::decode::ChunkedDecoder;
 use super::parse::{self, BodyKind, Limits, Parsed, Reject, RequestHead};
 use super::response::{self, write_error, Answer};
 use super::routes::{self, Route};
-use super::{Ctx, FileRange, Progress, TURN_OUTPUT, TURN_RESPONSES};
+use super::{Ctx, FileRange, Piece, Progress, Streamed, TURN_OUTPUT, TURN_RESPONSES};
 use crate::table::Phase;
 
 /// The protocol state of one connection.
@@ -57,6 +57,9 @@ pub struct Session {
     /// The last answer's body, still to be sent after the output buffer:
     /// a range of an open file, which the I/O layer sends itself.
     file: Option<FileRange>,
+    /// The last answer's body, made a piece per turn (a long table or
+    /// directory listing): each turn's piece once the last one is sent.
+    streamed: Option<Streamed>,
     /// Requests in `held` wait for a later turn: this turn's share of
     /// output is used up (see `TURN_OUTPUT`), or a file body goes first.
     paused: bool,
@@ -144,7 +147,27 @@ impl Session {
     /// requests that wait for their turn (or a close the client asked for
     /// behind them), and no file body in their way.
     pub fn wants_resume(&self) -> bool {
-        self.file.is_none() && (self.paused || self.eof_pending)
+        self.file.is_none() && (self.paused || self.eof_pending || self.streamed.is_some())
+    }
+
+    /// The last answer's body is still being sent: a file, or pieces.
+    pub fn body_pending(&self) -> bool {
+        self.file.is_some() || self.streamed.is_some()
+    }
+
+    /// Whether the last answer's body is made a piece per turn.
+    pub fn streams_body(&self) -> bool {
+        self.streamed.is_some()
+    }
+
+    /// Whether the body being sent holds a descriptor of its own (a file,
+    /// an open directory), which counts against `--max-conns`.
+    pub fn holds_descriptor(&self) -> bool {
+        self.file.is_some()
+            || self
+                .streamed
+                .as_ref()
+                .is_some_and(|s| s.pieces.holds_descriptor())
     }
 
     /// The file range the I/O layer is to send after the output buffer, if
@@ -170,7 +193,7 @@ impl Session {
     /// More to write without reading anything: a file body, or requests
     /// that wait for their turn.
     fn has_more(&self) -> bool {
-        self.file.is_some() || self.paused
+        self.file.is_some() || self.streamed.is_some() || self.paused
     }
 
     /// Continues where the last turn stopped: the requests that were
@@ -179,6 +202,21 @@ impl Session {
         let mut progress = Progress::default();
         if self.file.is_some() {
             return progress; // the I/O layer sends it first
+        }
+        if let Some(body) = &mut self.streamed {
+            let budget = TURN_OUTPUT.saturating_sub(out.len());
+            match body.next_piece(ctx.host, out, budget) {
+                Piece::More => return progress,
+                Piece::Done => self.streamed = None,
+                Piece::Failed => {
+                    // The body breaks off unfinished: closing is how the
+                    // client learns it is incomplete.
+                    self.streamed = None;
+                    self.end();
+                    progress.close = true;
+                    return progress;
+                }
+            }
         }
         if self.paused && out.len() < TURN_OUTPUT {
             self.paused = false;
@@ -308,7 +346,7 @@ impl Session {
         let mut slots = parse::slots();
         let mut pos = 0;
         while !progress.close {
-            if self.file.is_some()
+            if self.body_pending()
                 || out.len() >= TURN_OUTPUT
                 || progress.responses >= TURN_RESPONSES
             {
@@ -421,9 +459,10 @@ impl Session {
     fn account(&mut self, reply: routes::Reply, answer: Answer, progress: &mut Progress) {
         progress.responses += 1;
         progress.statuses.count(reply.status);
-        progress.close |= answer.close;
+        progress.close |= answer.close || reply.close;
         // A range with nothing left (an empty one) is no body to wait for.
         self.file = reply.file.filter(|f| f.remaining() > 0);
+        self.streamed = reply.streamed;
     }
 
     /// Answers a request that cannot be framed, and ends the connection.
