@@ -132,6 +132,13 @@ const PIECES_PER_TURN: usize = 1024;
 /// KB of text, so that a single requester also gets its table in pieces.
 const ROWS_PER_PIECE: usize = 256;
 
+/// Deadlines handled per turn, at most. A wave of timeouts that fall due
+/// together (2,000 clients that sent half a request at the same moment)
+/// would otherwise be one long turn: each 408 is an answer, a write and a
+/// close, a few microseconds. The rest stay due in the heap, so the next
+/// `epoll_wait` does not sleep, and other clients are served in between.
+const TIMEOUTS_PER_TURN: usize = 128;
+
 /// How long to wait before trying `accept` again after running out of file
 /// descriptors, if no connection has closed meanwhile.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -852,10 +859,18 @@ impl Reactor {
         }
     }
 
-    /// Step 4: fires the deadlines that have come. An entry whose
-    /// connection has moved its deadline on is pushed again for the new time.
+    /// Step 4: fires the deadlines that have come, at most
+    /// [`TIMEOUTS_PER_TURN`] (the rest are still due next turn). An entry
+    /// whose connection has moved its deadline on is pushed again for the
+    /// new time.
     fn fire_timers(&mut self) {
-        while let Some((when, key, serial)) = self.timers.pop_due(self.now) {
+        // Stale entries cost a pop each; they get a larger share.
+        let mut budget = TIMEOUTS_PER_TURN * 8;
+        while budget > 0 {
+            let Some((when, key, serial)) = self.timers.pop_due(self.now) else {
+                return;
+            };
+            budget -= 1;
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial() == serial) else {
                 continue; // a closed connection's entry
             };
@@ -863,6 +878,7 @@ impl Reactor {
                 Fired::Stale => {}
                 Fired::Moved(later) => self.timers.push(later, key, serial),
                 Fired::Due => {
+                    budget = budget.saturating_sub(7);
                     self.live.handling(|| (Subject::Conn(key), Cause::Timer));
                     let before = self.live.before(&self.conns[key]);
                     self.on_timeout(key);
