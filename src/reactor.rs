@@ -586,6 +586,15 @@ impl Reactor {
         let before = self.live.before(&self.conns[key]);
         self.advance(key);
         self.live.after(before, &self.conns);
+        // A new subscriber to the event stream took a slot from another
+        // (all were taken): that one closes now, once the newcomer's answer
+        // has left the shared output buffer.
+        if let Some((victim, serial)) = self.live.take_giving_way() {
+            if self.conns.get(victim).is_some_and(|c| c.serial() == serial) {
+                self.live.metrics.stream_slots_taken_back += 1;
+                self.close(victim, "gave its event-stream slot to a new viewer");
+            }
+        }
     }
 
     /// Moves one connection as far as one turn allows: continue what the

@@ -191,3 +191,49 @@ fn askers_of_the_whole_table_do_not_hold_up_anyone_else() {
     drop(askers);
     drop(held);
 }
+
+#[test]
+fn subscribers_that_never_read_cannot_keep_a_viewer_out() {
+    let server = Server::start(&["--quiet"]);
+    // Every slot taken by connections that subscribe and never read.
+    let hogs: Vec<TcpStream> = (0..32)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(b"GET /_/events HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    common::wait_until(Duration::from_secs(20), || {
+        server
+            .get("/_/metrics")
+            .text()
+            .contains("fivetuple_event_subscribers 32")
+    });
+    // A viewer still gets its stream, at once, not a 503.
+    for _ in 0..3 {
+        let mut viewer = server.connect();
+        viewer
+            .write_all(b"GET /_/events HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(viewer.read(&mut byte).unwrap(), 1, "closed before its head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("text/event-stream"), "{head}");
+    }
+    let metrics = server.get("/_/metrics").text();
+    assert!(
+        metrics.contains("fivetuple_event_slots_taken_back_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fivetuple_event_subscribers 32"),
+        "{metrics}"
+    );
+    drop(hogs);
+}

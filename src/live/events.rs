@@ -49,9 +49,12 @@ use crate::connection::Connection;
 use crate::procnet::TcpState;
 use crate::table::{ConnRow, Phase};
 
-/// Most subscribers at once; one more is answered 503. Each costs a copy
-/// of every turn's events and one `write` per turn: 32 watchers of one
-/// teaching server is plenty, and keeps that cost small.
+/// Most subscribers at once. Each costs a copy of every turn's events and
+/// one `write` per turn: 32 watchers of one teaching server is plenty, and
+/// keeps that cost small. A new viewer when all are taken does not get a
+/// 503: the longest-held slot of the address holding the most gives way
+/// (see [`Hub::give_way`]), so a few clients that subscribe and never
+/// read cannot keep everyone else out.
 pub const MAX_SUBSCRIBERS: usize = 32;
 
 /// Unsent bytes a subscriber may have before its events are dropped: about
@@ -89,6 +92,8 @@ pub struct Totals {
 struct Subscriber {
     key: usize,
     serial: u64,
+    /// The client's address: slots are taken back from whoever holds most.
+    ip: std::net::IpAddr,
     /// Where its events begin in this turn's batch (it joined mid-turn).
     from: usize,
     /// Events dropped since it was last told to re-sync.
@@ -160,13 +165,32 @@ impl Hub {
 
     /// A connection becomes a subscriber; it gets the events of this turn
     /// from now on.
-    pub fn join(&mut self, key: usize, serial: u64) {
+    pub fn join(&mut self, key: usize, serial: u64, ip: std::net::IpAddr) {
         self.subscribers.push(Subscriber {
             key,
             serial,
+            ip,
             from: self.batch.len(),
             missed: 0,
         });
+    }
+
+    /// The subscriber that gives its slot to a new viewer when all are
+    /// taken: of the address that holds the most slots, the one that has
+    /// held its slot longest. The server cannot see whether a subscriber
+    /// reads (the kernels' buffers take a quiet stream's events for many
+    /// minutes), so it does not guess: a client that opens many streams
+    /// loses them first, and among equals the oldest goes, which a real
+    /// viewer survives (the page's EventSource reconnects in 2 s) and a
+    /// client that holds slots without reading does not.
+    pub fn give_way(&self) -> Option<(usize, u64)> {
+        let held_by = |ip| self.subscribers.iter().filter(|s| s.ip == ip).count();
+        let most = self.subscribers.iter().map(|s| held_by(s.ip)).max()?;
+        // `subscribers` is in the order they joined: the first is the oldest.
+        self.subscribers
+            .iter()
+            .find(|s| held_by(s.ip) == most)
+            .map(|s| (s.key, s.serial))
     }
 
     /// The subscribers, for the reactor to deliver to.
@@ -424,7 +448,7 @@ mod tests {
     fn hub_with(subscribers: &[usize]) -> (Hub, Totals) {
         let mut hub = Hub::new(Instant::now());
         for &key in subscribers {
-            hub.join(key, key as u64);
+            hub.join(key, key as u64, std::net::Ipv4Addr::LOCALHOST.into());
         }
         (hub, Totals::default())
     }
@@ -459,11 +483,24 @@ mod tests {
     fn a_subscriber_joining_mid_turn_gets_only_what_follows() {
         let (mut hub, mut totals) = hub_with(&[1]);
         events(&mut hub, &mut totals, 2);
-        hub.join(2, 2);
+        hub.join(2, 2, std::net::Ipv4Addr::LOCALHOST.into());
         hub.event("accept", &mut totals, |out| json(out, &0));
         let mut out = Vec::new();
         hub.deliver(2, 0, &mut out, &mut totals);
         assert_eq!(names(&out), ["accept"]);
+    }
+
+    #[test]
+    fn when_full_the_oldest_slot_of_the_address_holding_most_gives_way() {
+        let mut hub = Hub::new(Instant::now());
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        hub.join(1, 1, b);
+        hub.join(2, 2, a);
+        hub.join(3, 3, a);
+        assert_eq!(hub.give_way(), Some((2, 2)), "a holds two: its oldest goes");
+        let empty = Hub::new(Instant::now());
+        assert_eq!(empty.give_way(), None);
     }
 
     #[test]

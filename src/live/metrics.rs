@@ -174,6 +174,8 @@ pub struct Metrics {
     pub refused: u64,
     pub reclaimed: u64,
     pub lingering: u64,
+    /// Event-stream subscribers closed to give their slot to a new viewer.
+    pub stream_slots_taken_back: u64,
     accept_errors: [u64; AcceptError::ALL.len()],
     timeouts: [u64; Timeout::ALL.len()],
     /// Events per `epoll_wait`; its count is the number of wake-ups.
@@ -194,6 +196,7 @@ impl Default for Metrics {
             refused: 0,
             reclaimed: 0,
             lingering: 0,
+            stream_slots_taken_back: 0,
             accept_errors: [0; AcceptError::ALL.len()],
             timeouts: [0; Timeout::ALL.len()],
             poll_events: Histogram::new(EVENT_BUCKETS),
@@ -247,6 +250,7 @@ impl Metrics {
         add_each(&mut self.not_ok, &other.not_ok);
         self.refused += other.refused;
         self.reclaimed += other.reclaimed;
+        self.stream_slots_taken_back += other.stream_slots_taken_back;
         self.lingering += other.lingering;
         add_each(&mut self.accept_errors, &other.accept_errors);
         add_each(&mut self.timeouts, &other.timeouts);
@@ -413,6 +417,12 @@ pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
             "counter",
             "Idle connections closed to make room for a new one.",
             m.reclaimed as f64,
+        ),
+        (
+            "fivetuple_event_slots_taken_back_total",
+            "counter",
+            "/_/events subscribers closed to give their slot to a new viewer (all slots were taken).",
+            m.stream_slots_taken_back as f64,
         ),
         (
             "fivetuple_lingering_closes_total",

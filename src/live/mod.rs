@@ -51,6 +51,9 @@ pub struct Live {
     /// the protocol (through [`crate::http::Host::subscribe`]) during a
     /// session step, taken by [`Live::join`] right after it.
     asked: Cell<Option<usize>>,
+    /// A subscriber that is to give its slot to the one in `asked` (all
+    /// slots were taken): the reactor closes it right after.
+    giving_way: Cell<Option<(usize, u64)>>,
     max_conns: usize,
     /// This reactor's worker number with `--workers N`, which the event
     /// stream's `counters` name: each worker's stream carries its own
@@ -67,6 +70,7 @@ impl Live {
             totals: Totals::default(),
             trace: trace.map(|sink| Box::new(Trace::new(sink))),
             asked: Cell::new(None),
+            giving_way: Cell::new(None),
             max_conns,
             worker: None,
         }
@@ -217,13 +221,28 @@ impl Live {
     /// subscriber? Unless `dry_run` (a HEAD), the answer `Yes` books it,
     /// and [`Live::join`] makes it one once its answer is produced.
     pub fn subscribe(&self, me: usize, dry_run: bool) -> Subscribe {
-        if self.hub.as_ref().map_or(0, |h| h.len()) >= MAX_SUBSCRIBERS {
-            return Subscribe::Full;
+        if let Some(hub) = &self.hub {
+            if hub.len() >= MAX_SUBSCRIBERS {
+                // Full: a slot is taken back for the newcomer (see
+                // `Hub::give_way`); only a hub with no one to give way is full.
+                let Some(victim) = hub.give_way() else {
+                    return Subscribe::Full;
+                };
+                if !dry_run {
+                    self.giving_way.set(Some(victim));
+                }
+            }
         }
         if !dry_run {
             self.asked.set(Some(me));
         }
         Subscribe::Yes
+    }
+
+    /// The subscriber that gives its slot to the one that just joined, if
+    /// all were taken: the reactor closes it.
+    pub fn take_giving_way(&self) -> Option<(usize, u64)> {
+        self.giving_way.take()
     }
 
     /// After a session step on `conn`: if its request asked for the event
@@ -245,7 +264,11 @@ impl Live {
         }
         self.hub
             .get_or_insert_with(|| Box::new(Hub::new(now)))
-            .join(conn.peer().token, conn.serial());
+            .join(
+                conn.peer().token,
+                conn.serial(),
+                conn.http_peer().remote.ip(),
+            );
         true
     }
 
