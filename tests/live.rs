@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{read_response, read_response_to, rss_kib, wait_until, Response, Server};
+use common::{read_response, read_response_to, rss_kib, wait_until, Response, Server, TempDir};
 use serde_json::Value;
 
 const EVENTS: &[u8] = b"GET /_/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n";
@@ -237,17 +237,15 @@ fn the_live_page_is_at_slash_underscore_and_the_intro_at_about() {
     assert!(head.body.is_empty());
 
     // With a served directory, `/` is the site; the live page stays at `/_/`.
-    let dir = std::env::temp_dir().join(format!("fivetuple-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "<p>the site</p>\n").unwrap();
-    let with_dir = Server::start(&["--dir", dir.to_str().unwrap(), "--quiet"]);
+    let dir = TempDir::new("live");
+    dir.write("index.html", "<p>the site</p>\n");
+    let with_dir = Server::start(&["--dir", dir.arg(), "--quiet"]);
     assert_eq!(with_dir.get("/").text(), "<p>the site</p>\n");
     assert!(with_dir.get("/_/").text().contains("EventSource"));
     assert!(with_dir
         .get("/_/about")
         .text()
         .contains("href=\"/_/conns\""));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
