@@ -70,7 +70,11 @@ impl Chromium {
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::null())
+        // Its own process group, so that its helpers (zygote, renderers,
+        // crash handler) can be stopped with it, and stop writing in the
+        // profile before the profile is removed.
+        .process_group(0);
         // SAFETY: between fork and exec only fcntl and dup2, which are
         // async-signal-safe. The pipe ends are first moved above 10, so
         // that neither lands on 3 or 4 before the other has been placed.
@@ -188,7 +192,8 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on the process group that Chromium leads.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }

@@ -237,7 +237,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A process that has just been killed may still have a file of its
+        // own being created in here: try again for a moment.
+        poll_until(Duration::from_secs(5), || {
+            std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists()
+        });
     }
 }
 
