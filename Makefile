@@ -2,17 +2,48 @@
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN   := $(TARGET_DIR)/release/fivetuple
-# Where tests that could not run for lack of privileges note themselves
-# (tests/privilege/mod.rs); `make test` counts them at the end.
-SKIPS := $(TARGET_DIR)/tmp/skipped-tests.txt
+# Where tests that could not run for lack of something (privileges, a
+# tool, open files) note themselves, and those that ran smaller than
+# written (tests/privilege/mod.rs); `make test` lists them at the end.
+SKIPS   := $(TARGET_DIR)/tmp/skipped-tests.txt
+SMALLER := $(TARGET_DIR)/tmp/smaller-tests.txt
+# Everything `cargo test` printed in the last `make test`, for its totals.
+TEST_OUTPUT := $(TARGET_DIR)/tmp/test-output.txt
 # `make install` copies the binary to $(PREFIX)/bin: /usr/local for root,
 # ~/.local (no root needed, on the PATH of most desktop systems) for others.
 PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
 
-.PHONY: build run install uninstall test lint fmt doc bench bench-scaling fuzz soak clean profiling demo-hosts
+.PHONY: build built cargo run install uninstall test test-tools lint fmt doc bench bench-scaling fuzz soak clean profiling demo-hosts
 
-build:
+build: cargo
 	$(CARGO) build --release
+
+# Says what to do when cargo is missing, rather than make's
+# "cargo: No such file or directory".
+cargo:
+	@command -v $(CARGO) >/dev/null || { \
+	  echo "make: $(CARGO) not found. fivetuple needs Rust 1.89 or newer: install it with rustup"; \
+	  echo "(https://rustup.rs), then open a new shell. README: Building and testing."; \
+	  exit 1; }
+
+# The release binary, for the targets that run it (run, install,
+# demo-hosts). Built here, except under sudo: there cargo is usually not on
+# the PATH (rustup puts it in ~/.cargo/bin, which sudo's secure_path
+# leaves out), and a build as root would leave files in target/ that the
+# user can no longer change. Under sudo these targets use the binary the
+# user built with `make build`, and say so if it is missing or stale.
+built:
+	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_USER:-}" ]; then \
+	  if [ ! -x $(BIN) ]; then \
+	    echo "make: no $(BIN) to use. Build it first as yourself, without sudo: make build"; \
+	    exit 1; \
+	  fi; \
+	  if [ -n "$$(find src Cargo.toml Cargo.lock -newer $(BIN) -print 2>/dev/null | head -n 1)" ]; then \
+	    echo "make: note: $(BIN) is older than the sources; run make build as yourself to bring it up to date"; \
+	  fi; \
+	else \
+	  $(MAKE) --no-print-directory build; \
+	fi
 
 # The release build with full debug info, for perf: $(TARGET_DIR)/profiling/fivetuple.
 profiling:
@@ -22,7 +53,7 @@ profiling:
 # (root, CAP_NET_BIND_SERVICE for the shell or on the binary, or a low
 # net.ipv4.ip_unprivileged_port_start); anyone else gets port 8500, and one
 # line saying why.
-run: build
+run: built
 	@if $(call can_bind_port,500); then \
 	  exec $(BIN) serve; \
 	else \
@@ -34,20 +65,23 @@ run: build
 # CAP_NET_BIND_SERVICE is bit 10 of the capability sets in /proc/self/status;
 # for root the effective set counts (a container may withhold it), for
 # anyone else the ambient set (what survives exec) or a file capability on
-# the binary (sudo setcap cap_net_bind_service=+ep $(BIN)).
+# the binary (sudo setcap cap_net_bind_service=+ep $(BIN)). getcap lives in
+# /usr/sbin on Debian, off a normal user's PATH, so it is looked for there.
 can_bind_port = { \
   cap_bit() { c=$$(sed -n "s/^$$1:[[:space:]]*//p" /proc/self/status); [ -n "$$c" ] && [ $$(( 0x$$c >> 10 & 1 )) = 1 ]; }; \
+  file_cap() { for g in $$(command -v getcap) /usr/sbin/getcap /sbin/getcap; do \
+    [ -x "$$g" ] && { "$$g" $(BIN) | grep -q cap_net_bind_service; return; }; done; return 1; }; \
   start=$$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024); \
   [ $(1) -ge "$$start" ] \
   || { [ "$$(id -u)" = 0 ] && cap_bit CapEff; } \
   || cap_bit CapAmb \
-  || { command -v getcap >/dev/null && getcap $(BIN) | grep -q cap_net_bind_service; }; \
+  || file_cap; \
 }
 
 # Copies the release binary to $(PREFIX)/bin (make install PREFIX=/opt/x for
 # elsewhere). `cargo install --path .` is the other way: it builds again,
 # into ~/.cargo/bin.
-install: build
+install: built
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fivetuple
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/fivetuple"
@@ -57,19 +91,24 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/fivetuple
 
-# Every test. Tests that need privileges this user lacks skip themselves;
-# the count at the end says which, so no skip goes unseen.
-test:
+# Every test, in every test file: a failing file does not stop the others
+# (--no-fail-fast). Tests that need what this user or machine lacks skip
+# themselves; the totals at the end count them apart and name them, so no
+# skip goes unseen. The exit status is cargo's: non-zero if any failed.
+test: cargo
 	$(CARGO) build --release
-	@rm -f $(SKIPS)
-	@status=0; $(CARGO) test --release || status=$$?; \
-	if [ -s $(SKIPS) ]; then \
-	  echo; n=$$(wc -l < $(SKIPS)); echo "$$n $$( [ $$n = 1 ] && echo test || echo tests) skipped (they need privileges this user lacks; README: What needs root):"; \
-	  sed 's/^/  /' $(SKIPS); \
-	fi; \
+	@mkdir -p $(TARGET_DIR)/tmp && rm -f $(SKIPS) $(SMALLER)
+	@start=$$(date +%s); \
+	{ $(CARGO) test --release --no-fail-fast 2>&1; echo $$? > $(TEST_OUTPUT).status; } | tee $(TEST_OUTPUT); \
+	status=$$(cat $(TEST_OUTPUT).status); \
+	sh scripts/test-summary $(TEST_OUTPUT) $(SKIPS) $(SMALLER) $$(( $$(date +%s) - start )); \
 	exit $$status
 
-lint:
+# The tools the tests use (Debian, Ubuntu; asks for root through sudo).
+test-tools:
+	scripts/install-test-tools
+
+lint: cargo
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
@@ -95,7 +134,7 @@ fuzz:
 
 # A server host and three client hosts in network namespaces (root, Linux):
 # the table with three real remote addresses. Cleans up after itself.
-demo-hosts: build
+demo-hosts: built
 	FIVETUPLE=$(BIN) sh docs/demo-hosts.sh
 
 # Minutes of mixed hostile traffic; the short version runs in `make test`.

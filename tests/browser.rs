@@ -8,13 +8,14 @@
 //! Chromium is driven through its DevTools protocol over a pair of pipes
 //! (`--remote-debugging-pipe`: JSON messages ended by a NUL byte on file
 //! descriptors 3 and 4), so the test needs no WebSocket client and no
-//! driver. Where Chromium is missing or cannot start, the test says so in
-//! one line and passes; `.ci/run` installs it.
+//! driver. Where Chromium is missing or cannot start, the test skips
+//! (tests/privilege); `scripts/install-test-tools` installs it.
 //!
 //! `FIVETUPLE_SCREENSHOT=docs/live.png cargo test --release --test browser`
 //! also saves what the browser shows once the five rows are in.
 
 mod common;
+mod privilege;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -26,7 +27,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Server};
+use common::{wait_until, Server, TempDir};
+use privilege::this_test;
 use serde_json::{json, Value};
 
 /// A headless Chromium and the pipes of its DevTools protocol.
@@ -36,28 +38,23 @@ struct Chromium {
     from: mpsc::Receiver<Value>,
     next_id: u64,
     session: Option<String>,
-    profile: std::path::PathBuf,
+    /// Its profile, removed after Chromium has exited.
+    _profile: TempDir,
 }
 
 impl Chromium {
-    /// Starts Chromium, or says why it cannot run here.
+    /// Starts Chromium, or says what is missing for it to run here.
     fn start() -> Result<Chromium, String> {
         let binary = ["chromium", "chromium-browser", "google-chrome"]
             .into_iter()
-            .find(|b| {
-                Command::new(b)
-                    .arg("--version")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-            .ok_or("no chromium on PATH (apt-get install chromium)")?;
-        let (to_chrome_r, to_chrome_w) = pipe()?;
-        let (from_chrome_r, from_chrome_w) = pipe()?;
-        let profile =
-            std::env::temp_dir().join(format!("fivetuple-chromium-{}", std::process::id()));
-        let mut cmd = Command::new(binary);
+            .find_map(|name| privilege::tool(name, "chromium").ok())
+            .ok_or_else(|| privilege::tool("chromium", "chromium").unwrap_err())?;
+        let shown = binary.display().to_string();
+        // A pipe that cannot be made is a broken test machine, not a skip.
+        let (to_chrome_r, to_chrome_w) = pipe().unwrap_or_else(|e| panic!("{e}"));
+        let (from_chrome_r, from_chrome_w) = pipe().unwrap_or_else(|e| panic!("{e}"));
+        let profile = TempDir::new("chromium");
+        let mut cmd = Command::new(&binary);
         cmd.args([
             "--headless=new",
             "--no-sandbox",
@@ -69,11 +66,15 @@ impl Chromium {
             "--window-size=1200,760",
             "--remote-debugging-pipe",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::null())
+        // Its own process group, so that its helpers (zygote, renderers,
+        // crash handler) can be stopped with it, and stop writing in the
+        // profile before the profile is removed.
+        .process_group(0);
         // SAFETY: between fork and exec only fcntl and dup2, which are
         // async-signal-safe. The pipe ends are first moved above 10, so
         // that neither lands on 3 or 4 before the other has been placed.
@@ -87,7 +88,9 @@ impl Chromium {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("{binary}: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("a chromium that starts ({shown}: {e})"))?;
         // SAFETY: each descriptor came from pipe() above and is owned here once.
         unsafe {
             libc::close(to_chrome_r);
@@ -115,11 +118,13 @@ impl Chromium {
             from: rx,
             next_id: 0,
             session: None,
-            profile,
+            _profile: profile,
         };
         chromium
             .call("Browser.getVersion", json!({}))
-            .map_err(|e| format!("{binary} started but does not answer: {e}"))?;
+            .map_err(|e| {
+                format!("a chromium that answers on its DevTools pipe ({shown} does not: {e})")
+            })?;
         Ok(chromium)
     }
 
@@ -187,9 +192,9 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on the process group that Chromium leads.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -265,10 +270,7 @@ fn held_remotes(server: &Server) -> HashSet<String> {
 fn the_page_shows_five_held_connections_arrive_and_leave() {
     let mut chromium = match Chromium::start() {
         Ok(c) => c,
-        Err(why) => {
-            eprintln!("skipping the browser test: chromium cannot run here: {why}");
-            return;
-        }
+        Err(need) => return privilege::skip(this_test!(), &need),
     };
     let server = Server::start(&["--quiet"]);
     let mut hold = Command::new(common::bin())
@@ -371,10 +373,7 @@ fn idle_by_worker(server: &Server) -> Vec<HashSet<String>> {
 fn with_two_workers_the_page_draws_its_streams_worker() {
     let mut chromium = match Chromium::start() {
         Ok(c) => c,
-        Err(why) => {
-            eprintln!("skipping the browser test: chromium cannot run here: {why}");
-            return;
-        }
+        Err(need) => return privilege::skip(this_test!(), &need),
     };
     let server = Server::start(&["--quiet", "--workers", "2"]);
     let mut hold = Command::new(common::bin())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     cpu_ticks, fd_count, read_response, read_response_to, read_to_close, rss_kib, wait_until,
-    Server,
+    Server, TempDir,
 };
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -601,10 +601,9 @@ fn empty_line_floods_are_cut_off_by_the_head_limit() {
 
 #[test]
 fn the_intro_page_is_at_slash_underscore_with_or_without_a_directory() {
-    let dir = std::env::temp_dir().join(format!("fivetuple-intro-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "<p>the site</p>\n").unwrap();
-    let with_dir = Server::start(&["--dir", dir.to_str().unwrap(), "--quiet"]);
+    let dir = TempDir::new("intro");
+    dir.write("index.html", "<p>the site</p>\n");
+    let with_dir = Server::start(&["--dir", dir.arg(), "--quiet"]);
     let intro = with_dir.get("/_/");
     assert_eq!(intro.status, 200);
     assert!(
@@ -619,7 +618,6 @@ fn the_intro_page_is_at_slash_underscore_with_or_without_a_directory() {
         assert_eq!(r.status, 200, "{path}");
         assert!(r.text().contains("href=\"/_/conns\""), "{path}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The checker every test reads answers through (`common::read_response_to`)

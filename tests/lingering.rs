@@ -13,11 +13,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{read_response, wait_until, Server};
+use common::{read_response, wait_until, Server, TempDir};
 
 /// The file whose answer must survive. Larger than one turn's output (so it
 /// streams) and small enough to sit whole in the client's receive buffer
@@ -27,21 +26,10 @@ use common::{read_response, wait_until, Server};
 const BIG: usize = 160 * 1024;
 
 /// A served directory holding a file of `BIG` bytes, removed when dropped.
-struct Site(PathBuf);
-
-impl Site {
-    fn new(name: &str) -> Site {
-        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("big.bin"), vec![b'b'; BIG]).unwrap();
-        Site(dir)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn site(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    dir.write("big.bin", vec![b'b'; BIG]);
+    dir
 }
 
 /// The phase the server's table shows for the connection from `client`,
@@ -60,10 +48,7 @@ fn phase_of(server: &Server, client: &TcpStream) -> Option<String> {
 /// A client whose receive buffer is large enough to hold the whole answer
 /// unread, so that the server gets to its close before we read.
 fn roomy_client(server: &Server) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4 << 20).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    socket.into()
+    server.connect_with_receive_buffer(4 << 20)
 }
 
 /// Reads the answers owed, then expects a clean end of stream, not a reset.
@@ -85,8 +70,8 @@ fn read_owed_answers(client: &mut TcpStream, second_status: u16) {
 
 #[test]
 fn a_bad_request_behind_a_download_does_not_reset_the_download() {
-    let site = Site::new("linger-bad");
-    let server = Server::start(&["--quiet", "--dir", site.0.to_str().unwrap()]);
+    let site = site("linger-bad");
+    let server = Server::start(&["--quiet", "--dir", site.arg()]);
     let mut client = roomy_client(&server);
     let mut bytes = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\nBAD LINE HERE\r\n".to_vec();
     bytes.extend(std::iter::repeat_n(b'x', 64 * 1024));
@@ -101,8 +86,8 @@ fn a_bad_request_behind_a_download_does_not_reset_the_download() {
 
 #[test]
 fn a_refused_body_still_being_sent_does_not_reset_the_answers_before_it() {
-    let site = Site::new("linger-body");
-    let server = Server::start(&["--quiet", "--dir", site.0.to_str().unwrap()]);
+    let site = site("linger-body");
+    let server = Server::start(&["--quiet", "--dir", site.arg()]);
     let mut client = roomy_client(&server);
     client
         .write_all(
@@ -166,21 +151,11 @@ fn a_lingering_client_that_goes_quiet_is_closed_within_the_quiet_limit() {
 
 #[test]
 fn a_download_cut_off_by_the_shutdown_grace_is_not_counted_as_served() {
-    let dir = std::env::temp_dir().join(format!("fivetuple-grace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("huge.bin"), vec![b'h'; 32 << 20]).unwrap();
-    let mut server = Server::start(&[
-        "--quiet",
-        "--shutdown-grace",
-        "0.3",
-        "--dir",
-        dir.to_str().unwrap(),
-    ]);
+    let dir = TempDir::new("grace");
+    dir.write("huge.bin", vec![b'h'; 32 << 20]);
+    let mut server = Server::start(&["--quiet", "--shutdown-grace", "0.3", "--dir", dir.arg()]);
     // A download that cannot finish: the client reads nothing.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stuck: TcpStream = socket.into();
+    let mut stuck = server.connect_with_receive_buffer(16 * 1024);
     stuck
         .write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
@@ -199,5 +174,4 @@ fn a_download_cut_off_by_the_shutdown_grace_is_not_counted_as_served() {
         before["served"].as_u64().unwrap() + 1
     );
     assert_eq!(server.stdout().last(), Some(&want));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,6 +9,7 @@
 //! open, and the checker has the last word once the server closes it.
 
 mod common;
+mod privilege;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -18,7 +19,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{read_response, read_response_to, rss_kib, wait_until, Response, Server};
+use common::{read_response, read_response_to, rss_kib, wait_until, Response, Server, TempDir};
+use privilege::this_test;
 use serde_json::Value;
 
 const EVENTS: &[u8] = b"GET /_/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n";
@@ -237,17 +239,15 @@ fn the_live_page_is_at_slash_underscore_and_the_intro_at_about() {
     assert!(head.body.is_empty());
 
     // With a served directory, `/` is the site; the live page stays at `/_/`.
-    let dir = std::env::temp_dir().join(format!("fivetuple-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "<p>the site</p>\n").unwrap();
-    let with_dir = Server::start(&["--dir", dir.to_str().unwrap(), "--quiet"]);
+    let dir = TempDir::new("live");
+    dir.write("index.html", "<p>the site</p>\n");
+    let with_dir = Server::start(&["--dir", dir.arg(), "--quiet"]);
     assert_eq!(with_dir.get("/").text(), "<p>the site</p>\n");
     assert!(with_dir.get("/_/").text().contains("EventSource"));
     assert!(with_dir
         .get("/_/about")
         .text()
         .contains("href=\"/_/conns\""));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -499,11 +499,11 @@ fn parse_prometheus(script: &str, text: &str) -> (HashMap<String, f64>, HashMap<
 #[test]
 fn metrics_are_read_by_a_real_prometheus_parser_and_move_as_connections_come_and_go() {
     let Some(script) = prometheus_parser() else {
-        eprintln!(
-            "skipping: python3 with prometheus_client is not installed here \
-             (pip install prometheus_client; .ci/run installs it)"
+        return privilege::skip(
+            this_test!(),
+            "python3 with prometheus_client (Debian package python3-prometheus-client; \
+             scripts/install-test-tools installs it)",
         );
-        return;
     };
     let server = Server::start(&["--quiet", "--idle-timeout", "2"]);
     let scrape = || {
@@ -537,8 +537,17 @@ fn metrics_are_read_by_a_real_prometheus_parser_and_move_as_connections_come_and
     assert_eq!(moved("fivetuple_http_responses_total{class=\"4xx\"}"), 1.0);
     assert!(moved("fivetuple_received_bytes_total") >= 3.0 * HELLO.len() as f64);
     assert!(moved("fivetuple_sent_bytes_total") > 0.0);
-    assert!(moved("fivetuple_poll_events_count") >= 4.0);
-    assert!(moved("fivetuple_loop_turn_duration_seconds_count") >= 4.0);
+    // The loop woke between the scrapes (it slept while python parsed the
+    // first). Not once per request: on a busy machine the server may still
+    // be in the turn that answered one request when the next arrives, and
+    // take it in that same turn.
+    let wakes = moved("fivetuple_poll_events_count");
+    assert!(wakes >= 1.0, "{wakes} wake-ups");
+    assert_eq!(
+        moved("fivetuple_loop_turn_duration_seconds_count"),
+        wakes,
+        "one turn per wake-up"
+    );
     assert_eq!(
         during["fivetuple_poll_events_bucket{le=\"+Inf\"}"],
         during["fivetuple_poll_events_count"]
@@ -564,11 +573,11 @@ fn metrics_are_read_by_a_real_prometheus_parser_and_move_as_connections_come_and
 #[test]
 fn metrics_of_several_workers_are_read_by_a_real_prometheus_parser() {
     let Some(script) = prometheus_parser() else {
-        eprintln!(
-            "skipping: python3 with prometheus_client is not installed here \
-             (pip install prometheus_client; .ci/run installs it)"
+        return privilege::skip(
+            this_test!(),
+            "python3 with prometheus_client (Debian package python3-prometheus-client; \
+             scripts/install-test-tools installs it)",
         );
-        return;
     };
     let server = Server::start(&["--quiet", "--workers", "2"]);
     // Connections on both workers, each answered once.

@@ -1,16 +1,19 @@
 //! `serve --proxy-protocol`: behind a load balancer, the original client's
 //! 5-tuple arrives in a PROXY header before the request, and the server
 //! shows both pairs: the balancer's connection (the socket) and the client's.
-//! The last test puts a real HAProxy in front of two fivetuple instances.
+//! The last test puts a real HAProxy in front of two fivetuple instances
+//! (it skips where HAProxy is not installed).
 
 mod common;
+mod privilege;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{read_response, read_to_close, wait_until, Server};
+use common::{read_response, read_to_close, wait_until, Server, TempDir};
+use privilege::this_test;
 
 const WHOAMI: &[u8] = b"GET /_/whoami HTTP/1.1\r\nHost: x\r\n\r\n";
 
@@ -142,29 +145,27 @@ fn no_header_or_a_bad_one_closes_the_connection_unanswered() {
     assert!(whoami_after(&server, v1, false).contains("203.0.113.7:54321"));
 }
 
-/// HAProxy in the foreground, killed when dropped.
+/// HAProxy in the foreground, killed when dropped (before its
+/// configuration's folder goes).
 struct Haproxy {
     child: Child,
-    config: std::path::PathBuf,
+    _config: TempDir,
 }
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
     }
 }
 
 #[test]
 fn behind_haproxy_each_instance_sees_the_original_clients() {
-    if Command::new("haproxy").arg("-v").output().is_err() {
-        if std::env::var_os("FIVETUPLE_NO_SKIP").is_some() {
-            panic!("haproxy is not installed (.ci/run installs it)");
-        }
-        eprintln!("SKIPPED behind_haproxy_each_instance_sees_the_original_clients: needs haproxy");
-        return;
-    }
+    // Debian installs it in /usr/sbin, off a normal user's PATH.
+    let haproxy = match privilege::tool("haproxy", "haproxy") {
+        Ok(path) => path,
+        Err(need) => return privilege::skip(this_test!(), &need),
+    };
     let a = Server::start(&["--proxy-protocol", "--quiet"]);
     let b = Server::start(&["--proxy-protocol", "--quiet"]);
     // A free port for HAProxy's frontend (taken and released at once).
@@ -172,9 +173,9 @@ fn behind_haproxy_each_instance_sees_the_original_clients() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = std::env::temp_dir().join(format!("fivetuple-haproxy-{}.cfg", std::process::id()));
-    std::fs::write(
-        &config,
+    let config = TempDir::new("haproxy");
+    let file = config.write(
+        "haproxy.cfg",
         format!(
             "global\n  maxconn 256\n  nbthread 1\n\
              defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
@@ -183,17 +184,16 @@ fn behind_haproxy_each_instance_sees_the_original_clients() {
              \x20 server a {} send-proxy-v2\n  server b {} send-proxy-v2\n",
             a.addr, b.addr
         ),
-    )
-    .unwrap();
+    );
     let haproxy = Haproxy {
-        child: Command::new("haproxy")
+        child: Command::new(haproxy)
             .args(["-db", "-f"])
-            .arg(&config)
+            .arg(&file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("haproxy starts"),
-        config,
+        _config: config,
     };
     wait_until(Duration::from_secs(10), || {
         TcpStream::connect(front).is_ok()

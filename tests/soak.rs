@@ -9,12 +9,14 @@
 mod common;
 
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fd_count, read_response, read_to_close, rss_kib, wait_until, Server};
+use common::{
+    describe_fds, fd_count, poll_until, read_response, read_to_close, rss_kib, wait_until, Server,
+};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -75,6 +77,39 @@ fn one_cycle(server: &Server, rng: &mut XorShift) {
     }
 }
 
+/// One kept-alive connection that asks the server how many connections it
+/// holds. The descriptor counts are compared while it is the only one, so
+/// both are taken in the same state: the server's base descriptors and
+/// this connection's socket. An asker that said `Connection: close` would
+/// not do: the server lingers on such a socket until the client's FIN has
+/// arrived, so a count taken right after the answer may or may not still
+/// include it, depending on how soon the server runs (on a busy machine,
+/// often not soon enough).
+struct Observer<'a> {
+    server: &'a Server,
+    conn: Option<TcpStream>,
+}
+
+impl Observer<'_> {
+    /// The `open` count of the server's table, asked on this connection
+    /// (opened again if the server closed it: an idle timeout in a long soak).
+    fn open_connections(&mut self) -> u64 {
+        for _ in 0..2 {
+            let conn = self.conn.get_or_insert_with(|| self.server.connect());
+            let asked = conn.write_all(b"GET /_/conns.json HTTP/1.1\r\nHost: t\r\n\r\n");
+            match asked.ok().and_then(|()| read_response(conn)) {
+                Some(r) => {
+                    let table: serde_json::Value =
+                        serde_json::from_slice(&r.body).expect("JSON table");
+                    return table["open"].as_u64().expect("an open count");
+                }
+                None => self.conn = None,
+            }
+        }
+        panic!("the server closed two connections in a row before answering")
+    }
+}
+
 #[test]
 fn soak_leaves_nothing_behind() {
     let secs: u64 = std::env::var("FIVETUPLE_SOAK_SECS")
@@ -87,13 +122,15 @@ fn soak_leaves_nothing_behind() {
     for _ in 0..500 {
         one_cycle(&server, &mut rng);
     }
-    let idle = |server: &Server| {
-        let t: serde_json::Value =
-            serde_json::from_slice(&server.get("/_/conns.json").body).unwrap();
-        t["open"] == 1 // only the connection asking
+    let mut observer = Observer {
+        server: &server,
+        conn: None,
     };
-    wait_until(Duration::from_secs(20), || idle(&server));
+    // The server holds only the observer's connection: its descriptors now
+    // are the ones it must be back to at the end.
+    wait_until(Duration::from_secs(20), || observer.open_connections() == 1);
     let fds = fd_count(server.pid());
+    let before = describe_fds(server.pid());
     let rss = rss_kib(server.pid());
 
     let cycles = Arc::new(AtomicU64::new(0));
@@ -117,8 +154,18 @@ fn soak_leaves_nothing_behind() {
     let cycles = cycles.load(Ordering::Relaxed);
     assert!(cycles > 100, "only {cycles} cycles ran");
 
-    wait_until(Duration::from_secs(30), || idle(&server));
-    wait_until(Duration::from_secs(30), || fd_count(server.pid()) == fds);
+    let (mut open, mut now) = (0, 0);
+    let settled = poll_until(Duration::from_secs(30), || {
+        open = observer.open_connections();
+        now = fd_count(server.pid());
+        open == 1 && now == fds
+    });
+    assert!(
+        settled,
+        "30 s after the soak the server holds {open} connections (the observer's \
+         alone expected) and {now} descriptors ({fds} before)\nbefore: {before:?}\nnow: {:?}",
+        describe_fds(server.pid())
+    );
     let grown = rss_kib(server.pid()).saturating_sub(rss);
     eprintln!("soak: {cycles} cycles in {secs}s; RSS grew {grown} KiB");
     assert!(

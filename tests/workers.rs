@@ -6,6 +6,7 @@
 //! one of the cores it was given; a signal stops them all.
 
 mod common;
+mod privilege;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{read_response, wait_until, Server};
+use privilege::this_test;
 
 const WHOAMI: &[u8] = b"GET /_/whoami HTTP/1.1\r\nHost: x\r\n\r\n";
 const METRICS: &[u8] = b"GET /_/metrics HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -66,8 +68,14 @@ fn worker_of(answer: &str) -> usize {
 
 #[test]
 fn four_workers_share_one_port_and_every_one_gets_connections() {
+    // Forty clients leave a worker without one once in tens of thousands
+    // of runs; two hundred, never.
+    let Some(lent) = privilege::descriptors(this_test!(), 201, 41) else {
+        return;
+    };
+    let n = lent.count() - 1; // and one to ask for the tables
     let mut server = Server::start(&["--workers", "4", "--quiet"]);
-    let mut clients: Vec<TcpStream> = (0..200).map(|_| server.connect()).collect();
+    let mut clients: Vec<TcpStream> = (0..n).map(|_| server.connect()).collect();
     let mut per_worker: BTreeMap<usize, usize> = BTreeMap::new();
     for c in &mut clients {
         c.write_all(WHOAMI).unwrap();
@@ -80,7 +88,7 @@ fn four_workers_share_one_port_and_every_one_gets_connections() {
         );
         *per_worker.entry(worker_of(&text)).or_default() += 1;
     }
-    eprintln!("200 connections over 4 workers: {per_worker:?}");
+    eprintln!("{n} connections over 4 workers: {per_worker:?}");
     assert_eq!(per_worker.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3]);
 
     // Every worker's table, gathered: together they hold every client.
@@ -92,7 +100,7 @@ fn four_workers_share_one_port_and_every_one_gets_connections() {
             .iter()
             .filter_map(|w| w["table"]["open"].as_u64())
             .sum();
-        tables.len() == 4 && open == 201 // the clients and the asker
+        tables.len() == 4 && open == n as u64 + 1 // the clients and the asker
     });
     let text = server.get("/_/conns?workers").text();
     assert_eq!(text.matches("--- worker ").count(), 4, "{text}");
@@ -111,7 +119,7 @@ fn four_workers_share_one_port_and_every_one_gets_connections() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(
-        accepted >= 200,
+        accepted > n as u64,
         "{summary}: the workers' counts are added up"
     );
 }
@@ -297,9 +305,10 @@ fn worker_threads(pid: u32) -> BTreeMap<String, String> {
 
 #[test]
 fn pin_puts_each_worker_on_its_own_core_among_those_it_was_given() {
-    if Command::new("taskset").arg("-V").output().is_err() {
-        return eprintln!("skipping: no taskset here (util-linux)");
-    }
+    let taskset = match privilege::tool("taskset", "util-linux") {
+        Ok(path) => path,
+        Err(need) => return privilege::skip(this_test!(), &need),
+    };
     // The last two cores this test may use (or its only one): the pins
     // must stay inside what taskset gave the server, not start at core 0.
     let allowed = allowed_cpus();
@@ -309,7 +318,7 @@ fn pin_puts_each_worker_on_its_own_core_among_those_it_was_given() {
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let mut cmd = Command::new("taskset");
+    let mut cmd = Command::new(taskset);
     cmd.args(["-c", &list, common::bin()])
         .args(["serve", "--listen", "127.0.0.1:0", "--quiet"])
         .args(["--workers", "2", "--pin"]);

@@ -291,14 +291,8 @@ impl<'a> Client<'a> {
         // by the time it returns.
         let started = Instant::now();
         let mut link = match self.plan.mode {
-            Mode::Tcp | Mode::Http => match stream::start(target, source) {
-                Ok(stream) => Link::Stream(stream),
-                Err(failure) => return Err(failure),
-            },
-            Mode::Udp => match datagram::open(target, source) {
-                Ok((socket, _)) => Link::Datagram(socket),
-                Err(failure) => return Err(failure),
-            },
+            Mode::Tcp | Mode::Http => Link::Stream(stream::start(target, source)?),
+            Mode::Udp => Link::Datagram(datagram::open(target, source)?.0),
         };
         let serial = self.serial();
         let entry = self.probes.vacant_entry();

@@ -15,9 +15,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -107,9 +109,21 @@ impl Server {
     /// A new blocking connection with generous timeouts (a hung server fails the test, not CI).
     pub fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
+        with_timeouts(s)
+    }
+
+    /// A connection whose receive buffer is `bytes` (the kernel doubles it,
+    /// and keeps it above its own minimum), so that a big answer stays
+    /// mostly on the server's side while the test does not read (a small
+    /// buffer), or fits whole in ours before we read (a large one). It is
+    /// set before connecting: the window is agreed in the handshake, and
+    /// shrunk later, the kernel falls back on slow zero-window probes.
+    pub fn connect_with_receive_buffer(&self, bytes: usize) -> TcpStream {
+        let domain = socket2::Domain::for_address(self.addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        socket.connect(&self.addr.into()).expect("connect");
+        with_timeouts(socket.into())
     }
 
     /// One GET on a fresh connection.
@@ -172,16 +186,203 @@ impl Drop for Server {
     }
 }
 
+/// Read and write timeouts long enough for a loaded machine and short
+/// enough that a hung server fails the test instead of hanging CI.
+fn with_timeouts(s: TcpStream) -> TcpStream {
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    s.set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("write timeout");
+    s
+}
+
+/// A scratch directory of the test's own, removed when dropped, also when
+/// the test fails. Its name holds `name`, the process id and a counter, so
+/// tests running at once, in this process or another, never share one.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The directory as a command-line argument (`--dir`).
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("a temporary path in UTF-8")
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+
+    /// Writes the file `rel` (its folders made as needed); its path.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+        }
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // A process that has just been killed may still have a file of its
+        // own being created in here: try again for a moment.
+        poll_until(Duration::from_secs(5), || {
+            std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists()
+        });
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (once;
+/// later calls only read it) and returns the soft limit now in force.
+/// Children inherit it, so the servers a test starts get it too (they
+/// raise their own anyway). A normal user's soft limit is 1024 on most
+/// distributions while the hard one is far higher: a test that holds a
+/// thousand connections needs the difference.
+pub fn raise_fd_limit() -> u64 {
+    static RAISED: OnceLock<u64> = OnceLock::new();
+    *RAISED.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return 1024; // the usual soft limit: the tests size themselves by it
+        }
+        // An unlimited hard limit still stops at the kernel's fs.nr_open.
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1 << 20);
+        let want = limit.rlim_max.min(nr_open);
+        if limit.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: setrlimit only reads the struct we pass.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit.rlim_cur = want;
+            }
+        }
+        limit.rlim_cur
+    })
+}
+
+/// Descriptors this process keeps back from [`Descriptors::lend`]: the
+/// harness's own, the servers' pipes, and the tests that open a handful
+/// of connections each while a big one runs beside them.
+const FD_SPARE: usize = 256;
+
+/// How long a test waits for descriptors that other tests in this process
+/// hold, before it fails: longer than any of them holds theirs.
+const FD_WAIT: Duration = Duration::from_secs(300);
+
+/// The descriptors of this process that are lent out, and a way to wait
+/// for some to come back.
+struct FdPool {
+    /// All that can be lent: the soft limit, raised, less [`FD_SPARE`].
+    total: usize,
+    lent: Mutex<usize>,
+    returned: Condvar,
+}
+
+fn fd_pool() -> &'static FdPool {
+    static POOL: OnceLock<FdPool> = OnceLock::new();
+    POOL.get_or_init(|| FdPool {
+        total: usize::try_from(raise_fd_limit())
+            .unwrap_or(usize::MAX)
+            .saturating_sub(FD_SPARE),
+        lent: Mutex::new(0),
+        returned: Condvar::new(),
+    })
+}
+
+/// A share of this process's open-files limit, held by one test that opens
+/// many connections at once, and given back when dropped. Tests in one
+/// file run in parallel threads of one process, under one limit: two that
+/// each hold a thousand connections do not fit under a soft limit of 1024,
+/// and under a small hard limit even one may not. Lending makes each take
+/// its share in turn, so every test gets the same number whatever runs
+/// beside it.
+pub struct Descriptors {
+    count: usize,
+}
+
+impl Descriptors {
+    /// Raises the soft limit ([`raise_fd_limit`]), then lends `want`
+    /// descriptors, or all that the limit allows if that is fewer, waiting
+    /// for other tests to give theirs back when they are out. The caller
+    /// sizes itself by [`count`](Self::count);
+    /// `privilege::descriptors` also notes or skips a test that got less.
+    pub fn lend(want: usize) -> Descriptors {
+        let pool = fd_pool();
+        let count = want.min(pool.total);
+        let lent = pool.lent.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut lent, waited) = pool
+            .returned
+            .wait_timeout_while(lent, FD_WAIT, |lent| pool.total - *lent < count)
+            .unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            !waited.timed_out(),
+            "waited {FD_WAIT:?} for {count} descriptors that other tests hold"
+        );
+        *lent += count;
+        Descriptors { count }
+    }
+
+    /// How many descriptors the test may open.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The soft open-files limit they come from.
+    pub fn limit(&self) -> u64 {
+        raise_fd_limit()
+    }
+}
+
+impl Drop for Descriptors {
+    fn drop(&mut self) {
+        let pool = fd_pool();
+        let mut lent = pool.lent.lock().unwrap_or_else(PoisonError::into_inner);
+        *lent -= self.count;
+        pool.returned.notify_all();
+    }
+}
+
 /// Polls `cond` until it is true, panicking after `limit`.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(limit, cond),
+        "condition not met within {limit:?}"
+    );
+}
+
+/// Polls `cond` until it is true (`true`) or `limit` has passed (`false`),
+/// for a caller that explains a timeout better than "condition not met".
+pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {limit:?}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         thread::sleep(Duration::from_millis(5));
     }
+    true
 }
 
 /// A parsed HTTP response.
@@ -492,9 +693,34 @@ pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     all
 }
 
-/// Open file descriptors of a process.
+/// Open file descriptors of a process (0 once it is gone).
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The descriptor numbers a process has open, in order (none once it is gone).
+pub fn open_fds(pid: u32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// What each open descriptor of a process is (`3 -> socket:[1234]`), for
+/// a message about a descriptor left behind.
+pub fn describe_fds(pid: u32) -> Vec<String> {
+    open_fds(pid)
+        .into_iter()
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map_or_else(|e| e.to_string(), |t| t.display().to_string());
+            format!("{fd} -> {target}")
+        })
+        .collect()
 }
 
 /// Resident memory of a process, in KiB.
