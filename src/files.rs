@@ -913,16 +913,19 @@ fn not_found(out: &mut Vec<u8>, answer: &Answer, date: &str, reason: &str) -> Re
 /// back in (`../site/a.txt`). The walk refuses every link. For those, and
 /// only when the fast way has said no, [`Root::follow`] resolves the path
 /// itself, one name at a time: it reads each link's target (`readlinkat`,
-/// from the descriptor of the directory that holds the link), places it
-/// against the served directory's canonical path, and goes on only while
-/// it stays beneath; a `..` or an absolute target that passes above the
-/// root is followed on paper only, along the root's own canonical path,
-/// and any step off that path is refused. It never opens anything outside:
-/// every descriptor it takes is one name below a directory it holds, and
-/// the final open is again below the root with the same one-step open
-/// (`openat2` or the walk), so a link swapped in meanwhile leads at worst
-/// to another file inside. At most 40 links are followed (the kernel's own
-/// limit), then the answer is `ELOOP`.
+/// from the descriptor of the directory that holds the link) and goes on
+/// from there. Where a target passes outside the root (an absolute one, or
+/// a `..` above it), the path it spells is only used to ask, name by name,
+/// whether it has come back to the root: the kernel names what the path
+/// leads to (an `O_PATH` open, which reads nothing, and `fstat`), and the
+/// root is known by its device and inode. So `/srv/site/a.txt` is inside
+/// even when `/srv` is itself a link. Once back, the walk goes on from the
+/// root's own descriptor, never through the path; a target that ends
+/// outside is refused (`EXDEV`). Inside, every descriptor it takes is one
+/// name below a directory it holds, and the final open is again below the
+/// root with the same one-step open (`openat2` or the walk), so a link
+/// swapped in meanwhile leads at worst to another file inside. At most 40
+/// links are followed (the kernel's own limit), then the answer is `ELOOP`.
 ///
 /// Request paths never hold `..` (the first gate refuses it), so in every
 /// case only links could lead up, and they are what is checked here.
@@ -931,7 +934,7 @@ mod beneath {
     use std::io;
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::path::{Component, Path};
+    use std::path::{Path, PathBuf};
 
     use rustix::fs::{
         fstat, openat, openat2, readlinkat, FileType, Mode, OFlags, ResolveFlags, CWD,
@@ -984,11 +987,13 @@ mod beneath {
     pub struct Root {
         dir: OwnedFd,
         resolver: Resolver,
+        /// The directory's device and inode: how it is known when a link's
+        /// target comes back to it from outside.
+        id: (u64, u64),
         /// The directory's canonical path (no links, no `.` or `..`), as it
-        /// was at start, one name per element: what a link's absolute
-        /// target, or a `..` above the root, is placed against. `None` if
-        /// it could not be learnt; such links are then refused.
-        canonical: Option<Vec<OsString>>,
+        /// was at start: where a `..` above the root leads. `None` if it
+        /// could not be learnt; such links are then refused.
+        canonical: Option<PathBuf>,
     }
 
     impl Root {
@@ -1007,10 +1012,12 @@ mod beneath {
             } else {
                 Resolver::Walk
             };
-            let canonical = canonical_names(&dir, path);
+            let id = identity(&dir)?;
+            let canonical = canonical_path(&dir, path);
             Ok(Root {
                 dir,
                 resolver,
+                id,
                 canonical,
             })
         }
@@ -1056,14 +1063,13 @@ mod beneath {
         /// then opens what it found below the root.
         ///
         /// Where it stands is `done`, names below the root that were no
-        /// links when looked at, or, while a target passes above the root,
-        /// `above`: how many of the root's canonical names lead there.
+        /// links when looked at, or, while a target passes outside the
+        /// root, `outside`: the absolute path the target spells so far.
         fn follow(&self, names: &[&str], flags: OFlags) -> io::Result<OwnedFd> {
-            let refused = || io::Error::from(Errno::XDEV);
             // Names still to step through, the next one last.
             let mut todo: Vec<OsString> = names.iter().rev().map(OsString::from).collect();
             let mut done: Vec<OsString> = Vec::new();
-            let mut above: Option<usize> = None;
+            let mut outside: Option<PathBuf> = None;
             // The directory `done` leads to, while it is open.
             let mut here: Option<OwnedFd> = None;
             let (mut hops, mut steps) = (0, 0);
@@ -1075,16 +1081,9 @@ mod beneath {
                 if name.is_empty() || name == "." {
                     continue;
                 }
-                if let Some(depth) = above {
-                    // Above the root, only the way back down the root's own
-                    // canonical path is followed: nothing up here is opened.
-                    let canonical = self.canonical.as_deref().ok_or_else(refused)?;
-                    let depth = match name.as_bytes() {
-                        b".." => depth.saturating_sub(1),
-                        _ if canonical.get(depth) == Some(&name) => depth + 1,
-                        _ => return Err(refused()),
-                    };
-                    above = (depth < canonical.len()).then_some(depth);
+                if let Some(mut path) = outside.take() {
+                    path.push(&name);
+                    outside = self.unless_root(path)?;
                     continue;
                 }
                 if name == ".." {
@@ -1092,9 +1091,8 @@ mod beneath {
                     // taken off, in the file system too.
                     here = None;
                     if done.pop().is_none() {
-                        let canonical = self.canonical.as_deref().ok_or_else(refused)?;
-                        // The parent of `/` is `/` itself.
-                        above = canonical.len().checked_sub(1);
+                        let canonical = self.canonical.as_ref().ok_or(Errno::XDEV)?;
+                        outside = self.unless_root(canonical.join(".."))?;
                     }
                     continue;
                 }
@@ -1113,10 +1111,8 @@ mod beneath {
                             return Err(Errno::NOENT.into());
                         }
                         if target.starts_with(b"/") {
-                            // From the top: down the root's canonical path.
                             done.clear();
-                            let canonical = self.canonical.as_deref().ok_or_else(refused)?;
-                            above = (!canonical.is_empty()).then_some(0);
+                            outside = self.unless_root(PathBuf::from("/"))?;
                         } else {
                             // Relative to the directory that holds the link.
                             here = Some(dir);
@@ -1135,10 +1131,23 @@ mod beneath {
                     Err(e) => return Err(e.into()),
                 }
             }
-            match above {
-                // The path ends above the root: outside.
-                Some(_) => Err(refused()),
+            match outside {
+                // The path ends outside the root.
+                Some(_) => Err(Errno::XDEV.into()),
                 None => self.open_plain(&done, flags),
+            }
+        }
+
+        /// `None` if the absolute `path` leads to the root, else `path`,
+        /// still outside. The kernel resolves it only to say what it names
+        /// (`O_PATH` reads nothing, and the descriptor is closed at once);
+        /// a path that leads nowhere can lead nowhere back: `EXDEV`.
+        fn unless_root(&self, path: PathBuf) -> io::Result<Option<PathBuf>> {
+            let named = openat(CWD, &path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|_| Errno::XDEV)?;
+            match identity(&named)? == self.id {
+                true => Ok(None),
+                false => Ok(Some(path)),
             }
         }
 
@@ -1162,21 +1171,19 @@ mod beneath {
         )
     }
 
-    /// The names of the canonical path of the directory open as `dir`:
-    /// what the kernel says it is (`/proc/self/fd`), else what `path`
-    /// resolves to now.
-    fn canonical_names(dir: &OwnedFd, path: &Path) -> Option<Vec<OsString>> {
-        let canonical = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+    /// The canonical path of the directory open as `dir`: what the kernel
+    /// says it is (`/proc/self/fd`), else what `path` resolves to now.
+    fn canonical_path(dir: &OwnedFd, path: &Path) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
             .ok()
             .filter(|p| p.is_absolute())
-            .or_else(|| std::fs::canonicalize(path).ok())?;
-        let names = canonical.components().filter_map(|c| match c {
-            Component::Normal(name) => Some(Some(name.to_os_string())),
-            Component::RootDir => None,
-            // A canonical path has nothing else; if it does, it is no use.
-            _ => Some(None),
-        });
-        names.collect()
+            .or_else(|| std::fs::canonicalize(path).ok())
+    }
+
+    /// A file's device and inode: what it is, whatever its names.
+    fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+        let stat = fstat(fd)?;
+        Ok((stat.st_dev, stat.st_ino))
     }
 
     /// Whether this kernel (and any sandbox around us) offers `openat2`.
@@ -1629,6 +1636,10 @@ mod tests {
         symlink("loop-a", root.join("loop-b")).unwrap();
         symlink("/proc/self/root/etc/passwd", root.join("magic")).unwrap();
         symlink("nothing", root.join("dangling")).unwrap();
+        // Another name for the root, beside it, as `/srv` may be for `/data/srv`.
+        symlink("root", tree.0.join("alias")).unwrap();
+        symlink(tree.0.join("alias/a.txt"), root.join("via-alias")).unwrap();
+        symlink("../../alias/sub/b.txt", root.join("sub/via-alias")).unwrap();
     }
 
     /// Every resolver that keeps links inside this machine offers.
@@ -1648,7 +1659,7 @@ mod tests {
         let tree = Tree::new("inside");
         links(&tree);
         let hello = || Ok::<String, i32>("hello\n".into());
-        let cases: [(&str, std::result::Result<String, i32>); 20] = [
+        let cases: [(&str, std::result::Result<String, i32>); 22] = [
             ("a.txt", hello()),
             ("sub/b.txt", Ok("b\n".into())),
             ("link-in", hello()),
@@ -1662,6 +1673,8 @@ mod tests {
             ("out-and-back", hello()),
             ("sub/up-and-back", Ok("b\n".into())),
             ("climb", hello()),
+            ("via-alias", hello()),
+            ("sub/via-alias", Ok("b\n".into())),
             // Out, and out it stays.
             ("link-out", Err(libc::EXDEV)),
             ("link-abs", Err(libc::EXDEV)),
