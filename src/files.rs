@@ -21,8 +21,13 @@
 //! it: `openat2` with `RESOLVE_BENEATH`. Checking a path first and opening
 //! it afterwards would leave a gap in which a writer in the tree swaps a
 //! file for a link to a secret outside; here there is no gap to race.
-//! Directories for listings pass through the same gate and are read through
-//! the descriptor it returned.
+//! Links that stay inside but that the kernel's check refuses (an absolute
+//! target in the tree, or `../site/a.txt`, out and back in) are followed by
+//! hand, and what they lead to is again opened beneath the root in one
+//! step. Directories for listings pass through the same gate and are read
+//! through the descriptor it returned, and each entry is looked at through
+//! it too, so that a listing links only what a click can open and says
+//! why of the rest.
 //!
 //! Redirects are built from the cleaned segments, never from the raw target,
 //! so a `Location` cannot start with `//` (which a browser would read as
