@@ -21,8 +21,13 @@
 //! it: `openat2` with `RESOLVE_BENEATH`. Checking a path first and opening
 //! it afterwards would leave a gap in which a writer in the tree swaps a
 //! file for a link to a secret outside; here there is no gap to race.
-//! Directories for listings pass through the same gate and are read through
-//! the descriptor it returned.
+//! Links that stay inside but that the kernel's check refuses (an absolute
+//! target in the tree, or `../site/a.txt`, out and back in) are followed by
+//! hand, and what they lead to is again opened beneath the root in one
+//! step. Directories for listings pass through the same gate and are read
+//! through the descriptor it returned, and each entry is looked at through
+//! it too, so that a listing links only what a click can open and says
+//! why of the rest.
 //!
 //! Redirects are built from the cleaned segments, never from the raw target,
 //! so a `Location` cannot start with `//` (which a browser would read as
@@ -47,7 +52,7 @@ use rustix::fs::{Dir, Mode, OFlags};
 
 use crate::error::{Error, Result};
 use crate::http::response::{
-    html_escape_into, write_error, write_head, write_response, Answer, Status,
+    html_escape_bytes, write_error, write_head, write_response, Answer, Status, SERVER,
 };
 use crate::http::routes::Reply;
 pub use crate::http::FileRequest;
@@ -69,6 +74,18 @@ const MAX_PATH: usize = 4095;
 
 /// The longest single name a Linux file system allows (`NAME_MAX`).
 const MAX_NAME: usize = 255;
+
+/// The name of a folder at the root that the server's own pages hide:
+/// `/_/` is the live page, and the names below it are the server's, so a
+/// folder `_` in the served directory cannot be reached. It is not served
+/// at all, rather than in part (its files, but not the names the server
+/// uses, nor its own listing at `/_/`), so that what a URL means does not
+/// depend on which pages this version of the server has. The start-up log
+/// and the root's listing say so.
+const SHADOWED: &str = "_";
+
+/// Where the server's own pages are (see `crate::http::routes`).
+const PAGES: &str = "/_/";
 
 /// How files and directories are opened for a request. `O_NONBLOCK`, as
 /// nginx does: opening a FIFO someone left in the tree would otherwise stop
@@ -129,7 +146,21 @@ impl Site {
             dir.display(),
             root.resolver().describe()
         );
-        Ok(Site { root })
+        let site = Site { root };
+        if site.has_shadowed_folder() {
+            log::warn!(
+                "{}/{SHADOWED}/ is not served: {PAGES} belongs to this server's own pages \
+                 (the live page at {PAGES}); rename the folder to serve it",
+                dir.display(),
+            );
+        }
+        Ok(site)
+    }
+
+    /// Whether the root holds a directory named `_` (or a link to one),
+    /// which the server's own pages at `/_/` hide (see [`SHADOWED`]).
+    fn has_shadowed_folder(&self) -> bool {
+        self.open(&[SHADOWED]).is_ok_and(|o| o.meta.is_dir())
     }
 
     /// The first gate: request path text to clean segments (see the module
@@ -228,8 +259,9 @@ impl Site {
         if !opened.meta.is_file() {
             return not_found(out, answer, date, "Not a regular file.");
         }
-        if req.path.ends_with('/') {
-            // `/a.txt/` names a directory that does not exist (nginx: 404).
+        if asks_for_directory(&req.path) {
+            // `/a.txt/`, `/a.txt/.` and `/a.txt/./` name a directory that
+            // does not exist (nginx: 404).
             return not_found(out, answer, date, "Not a directory.");
         }
         let name = names.last().copied().unwrap_or_default();
@@ -256,7 +288,12 @@ impl Site {
             Ok(entries) => entries,
             Err(e) => return io_error(out, answer, date, &e),
         };
-        let page = listing_page(names, &entries);
+        let mut page = Vec::with_capacity(2048 + entries.len() * 160);
+        listing_head(names, &mut page);
+        for entry in &entries {
+            listing_row(entry, &mut page);
+        }
+        listing_tail(&mut page);
         let n = write_response(
             out,
             answer,
@@ -264,7 +301,7 @@ impl Site {
             date,
             "text/html; charset=utf-8",
             &[],
-            page.as_bytes(),
+            &page,
         );
         Reply::written(Status::OK, n)
     }
@@ -293,7 +330,8 @@ impl Site {
         Ok(entries)
     }
 
-    /// What the listing shows of `name` in `dir`.
+    /// What the listing shows of `name` in `dir`, and whether a click on
+    /// it could open it.
     fn entry(&self, dir: &File, names: &[&str], name: &str) -> Entry {
         // The name itself, a link not followed: one step down from a
         // directory we hold open, so there is nothing to escape from.
@@ -308,21 +346,38 @@ impl Site {
         let is_link = own.as_ref().is_ok_and(Metadata::is_symlink);
         // A link is described by what it leads to, as a request for it
         // would find it: through the gate, so a link out shows nothing.
-        let meta = if is_link {
+        let found = if is_link {
             let path = [names, &[name]].concat();
             self.root
                 .open_below(&path, OFlags::PATH)
                 .and_then(|fd| File::from(fd).metadata())
-                .ok()
         } else {
-            own.ok()
+            own
         };
+        let is_dir = found.as_ref().is_ok_and(Metadata::is_dir);
+        let blocked = if name.contains('\\') {
+            // The first gate refuses backslashes (see the module comment).
+            Some("a backslash in its name: no address can ask for it")
+        } else if names.is_empty() && name == SHADOWED && is_dir {
+            Some("hidden by this server's own pages at /_/")
+        } else {
+            match &found {
+                Err(e) => Some(why_not(e, is_link)),
+                Ok(m) if !m.is_file() && !m.is_dir() => Some("not a file or a directory"),
+                // What the server may not read, a click gets a 403 for.
+                Ok(_) => readable(dir, name)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+                    .then_some("not readable by the server"),
+            }
+        };
+        let meta = found.ok();
         Entry {
             name: name.to_string(),
             is_link,
-            is_dir: meta.as_ref().is_some_and(Metadata::is_dir),
+            is_dir,
             size: meta.as_ref().filter(|m| m.is_file()).map(Metadata::len),
             modified: meta.and_then(|m| m.modified().ok()),
+            blocked,
         }
     }
 }
@@ -348,15 +403,25 @@ fn answer_file(
     let etag = etag(&meta);
     let modified = meta.modified().ok();
     let last_modified = modified.map(httpdate::fmt_http_date);
-    let content_type = mime_guess::from_path(name).first_or_octet_stream();
+    let content_type = content_type(name);
     let mut headers: Vec<(&str, &str)> = vec![("ETag", &etag), ("Accept-Ranges", "bytes")];
     if let Some(lm) = &last_modified {
         headers.push(("Last-Modified", lm));
     }
-    if not_modified(req, &etag, modified) {
-        let status = Status::NOT_MODIFIED;
-        write_head(out, answer, status, date, None, &headers, 0);
-        return Reply::written(status, 0);
+    match preconditions(req, &etag, modified) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            let status = Status::NOT_MODIFIED;
+            write_head(out, answer, status, date, None, &headers, 0);
+            return Reply::written(status, 0);
+        }
+        Precondition::Failed => {
+            // No body, for GET as for HEAD: the client asked for the file
+            // only if it was still the one it knew, and it is not.
+            let status = Status::PRECONDITION_FAILED;
+            write_head(out, answer, status, date, None, &[], 0);
+            return Reply::written(status, 0);
+        }
     }
     let range = req
         .range
@@ -391,7 +456,7 @@ fn answer_file(
         answer,
         status,
         date,
-        Some(content_type.essence_str()),
+        Some(&content_type),
         &headers,
         count,
     );
@@ -423,54 +488,162 @@ struct Entry {
     /// Regular files only.
     size: Option<u64>,
     modified: Option<SystemTime>,
+    /// Why a click on it could not open it, if it could not: the row then
+    /// says so instead of offering a link that fails.
+    blocked: Option<&'static str>,
 }
 
-/// The listing page: name, size and modification time of each entry, and a
-/// link up (except at the root). Every name is HTML-escaped and every link
-/// percent-encoded.
-fn listing_page(names: &[&str], entries: &[Entry]) -> String {
-    let title = format!(
-        "/{}",
-        names.iter().map(|s| format!("{s}/")).collect::<String>()
+/// Why a request for an entry would fail, from the error its open got.
+fn why_not(e: &io::Error, is_link: bool) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EXDEV) => "a link that leads outside the served directory",
+        Some(libc::ENOENT | libc::ENOTDIR) if is_link => "a link to nothing",
+        Some(libc::ELOOP) => "a loop of links",
+        Some(libc::EACCES | libc::EPERM) => "not readable by the server",
+        _ => "cannot be opened",
+    }
+}
+
+/// Whether the server may read `name` in `dir` (a link followed): what
+/// its open for a request will need.
+fn readable(dir: &File, name: &str) -> io::Result<()> {
+    use rustix::fs::{accessat, Access, AtFlags};
+    Ok(accessat(dir, name, Access::READ_OK, AtFlags::EACCESS)?)
+}
+
+/// A listing's style: the live page's colours, font and table, in a few
+/// lines. No scripts, images or external files.
+const LISTING_STYLE: &str = "<style>
+:root{--bg:#fff;--fg:#1d2430;--muted:#667085;--line:#e4e7ec;--head:#f7f8fa;--accent:#1f6feb}
+@media (prefers-color-scheme:dark){:root{--bg:#0f1216;--fg:#e6e9ef;--muted:#8b95a7;--line:#242a33;--head:#161b22;--accent:#58a6ff}}
+body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,\"Segoe UI\",Roboto,Helvetica,Arial,sans-serif}
+main{max-width:960px;margin:0 auto;padding:28px 24px 40px}
+header{display:flex;align-items:baseline;gap:14px;flex-wrap:wrap;margin:0 0 16px}
+h1{font-size:22px;margin:0;letter-spacing:-.01em;overflow-wrap:anywhere}
+header a{margin-left:auto;font-size:13px}
+a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
+table{width:100%;border-collapse:collapse;font-size:14px}
+th{background:var(--head);text-align:left;font-weight:600;font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em;padding:8px 10px;border-bottom:1px solid var(--line)}
+td{padding:6px 10px;border-bottom:1px solid var(--line)}
+td:first-child{overflow-wrap:anywhere}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.time{color:var(--muted);white-space:nowrap}
+tr.off td{color:var(--muted)}
+footer{margin-top:22px;color:var(--muted);font-size:13px}
+</style>
+";
+
+/// The top of a listing page, up to and including its `../` row (not at
+/// the root), for the directory `names` lead to.
+fn listing_head(names: &[&str], out: &mut Vec<u8>) {
+    let mut title = String::from("Directory listing for /");
+    for name in names {
+        title.push_str(name);
+        title.push('/');
+    }
+    out.extend_from_slice(
+        b"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
+          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>",
     );
-    let mut page = String::with_capacity(640 + entries.len() * 120);
-    page.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Directory listing for ");
-    html_escape_into(&mut page, &title);
-    page.push_str("</title>\n<style>th,td{padding:0 1em 0 0;text-align:left}td+td{text-align:right}</style>\n</head>\n<body>\n<h1>Directory listing for ");
-    html_escape_into(&mut page, &title);
-    page.push_str("</h1>\n<hr>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified</th></tr>\n");
+    html_escape_bytes(out, &title);
+    out.extend_from_slice(b"</title>\n");
+    out.extend_from_slice(LISTING_STYLE.as_bytes());
+    out.extend_from_slice(b"</head>\n<body><main>\n<header><h1>");
+    html_escape_bytes(out, &title);
+    out.extend_from_slice(
+        b"</h1><a href=\"/_/\">live connections</a></header>\n<table>\n\
+          <tr><th>Name</th><th class=\"num\">Size</th><th>Modified</th></tr>\n",
+    );
     if !names.is_empty() {
-        page.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+        out.extend_from_slice(
+            b"<tr><td><a href=\"../\">../</a></td><td class=\"num\"></td><td class=\"time\"></td></tr>\n",
+        );
     }
-    for e in entries {
-        let mut href = utf8_percent_encode(&e.name, HREF).to_string();
-        let mut shown = e.name.clone();
-        if e.is_dir {
-            href.push('/');
-            shown.push('/');
-        }
-        if e.is_link {
-            // python shows a link as `name@`, even a link to a directory.
-            shown = format!("{}@", e.name);
-        }
-        page.push_str("<tr><td><a href=\"");
-        html_escape_into(&mut page, &href);
-        page.push_str("\">");
-        html_escape_into(&mut page, &shown);
-        page.push_str("</a></td><td>");
-        match e.size {
-            Some(size) => page.push_str(itoa::Buffer::new().format(size)),
-            None => page.push('-'),
-        }
-        page.push_str("</td><td>");
-        match e.modified {
-            Some(t) => page.push_str(&httpdate::fmt_http_date(t)),
-            None => page.push('-'),
-        }
-        page.push_str("</td></tr>\n");
+}
+
+/// One entry's row: its name (directories end in `/`, links in `@`, as in
+/// python's listing) as a link, or, when a click could not open it, as
+/// text with the reason; its size as people read it, the exact count in
+/// the title; its modification time. Names are HTML-escaped and links
+/// percent-encoded.
+fn listing_row(e: &Entry, out: &mut Vec<u8>) {
+    let mut shown = e.name.clone();
+    if e.is_link {
+        // python shows a link as `name@`, even a link to a directory.
+        shown.push('@');
+    } else if e.is_dir {
+        shown.push('/');
     }
-    page.push_str("</table>\n<hr>\n</body></html>\n");
-    page
+    match e.blocked {
+        None => {
+            out.extend_from_slice(b"<tr><td><a href=\"");
+            let href = utf8_percent_encode(&e.name, HREF).to_string();
+            html_escape_bytes(out, &href);
+            if e.is_dir {
+                out.push(b'/');
+            }
+            out.extend_from_slice(b"\">");
+            html_escape_bytes(out, &shown);
+            out.extend_from_slice(b"</a></td>");
+        }
+        Some(why) => {
+            out.extend_from_slice(b"<tr class=\"off\"><td>");
+            html_escape_bytes(out, &shown);
+            out.extend_from_slice(b" <small>(");
+            html_escape_bytes(out, why);
+            out.extend_from_slice(b")</small></td>");
+        }
+    }
+    match e.size {
+        Some(size) => {
+            let mut exact = itoa::Buffer::new();
+            out.extend_from_slice(b"<td class=\"num\" title=\"");
+            out.extend_from_slice(exact.format(size).as_bytes());
+            out.extend_from_slice(if size == 1 { b" byte\">" } else { b" bytes\">" });
+            out.extend_from_slice(human_size(size).as_bytes());
+            out.extend_from_slice(b"</td>");
+        }
+        None => out.extend_from_slice(b"<td class=\"num\">-</td>"),
+    }
+    out.extend_from_slice(b"<td class=\"time\">");
+    match e.modified {
+        Some(t) => out.extend_from_slice(httpdate::fmt_http_date(t).as_bytes()),
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b"</td></tr>\n");
+}
+
+/// The end of a listing page.
+fn listing_tail(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"</table>\n<footer>");
+    out.extend_from_slice(SERVER.as_bytes());
+    out.extend_from_slice(b"</footer>\n</main></body></html>\n");
+}
+
+/// A size as people read it: bytes below 1 KiB, else binary units with
+/// one decimal (`12.1 KiB`), moving up a unit rather than showing
+/// `1024.0`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // 1023.95 and up would print as 1024.0.
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Whether a request path names a directory: it ends in `/`, or in a `.`
+/// segment, which names the directory it is in (`/a.txt/.` is
+/// `/a.txt/`, a directory that is not there).
+fn asks_for_directory(raw_path: &str) -> bool {
+    let last = raw_path.rsplit('/').next().unwrap_or_default();
+    decode_segment(last).is_some_and(|s| s.is_empty() || s == ".")
 }
 
 /// One path segment, percent-decoded strictly; `None` if malformed.
@@ -519,26 +692,91 @@ fn etag(meta: &Metadata) -> String {
     )
 }
 
-/// RFC 9110 §13.2.2: If-None-Match wins; If-Modified-Since only without it.
-fn not_modified(req: &FileRequest, etag: &str, modified: Option<SystemTime>) -> bool {
-    if let Some(inm) = &req.if_none_match {
-        return inm.trim() == "*"
-            || inm
-                .split(',')
-                .any(|t| strip_weak(t.trim()) == strip_weak(etag));
+/// What the conditional headers of a request decide, before any range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precondition {
+    /// None asked, or all hold: answer as usual.
+    Proceed,
+    /// 304: the client's copy is current.
+    NotModified,
+    /// 412: the client asked for the file only if it was unchanged.
+    Failed,
+}
+
+/// The conditional headers in RFC 9110 §13.2.2's order: `If-Match`, else
+/// `If-Unmodified-Since` (412 when either fails); then `If-None-Match`,
+/// else `If-Modified-Since` (304 when the copy is current). Range and
+/// `If-Range` come after, in the caller. A date that does not parse is
+/// ignored, as the RFC asks, and so is a date compared with a file that
+/// has no modification time.
+fn preconditions(req: &FileRequest, etag: &str, modified: Option<SystemTime>) -> Precondition {
+    // HTTP dates have whole seconds: compare at that precision.
+    let date = |header: &Option<String>| {
+        let since = httpdate::parse_http_date(header.as_deref()?.trim()).ok()?;
+        let modified = httpdate::HttpDate::from(modified?);
+        Some((modified, httpdate::HttpDate::from(since)))
+    };
+    if let Some(im) = &req.if_match {
+        // §13.1.1: strong comparison, so a weak tag never matches.
+        let holds = im.trim() == "*" || entity_tags(im).any(|(weak, t)| !weak && t == etag);
+        if !holds {
+            return Precondition::Failed;
+        }
+    } else if let Some((modified, since)) = date(&req.if_unmodified_since) {
+        if modified > since {
+            return Precondition::Failed;
+        }
     }
-    match (&req.if_modified_since, modified) {
-        (Some(ims), Some(modified)) => match httpdate::parse_http_date(ims) {
-            // HTTP dates have whole seconds: compare at that precision.
-            Ok(since) => httpdate::HttpDate::from(modified) <= httpdate::HttpDate::from(since),
-            Err(_) => false,
-        },
-        _ => false,
+    if let Some(inm) = &req.if_none_match {
+        // §13.1.2: weak comparison.
+        let matches = inm.trim() == "*" || entity_tags(inm).any(|(_, t)| t == etag);
+        return match matches {
+            true => Precondition::NotModified,
+            false => Precondition::Proceed,
+        };
+    }
+    match date(&req.if_modified_since) {
+        Some((modified, since)) if modified <= since => Precondition::NotModified,
+        _ => Precondition::Proceed,
     }
 }
 
-fn strip_weak(tag: &str) -> &str {
-    tag.strip_prefix("W/").unwrap_or(tag)
+/// The entity tags of an `If-Match` or `If-None-Match` list, each with
+/// whether it is weak (`W/"x"`) and its quoted form (`"x"`). A tag may
+/// hold a comma, so the list is read tag by tag, not split at commas;
+/// what is not a tag ends it.
+fn entity_tags(list: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        let (weak, tag) = match rest.strip_prefix("W/") {
+            Some(tag) => (true, tag),
+            None => (false, rest),
+        };
+        let end = tag.strip_prefix('"')?.find('"')? + 2;
+        rest = &tag[end..];
+        Some((weak, &tag[..end]))
+    })
+}
+
+/// The Content-Type for a file named `name`. Text, JavaScript and JSON are
+/// said to be UTF-8: without a charset a client guesses, and python's
+/// `requests` guesses Latin-1 for `text/*` (RFC 2616's old default), which
+/// turns `é` into `Ã©`. UTF-8 is what text is written in today; nginx's
+/// `charset utf-8` says the same of the types it is told.
+fn content_type(name: &str) -> String {
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let essence = mime.essence_str();
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || mime.suffix() == Some(mime_guess::mime::JSON)
+        || matches!(
+            essence,
+            "application/javascript" | "application/ecmascript" | "application/json"
+        );
+    match textual {
+        true => format!("{essence}; charset=utf-8"),
+        false => essence.to_string(),
+    }
 }
 
 /// `If-Range`: the range applies only if the validator still matches.
@@ -669,21 +907,42 @@ fn not_found(out: &mut Vec<u8>, answer: &Answer, date: &str, reason: &str) -> Re
 ///   links, which jump anywhere.
 /// - Older kernels (or a sandbox that hides `openat2`): walk one name at a
 ///   time with `openat(here, name, O_NOFOLLOW)`, each from the descriptor
-///   the previous step returned. A link at any step is refused (`ELOOP` or
-///   `ENOTDIR`), even one that stays inside: following it safely would mean
-///   redoing the kernel's work in user space. nginx's `disable_symlinks on`
-///   is the same walk with the same answer.
+///   the previous step returned, so no step can follow a link.
 /// - `--follow-symlinks`: links may lead anywhere, by request of the
 ///   operator, so one plain `openat` below the root.
+///
+/// The kernel's `RESOLVE_BENEATH` refuses two kinds of links that a person
+/// reads as staying inside: an absolute one that names a file in the
+/// directory (`/srv/site/a.txt`), and a relative one that climbs out and
+/// back in (`../site/a.txt`). The walk refuses every link. For those, and
+/// only when the fast way has said no, [`Root::follow`] resolves the path
+/// itself, one name at a time: it reads each link's target (`readlinkat`,
+/// from the descriptor of the directory that holds the link) and goes on
+/// from there. Where a target passes outside the root (an absolute one, or
+/// a `..` above it), the path it spells is only used to ask, name by name,
+/// whether it has come back to the root: the kernel names what the path
+/// leads to (an `O_PATH` open, which reads nothing, and `fstat`), and the
+/// root is known by its device and inode. So `/srv/site/a.txt` is inside
+/// even when `/srv` is itself a link. Once back, the walk goes on from the
+/// root's own descriptor, never through the path; a target that ends
+/// outside is refused (`EXDEV`). Inside, every descriptor it takes is one
+/// name below a directory it holds, and the final open is again below the
+/// root with the same one-step open (`openat2` or the walk), so a link
+/// swapped in meanwhile leads at worst to another file inside. At most 40
+/// links are followed (the kernel's own limit), then the answer is `ELOOP`.
 ///
 /// Request paths never hold `..` (the first gate refuses it), so in every
 /// case only links could lead up, and they are what is checked here.
 mod beneath {
+    use std::ffi::{OsStr, OsString};
     use std::io;
-    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-    use std::path::Path;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
 
-    use rustix::fs::{fstat, openat, openat2, FileType, Mode, OFlags, ResolveFlags, CWD};
+    use rustix::fs::{
+        fstat, openat, openat2, readlinkat, FileType, Mode, OFlags, ResolveFlags, CWD,
+    };
     use rustix::io::Errno;
 
     /// How often an `openat2` is tried when the kernel answers `EAGAIN`
@@ -691,12 +950,26 @@ mod beneath {
     /// tries, not a loop without end: a tree renamed nonstop gets a 503.
     const TRIES: usize = 4;
 
+    /// Links one resolution follows before it gives up with `ELOOP`: the
+    /// kernel's own limit (`MAXSYMLINKS`), so a chain it would follow is
+    /// followed here too.
+    const MAX_HOPS: usize = 40;
+
+    /// Names one resolution may step through, the links' targets included:
+    /// 40 targets of up to 4095 bytes could hold some 80,000 names, and a
+    /// request should not buy that much work.
+    const MAX_STEPS: usize = 4096;
+
+    /// How a directory is opened to stand in while a path is followed: a
+    /// place, not something to read (search permission is enough).
+    const PLACE: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
     /// How names below the root are opened; chosen once, at start.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Resolver {
         /// `openat2` with `RESOLVE_BENEATH`: links followed while they stay inside.
         Beneath,
-        /// One `openat(O_NOFOLLOW)` per name: every link refused.
+        /// One `openat(O_NOFOLLOW)` per name; links inside followed by [`Root::follow`].
         Walk,
         /// `--follow-symlinks`: a plain `openat`; links lead anywhere.
         Anywhere,
@@ -707,7 +980,7 @@ mod beneath {
         pub fn describe(self) -> &'static str {
             match self {
                 Resolver::Beneath => "with openat2(RESOLVE_BENEATH): links are followed only inside the directory",
-                Resolver::Walk => "one name at a time with O_NOFOLLOW (no openat2 here): every symbolic link is refused",
+                Resolver::Walk => "one name at a time with O_NOFOLLOW (no openat2 here): links are followed only inside the directory",
                 Resolver::Anywhere => "following symbolic links wherever they lead (--follow-symlinks)",
             }
         }
@@ -718,6 +991,13 @@ mod beneath {
     pub struct Root {
         dir: OwnedFd,
         resolver: Resolver,
+        /// The directory's device and inode: how it is known when a link's
+        /// target comes back to it from outside.
+        id: (u64, u64),
+        /// The directory's canonical path (no links, no `.` or `..`), as it
+        /// was at start: where a `..` above the root leads. `None` if it
+        /// could not be learnt; such links are then refused.
+        canonical: Option<PathBuf>,
     }
 
     impl Root {
@@ -736,7 +1016,14 @@ mod beneath {
             } else {
                 Resolver::Walk
             };
-            Ok(Root { dir, resolver })
+            let id = identity(&dir)?;
+            let canonical = canonical_path(&dir, path);
+            Ok(Root {
+                dir,
+                resolver,
+                id,
+                canonical,
+            })
         }
 
         pub fn resolver(&self) -> Resolver {
@@ -746,11 +1033,125 @@ mod beneath {
         /// Opens `names` (clean segments: no `..`, `.`, empty name or `/`)
         /// below the root with `flags`. No names: the root itself.
         pub fn open_below(&self, names: &[&str], flags: OFlags) -> io::Result<OwnedFd> {
-            let flags = flags | OFlags::CLOEXEC | OFlags::NOCTTY;
-            match self.resolver {
+            // O_NOCTTY only where it means something: openat2 refuses
+            // O_PATH with any flag but a few (EINVAL), where openat drops them.
+            let flags = match flags.contains(OFlags::PATH) {
+                true => flags | OFlags::CLOEXEC,
+                false => flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+            };
+            // The fast way first; the slow one only where it said no to a
+            // link that may yet stay inside.
+            let fast = match self.resolver {
                 Resolver::Beneath => open_beneath(self.dir.as_fd(), &joined(names), flags),
                 Resolver::Walk => walk(self.dir.as_fd(), names, flags),
-                Resolver::Anywhere => Ok(openat(&self.dir, joined(names), flags, Mode::empty())?),
+                Resolver::Anywhere => {
+                    return Ok(openat(&self.dir, joined(names), flags, Mode::empty())?)
+                }
+            };
+            match fast {
+                Err(e) if refused_a_link(self.resolver, &e) => self.follow(names, flags),
+                result => result,
+            }
+        }
+
+        /// Opens link-free `names` below the root, the fast way.
+        fn open_plain<S: AsRef<OsStr>>(&self, names: &[S], flags: OFlags) -> io::Result<OwnedFd> {
+            match self.resolver {
+                Resolver::Walk => walk(self.dir.as_fd(), names, flags),
+                _ => open_beneath(self.dir.as_fd(), &joined(names), flags),
+            }
+        }
+
+        /// Resolves `names` one at a time, following each link by its
+        /// target while that stays below the root (see the module comment),
+        /// then opens what it found below the root.
+        ///
+        /// Where it stands is `done`, names below the root that were no
+        /// links when looked at, or, while a target passes outside the
+        /// root, `outside`: the absolute path the target spells so far.
+        fn follow(&self, names: &[&str], flags: OFlags) -> io::Result<OwnedFd> {
+            // Names still to step through, the next one last.
+            let mut todo: Vec<OsString> = names.iter().rev().map(OsString::from).collect();
+            let mut done: Vec<OsString> = Vec::new();
+            let mut outside: Option<PathBuf> = None;
+            // The directory `done` leads to, while it is open.
+            let mut here: Option<OwnedFd> = None;
+            let (mut hops, mut steps) = (0, 0);
+            while let Some(name) = todo.pop() {
+                steps += 1;
+                if steps > MAX_STEPS {
+                    return Err(Errno::NAMETOOLONG.into());
+                }
+                if name.is_empty() || name == "." {
+                    continue;
+                }
+                if let Some(mut path) = outside.take() {
+                    path.push(&name);
+                    outside = self.unless_root(path)?;
+                    continue;
+                }
+                if name == ".." {
+                    // `done` held no links, so its parent is its last name
+                    // taken off, in the file system too.
+                    here = None;
+                    if done.pop().is_none() {
+                        let canonical = self.canonical.as_ref().ok_or(Errno::XDEV)?;
+                        outside = self.unless_root(canonical.join(".."))?;
+                    }
+                    continue;
+                }
+                let dir = match here.take() {
+                    Some(dir) => dir,
+                    None => self.open_plain(&done, PLACE)?,
+                };
+                match readlinkat(&dir, name.as_os_str(), Vec::new()) {
+                    Ok(target) => {
+                        hops += 1;
+                        if hops > MAX_HOPS {
+                            return Err(Errno::LOOP.into());
+                        }
+                        let target = target.into_bytes();
+                        if target.is_empty() {
+                            return Err(Errno::NOENT.into());
+                        }
+                        if target.starts_with(b"/") {
+                            done.clear();
+                            outside = self.unless_root(PathBuf::from("/"))?;
+                        } else {
+                            // Relative to the directory that holds the link.
+                            here = Some(dir);
+                        }
+                        let parts = target.split(|&b| b == b'/').rev();
+                        todo.extend(parts.map(|p| OsStr::from_bytes(p).to_os_string()));
+                    }
+                    // Not a link: a name to stand on, and go on from.
+                    Err(Errno::INVAL) => {
+                        if !todo.is_empty() {
+                            let step = PLACE | OFlags::NOFOLLOW;
+                            here = Some(openat(&dir, name.as_os_str(), step, Mode::empty())?);
+                        }
+                        done.push(name);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match outside {
+                // The path ends outside the root.
+                Some(_) => Err(Errno::XDEV.into()),
+                None => self.open_plain(&done, flags),
+            }
+        }
+
+        /// `None` if the absolute `path` leads to the root, else `path`,
+        /// still outside. The kernel resolves it only to say what it names
+        /// (`O_PATH` reads nothing, and the descriptor is closed at once);
+        /// a path that leads nowhere can lead nowhere back: `EXDEV`.
+        fn unless_root(&self, path: PathBuf) -> io::Result<Option<PathBuf>> {
+            let named = openat(CWD, &path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|_| Errno::XDEV)?;
+            match identity(&named)? == self.id {
+                true => Ok(None),
+                false => Ok(Some(path)),
             }
         }
 
@@ -762,21 +1163,54 @@ mod beneath {
         }
     }
 
-    /// Whether this kernel (and any sandbox around us) offers `openat2`.
-    fn has_openat2(dir: &OwnedFd) -> bool {
-        open_beneath(dir.as_fd(), ".", OFlags::PATH | OFlags::CLOEXEC).is_ok()
+    /// Whether the fast way's error may be a link that stays inside after
+    /// all: `EXDEV` from `openat2` (a link or `..` that left, perhaps to
+    /// come back), `ELOOP` or `ENOTDIR` from the walk (which refuses every
+    /// link so).
+    fn refused_a_link(resolver: Resolver, e: &io::Error) -> bool {
+        matches!(
+            (resolver, e.raw_os_error()),
+            (Resolver::Beneath, Some(libc::EXDEV))
+                | (Resolver::Walk, Some(libc::ELOOP | libc::ENOTDIR))
+        )
     }
 
-    fn joined(names: &[&str]) -> String {
-        if names.is_empty() {
-            ".".to_string()
-        } else {
-            names.join("/")
+    /// The canonical path of the directory open as `dir`: what the kernel
+    /// says it is (`/proc/self/fd`), else what `path` resolves to now.
+    fn canonical_path(dir: &OwnedFd, path: &Path) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .ok()
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::fs::canonicalize(path).ok())
+    }
+
+    /// A file's device and inode: what it is, whatever its names.
+    fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+        let stat = fstat(fd)?;
+        Ok((stat.st_dev, stat.st_ino))
+    }
+
+    /// Whether this kernel (and any sandbox around us) offers `openat2`.
+    fn has_openat2(dir: &OwnedFd) -> bool {
+        open_beneath(dir.as_fd(), OsStr::new("."), OFlags::PATH | OFlags::CLOEXEC).is_ok()
+    }
+
+    fn joined<S: AsRef<OsStr>>(names: &[S]) -> OsString {
+        let mut path = OsString::new();
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                path.push("/");
+            }
+            path.push(name);
         }
+        if path.is_empty() {
+            path.push(".");
+        }
+        path
     }
 
     /// The whole path in one system call that cannot leave `root`.
-    fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+    fn open_beneath(root: BorrowedFd<'_>, path: &OsStr, flags: OFlags) -> io::Result<OwnedFd> {
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         let mut tries = 1;
         loop {
@@ -789,7 +1223,11 @@ mod beneath {
 
     /// One name at a time, each opened from the descriptor of the
     /// directory before it, never following a link.
-    fn walk(root: BorrowedFd<'_>, names: &[&str], flags: OFlags) -> io::Result<OwnedFd> {
+    fn walk<S: AsRef<OsStr>>(
+        root: BorrowedFd<'_>,
+        names: &[S],
+        flags: OFlags,
+    ) -> io::Result<OwnedFd> {
         let Some((last, parents)) = names.split_last() else {
             return Ok(openat(root, ".", flags, Mode::empty())?);
         };
@@ -799,11 +1237,11 @@ mod beneath {
             // O_PATH: a place to stand, which needs no read permission (a
             // path needs only search permission on its directories).
             // O_DIRECTORY with O_NOFOLLOW: a link here fails with ENOTDIR.
-            let step = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            here = Some(openat(at, *name, step, Mode::empty())?);
+            let step = PLACE | OFlags::NOFOLLOW;
+            here = Some(openat(at, name.as_ref(), step, Mode::empty())?);
         }
         let at = here.as_ref().map_or(root, AsFd::as_fd);
-        let fd = openat(at, *last, flags | OFlags::NOFOLLOW, Mode::empty())?;
+        let fd = openat(at, last.as_ref(), flags | OFlags::NOFOLLOW, Mode::empty())?;
         // With O_PATH, O_NOFOLLOW opens a link itself instead of failing;
         // refuse it like any other link.
         if flags.contains(OFlags::PATH)
@@ -956,6 +1394,162 @@ mod tests {
     }
 
     #[test]
+    fn a_dot_at_the_end_names_a_directory() {
+        for path in ["/a.txt/", "/a.txt/.", "/a.txt/./", "/a.txt/%2e", "/", "/."] {
+            assert!(asks_for_directory(path), "{path}");
+        }
+        for path in ["/a.txt", "/sub", "/a.txt/.x", "/.hidden", "/a.txt/%2e%2e"] {
+            assert!(!asks_for_directory(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn conditions_are_evaluated_in_rfc_9110s_order() {
+        use Precondition::{Failed, NotModified, Proceed};
+        let etag = "\"e1\"";
+        let modified = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").ok();
+        let before = "Sat, 05 Nov 1994 08:49:37 GMT";
+        let same = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let after = "Mon, 07 Nov 1994 08:49:37 GMT";
+        let h = |v: &str| Some(v.to_string());
+        let req = |im, ius, inm, ims| FileRequest {
+            if_match: im,
+            if_unmodified_since: ius,
+            if_none_match: inm,
+            if_modified_since: ims,
+            ..FileRequest::default()
+        };
+        let cases = [
+            (req(None, None, None, None), Proceed),
+            // If-Match: strong comparison, `*`, lists.
+            (req(h("\"e1\""), None, None, None), Proceed),
+            (req(h("\"x\", \"e1\""), None, None, None), Proceed),
+            (req(h("*"), None, None, None), Proceed),
+            (req(h("\"x\""), None, None, None), Failed),
+            (req(h("W/\"e1\""), None, None, None), Failed),
+            (req(h("\"e1"), None, None, None), Failed),
+            // If-Unmodified-Since, only without If-Match.
+            (req(None, h(same), None, None), Proceed),
+            (req(None, h(after), None, None), Proceed),
+            (req(None, h(before), None, None), Failed),
+            (req(None, h("yesterday"), None, None), Proceed),
+            (req(h("\"e1\""), h(before), None, None), Proceed),
+            (req(h("\"x\""), h(after), None, None), Failed),
+            // Then If-None-Match (weak comparison), else If-Modified-Since.
+            (req(None, None, h("W/\"e1\""), None), NotModified),
+            (req(None, None, h("\"x\",\"e1\""), None), NotModified),
+            (req(None, None, h("*"), None), NotModified),
+            (req(None, None, h("\"x\""), h(after)), Proceed),
+            (req(None, None, None, h(same)), NotModified),
+            (req(None, None, None, h(before)), Proceed),
+            // A failed precondition wins over a current copy.
+            (req(h("\"x\""), None, h("\"e1\""), None), Failed),
+            (req(None, h(before), None, h(after)), Failed),
+            (req(h("\"e1\""), None, h("\"e1\""), None), NotModified),
+        ];
+        for (request, want) in cases {
+            assert_eq!(preconditions(&request, etag, modified), want, "{request:?}");
+        }
+        // A file without a time: its dates decide nothing.
+        let dated = req(None, h(before), None, h(after));
+        assert_eq!(preconditions(&dated, etag, None), Proceed);
+    }
+
+    #[test]
+    fn entity_tag_lists_are_read_tag_by_tag() {
+        let tags: Vec<_> = entity_tags(" \"a\", W/\"b\" ,\"c,d\"").collect();
+        assert_eq!(
+            tags,
+            [(false, "\"a\""), (true, "\"b\""), (false, "\"c,d\"")]
+        );
+        assert_eq!(entity_tags("\"a").count(), 0);
+        assert_eq!(entity_tags("a, \"b\"").count(), 0);
+    }
+
+    #[test]
+    fn text_is_said_to_be_utf8() {
+        let cases = [
+            ("a.txt", "text/plain; charset=utf-8"),
+            ("a.html", "text/html; charset=utf-8"),
+            ("a.css", "text/css; charset=utf-8"),
+            ("a.json", "application/json; charset=utf-8"),
+            ("a.webmanifest", "application/manifest+json; charset=utf-8"),
+            ("a.png", "image/png"),
+            ("a.bin", "application/octet-stream"),
+            ("noext", "application/octet-stream"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(content_type(name), want, "{name}");
+        }
+        let js = content_type("a.js");
+        assert!(js.ends_with("javascript; charset=utf-8"), "{js}");
+    }
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (12_390, "12.1 KiB"),
+            (1_048_575, "1.0 MiB"),
+            (5_000_000, "4.8 MiB"),
+            (3 << 30, "3.0 GiB"),
+            (u64::MAX, "16.0 EiB"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(human_size(bytes), want, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn a_row_links_what_a_click_opens_and_says_why_not_otherwise() {
+        let entry = |name: &str, blocked| Entry {
+            name: name.to_string(),
+            is_link: false,
+            is_dir: false,
+            size: Some(12_390),
+            modified: None,
+            blocked,
+        };
+        let row = |e: &Entry| {
+            let mut out = Vec::new();
+            listing_row(e, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let open = row(&entry("<b>&.txt", None));
+        assert!(
+            open.contains("<a href=\"%3Cb%3E%26.txt\">&lt;b&gt;&amp;.txt</a>"),
+            "{open}"
+        );
+        assert!(
+            open.contains("title=\"12390 bytes\">12.1 KiB</td>"),
+            "{open}"
+        );
+        let shut = row(&entry("back\\slash.txt", Some("why")));
+        assert!(!shut.contains("href"), "{shut}");
+        assert!(
+            shut.contains("back\\slash.txt <small>(why)</small>"),
+            "{shut}"
+        );
+        let dir = Entry {
+            is_dir: true,
+            size: None,
+            ..entry("a dir", None)
+        };
+        assert!(row(&dir).contains("<a href=\"a%20dir/\">a dir/</a></td><td class=\"num\">-</td>"));
+        // The head and tail around the rows make one page.
+        let mut page = Vec::new();
+        listing_head(&["sub"], &mut page);
+        listing_row(&dir, &mut page);
+        listing_tail(&mut page);
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("<title>Directory listing for /sub/</title>"));
+        assert!(page.contains("<a href=\"../\">../</a>") && page.contains("href=\"/_/\""));
+        assert!(page.ends_with("</html>\n"));
+    }
+
+    #[test]
     fn file_system_errors_get_the_status_of_whose_doing_they_are() {
         let cases = [
             (libc::ENOENT, 404),
@@ -1025,63 +1619,115 @@ mod tests {
 
     fn links(tree: &Tree) {
         let root = tree.root();
+        let outside = tree.0.join("outside");
         symlink("a.txt", root.join("link-in")).unwrap();
         symlink("sub", root.join("dir-in")).unwrap();
         symlink("../outside/secret.txt", root.join("link-out")).unwrap();
-        symlink(tree.0.join("outside/secret.txt"), root.join("link-abs")).unwrap();
+        symlink(outside.join("secret.txt"), root.join("link-abs")).unwrap();
         symlink(root.join("a.txt"), root.join("link-abs-in")).unwrap();
+        symlink(root.join("sub"), root.join("dir-abs-in")).unwrap();
+        symlink("../root/a.txt", root.join("out-and-back")).unwrap();
+        symlink("../../root/sub/b.txt", root.join("sub/up-and-back")).unwrap();
+        symlink("../../outside/secret.txt", root.join("sub/up-and-out")).unwrap();
+        symlink("../root/../outside/secret.txt", root.join("back-then-out")).unwrap();
+        symlink("..", root.join("parent")).unwrap();
+        symlink(&root, root.join("itself")).unwrap();
+        // `..` at `/` is `/`: climbing past the top and down again is inside.
+        let mut climb = "../".repeat(40);
+        climb.push_str(&root.join("a.txt").to_string_lossy()[1..]);
+        symlink(climb, root.join("climb")).unwrap();
         symlink("loop-b", root.join("loop-a")).unwrap();
         symlink("loop-a", root.join("loop-b")).unwrap();
         symlink("/proc/self/root/etc/passwd", root.join("magic")).unwrap();
+        symlink("nothing", root.join("dangling")).unwrap();
+        // Another name for the root, beside it, as `/srv` may be for `/data/srv`.
+        symlink("root", tree.0.join("alias")).unwrap();
+        symlink(tree.0.join("alias/a.txt"), root.join("via-alias")).unwrap();
+        symlink("../../alias/sub/b.txt", root.join("sub/via-alias")).unwrap();
+    }
+
+    /// Every resolver that keeps links inside this machine offers.
+    fn inside_resolvers(tree: &Tree) -> Vec<Resolver> {
+        let beneath = Root::open(&tree.root(), false).unwrap().resolver() == Resolver::Beneath;
+        match beneath {
+            true => vec![Resolver::Beneath, Resolver::Walk],
+            false => {
+                eprintln!("no openat2 on this kernel: only the walk is tested");
+                vec![Resolver::Walk]
+            }
+        }
     }
 
     #[test]
-    fn openat2_follows_links_only_while_they_stay_inside() {
-        let tree = Tree::new("beneath");
+    fn links_are_followed_only_while_they_stay_inside() {
+        let tree = Tree::new("inside");
         links(&tree);
-        let root = Root::open(&tree.root(), false).unwrap();
-        if root.resolver() != Resolver::Beneath {
-            eprintln!("no openat2 on this kernel: only the walk is tested");
-            return;
+        let hello = || Ok::<String, i32>("hello\n".into());
+        let cases: [(&str, std::result::Result<String, i32>); 22] = [
+            ("a.txt", hello()),
+            ("sub/b.txt", Ok("b\n".into())),
+            ("link-in", hello()),
+            ("dir-in/b.txt", Ok("b\n".into())),
+            // Absolute links that name a file inside: python and nginx
+            // serve them, and so do we.
+            ("link-abs-in", hello()),
+            ("dir-abs-in/b.txt", Ok("b\n".into())),
+            ("itself/itself/a.txt", hello()),
+            // Out of the directory and back in, by name.
+            ("out-and-back", hello()),
+            ("sub/up-and-back", Ok("b\n".into())),
+            ("climb", hello()),
+            ("via-alias", hello()),
+            ("sub/via-alias", Ok("b\n".into())),
+            // Out, and out it stays.
+            ("link-out", Err(libc::EXDEV)),
+            ("link-abs", Err(libc::EXDEV)),
+            ("sub/up-and-out", Err(libc::EXDEV)),
+            ("back-then-out", Err(libc::EXDEV)),
+            ("parent/outside/secret.txt", Err(libc::EXDEV)),
+            ("magic", Err(libc::EXDEV)),
+            ("loop-a", Err(libc::ELOOP)),
+            ("dangling", Err(libc::ENOENT)),
+            ("nope", Err(libc::ENOENT)),
+            ("a.txt/x", Err(libc::ENOTDIR)),
+        ];
+        for resolver in inside_resolvers(&tree) {
+            let root = Root::with_resolver(&tree.root(), resolver).unwrap();
+            for (path, want) in &cases {
+                assert_eq!(&open_with(&root, path), want, "{resolver:?} {path}");
+            }
+            // Asked for as a place (O_PATH, as a listing does), the same.
+            let place = |names: &[&str]| root.open_below(names, OFlags::PATH).map(|_| ());
+            assert!(place(&["link-abs-in"]).is_ok(), "{resolver:?}");
+            assert!(place(&["itself"]).is_ok(), "{resolver:?}");
+            let refused = place(&["link-abs"]).map_err(|e| e.raw_os_error());
+            assert_eq!(refused, Err(Some(libc::EXDEV)), "{resolver:?}");
         }
-        assert_eq!(open_with(&root, "a.txt"), Ok("hello\n".into()));
-        assert_eq!(open_with(&root, "sub/b.txt"), Ok("b\n".into()));
-        assert_eq!(open_with(&root, "link-in"), Ok("hello\n".into()));
-        assert_eq!(open_with(&root, "dir-in/b.txt"), Ok("b\n".into()));
-        assert_eq!(open_with(&root, "link-out"), Err(libc::EXDEV));
-        assert_eq!(open_with(&root, "link-abs"), Err(libc::EXDEV));
-        // An absolute link is refused even when it points back inside.
-        assert_eq!(open_with(&root, "link-abs-in"), Err(libc::EXDEV));
-        assert_eq!(open_with(&root, "magic"), Err(libc::EXDEV));
-        assert_eq!(open_with(&root, "loop-a"), Err(libc::ELOOP));
-        assert_eq!(open_with(&root, "nope"), Err(libc::ENOENT));
     }
 
     #[test]
-    fn the_walk_refuses_every_link() {
-        let tree = Tree::new("walk");
-        links(&tree);
-        let root = Root::with_resolver(&tree.root(), Resolver::Walk).unwrap();
-        assert_eq!(open_with(&root, "a.txt"), Ok("hello\n".into()));
-        assert_eq!(open_with(&root, "sub/b.txt"), Ok("b\n".into()));
-        for link in [
-            "link-in",
-            "link-out",
-            "link-abs",
-            "link-abs-in",
-            "loop-a",
-            "magic",
-        ] {
-            assert_eq!(open_with(&root, link), Err(libc::ELOOP), "{link}");
+    fn a_chain_of_links_ends_where_the_kernels_would() {
+        let tree = Tree::new("chain");
+        let root = tree.root();
+        // Absolute links, which the kernel's RESOLVE_BENEATH refuses, so
+        // every hop is followed by hand: 40 are followed, 41 are too many.
+        symlink(root.join("a.txt"), root.join("hop0")).unwrap();
+        for i in 1..=40 {
+            symlink(
+                root.join(format!("hop{}", i - 1)),
+                root.join(format!("hop{i}")),
+            )
+            .unwrap();
         }
-        assert_eq!(open_with(&root, "dir-in/b.txt"), Err(libc::ENOTDIR));
-        let fd = root.open_below(&["link-in"], OFlags::PATH);
-        assert_eq!(
-            fd.map_err(|e| e.raw_os_error()).err(),
-            Some(Some(libc::ELOOP))
-        );
-        let fd = root.open_below(&["sub"], OFlags::PATH);
-        assert!(fd.is_ok());
+        for resolver in inside_resolvers(&tree) {
+            let root = Root::with_resolver(&tree.root(), resolver).unwrap();
+            assert_eq!(
+                open_with(&root, "hop39"),
+                Ok("hello\n".into()),
+                "{resolver:?}"
+            );
+            assert_eq!(open_with(&root, "hop40"), Err(libc::ELOOP), "{resolver:?}");
+        }
     }
 
     #[test]
@@ -1105,11 +1751,18 @@ mod tests {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let swapper = {
             let (dir, stop) = (root_dir.clone(), stop.clone());
+            let secret = tree.0.join("outside/secret.txt");
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let _ = fs::write(dir.join(".file"), "file\n");
                     let _ = fs::rename(dir.join(".file"), dir.join("race.txt"));
                     let _ = symlink("../outside/secret.txt", dir.join(".link"));
+                    let _ = fs::rename(dir.join(".link"), dir.join("race.txt"));
+                    // An absolute link, which only the path followed by
+                    // hand (after the kernel's refusal) looks at.
+                    let _ = fs::write(dir.join(".file"), "file\n");
+                    let _ = fs::rename(dir.join(".file"), dir.join("race.txt"));
+                    let _ = symlink(&secret, dir.join(".link"));
                     let _ = fs::rename(dir.join(".link"), dir.join("race.txt"));
                 }
             })

@@ -2,6 +2,7 @@
 //! right, and the safe answer where it is not.
 
 mod common;
+mod privilege;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -35,6 +36,12 @@ impl Site {
         fs::write(dir.join("big.bin"), big).unwrap();
         std::os::unix::fs::symlink("a.txt", dir.join("link-in")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.join("link-out")).unwrap();
+        // Links that stay inside, written the ways people write them.
+        std::os::unix::fs::symlink(dir.join("a.txt"), dir.join("link-abs-in")).unwrap();
+        std::os::unix::fs::symlink(dir.join("sub"), dir.join("dir-abs-in")).unwrap();
+        let own_name = dir.file_name().unwrap().to_str().unwrap();
+        let back_in = format!("../{own_name}/a.txt");
+        std::os::unix::fs::symlink(back_in, dir.join("out-and-back")).unwrap();
         Site { dir }
     }
 
@@ -52,14 +59,6 @@ impl Drop for Site {
 fn serve(site: &Site, extra: &[&str]) -> Server {
     let dir = site.dir.to_str().unwrap();
     Server::start(&[&["--dir", dir, "--quiet"], extra].concat())
-}
-
-/// Whether the server follows links that stay inside its directory: yes
-/// with openat2 (Linux 5.6+), no where it has to walk with O_NOFOLLOW. It
-/// says which in its start-up log.
-fn follows_links_inside(server: &Server) -> bool {
-    let line = server.wait_for_log("files are opened", Duration::from_secs(10));
-    !line.contains("every symbolic link is refused")
 }
 
 /// One raw request (the path exactly as given) on a fresh connection.
@@ -145,7 +144,7 @@ fn same_answers_as_pythons_http_server_where_python_is_right() {
     let ours = serve(&site, &[]);
     let python = Python::start(&site.dir);
     // (method, path, compare Content-Length too)
-    let mut same = vec![
+    let same = [
         ("GET", "/", false),
         ("GET", "/a.txt", true),
         ("HEAD", "/a.txt", true),
@@ -161,13 +160,13 @@ fn same_answers_as_pythons_http_server_where_python_is_right() {
         ("HEAD", "/big.bin", true),
         ("GET", "/nope", false),
         ("GET", "/sub/nope.txt", false),
+        // Links that stay inside, however they are written.
+        ("GET", "/link-in", true),
+        ("GET", "/link-abs-in", true),
+        ("GET", "/dir-abs-in/", true),
+        ("GET", "/dir-abs-in/deeper/data.json", true),
+        ("GET", "/out-and-back", true),
     ];
-    if follows_links_inside(&ours) {
-        same.push(("GET", "/link-in", true));
-    } else {
-        // Without openat2 every link is refused, even one that stays inside.
-        assert_eq!(get(&ours, "/link-in").status, 404);
-    }
     for (method, path, length) in same {
         let a = raw(ours.addr, method, path, "");
         let b = raw(python.addr, method, path, "");
@@ -249,10 +248,8 @@ fn traversal_in_every_spelling_is_refused() {
 fn symlinks_out_need_follow_symlinks() {
     let site = Site::new("links");
     let strict = serve(&site, &[]);
-    if follows_links_inside(&strict) {
-        assert_eq!(get(&strict, "/link-in").body, b"hello\n");
-    } else {
-        assert_eq!(get(&strict, "/link-in").status, 404);
+    for inside in ["/link-in", "/link-abs-in", "/out-and-back"] {
+        assert_eq!(get(&strict, inside).body, b"hello\n", "{inside}");
     }
     assert_eq!(get(&strict, "/link-out").status, 404);
     let lenient = serve(&site, &["--follow-symlinks"]);
@@ -286,19 +283,52 @@ fn redirects_never_start_with_two_slashes() {
     }
 }
 
-/// The `href`s of a listing page, in order, without the link up.
+/// The `href`s of a listing page, in order, without the link up or the
+/// server's own (absolute) links.
 fn hrefs(page: &str) -> Vec<String> {
     page.split("href=\"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
-        .filter(|href| *href != "../")
+        .filter(|href| *href != "../" && !href.starts_with('/'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every `<a href>` of a page as python's `html.parser` reads it.
+fn hrefs_by_html_parser(page: &str) -> Vec<String> {
+    let script = "import sys\n\
+                  from html.parser import HTMLParser\n\
+                  class Links(HTMLParser):\n    \
+                  def handle_starttag(self, tag, attrs):\n        \
+                  print(*(v for k, v in attrs if tag == 'a' and k == 'href'), sep='\\n')\n\
+                  Links().feed(sys.stdin.read())\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "html.parser failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
 }
 
 /// The rows of our listing page, one per entry.
 fn rows(page: &str) -> Vec<&str> {
-    page.lines().filter(|l| l.starts_with("<tr><td>")).collect()
+    page.lines()
+        .filter(|l| l.starts_with("<tr><td>") || l.starts_with("<tr class="))
+        .collect()
 }
 
 #[test]
@@ -313,6 +343,7 @@ fn listings_escape_names_and_show_size_and_time() {
     assert!(page.contains(">with space/</a>") && page.contains("href=\"with%20space/\""));
     assert!(page.contains(">link-in@</a>"), "{page}");
     assert!(!page.contains("href=\"../\""), "no way up from the root");
+    assert!(page.contains("href=\"/_/\""), "a way to the live page");
     assert!(
         !page.contains("http://") && !page.contains("<link"),
         "no external assets"
@@ -324,18 +355,26 @@ fn listings_escape_names_and_show_size_and_time() {
         .into_iter()
         .find(|r| r.contains("href=\"a.txt\""))
         .expect("a row for a.txt");
-    assert!(row.contains("<td>6</td>"), "{row}");
-    assert!(row.contains(&format!("<td>{modified}</td>")), "{row}");
+    assert!(row.contains("title=\"6 bytes\">6 B</td>"), "{row}");
+    assert!(row.contains(&format!(">{modified}</td>")), "{row}");
     let row = rows(&page)
         .into_iter()
         .find(|r| r.contains("href=\"big.bin\""))
         .unwrap();
-    assert!(row.contains("<td>5000000</td>"), "{row}");
+    assert!(
+        row.contains("title=\"5000000 bytes\">4.8 MiB</td>"),
+        "{row}"
+    );
     let row = rows(&page)
         .into_iter()
         .find(|r| r.contains("href=\"sub/\""))
         .unwrap();
-    assert!(row.contains("<td>-</td>"), "a directory has no size: {row}");
+    assert!(row.contains(">-</td>"), "a directory has no size: {row}");
+    // The page has a style of its own, and nothing but its own.
+    assert!(
+        page.contains("<style>") && page.contains("system-ui"),
+        "{page}"
+    );
     // Below the root, the first row leads up.
     let deeper = get(&server, "/sub/deeper/").text();
     assert!(
@@ -371,7 +410,11 @@ fn listings_are_in_pythons_order() {
         let a = get(&ours, path);
         let b = raw(python.addr, "GET", path, "");
         assert_eq!((a.status, b.status), (200, 200), "{path}");
-        assert_eq!(hrefs(&a.text()), hrefs(&b.text()), "{path}");
+        // python links `link-out` too, which only it can open; ours names
+        // it without a link.
+        let mut theirs = hrefs(&b.text());
+        theirs.retain(|href| href != "link-out");
+        assert_eq!(hrefs(&a.text()), theirs, "{path}");
     }
     let names = hrefs(&get(&ours, "/").text());
     let at = |name: &str| names.iter().position(|n| n == name).unwrap();
@@ -443,6 +486,96 @@ fn ranges_and_conditionals() {
         "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n",
     );
     assert_eq!(r.status, 200, "a stale If-Range gets the whole file");
+}
+
+#[test]
+fn if_match_and_if_unmodified_since_refuse_a_changed_file_with_412() {
+    let site = Site::new("preconditions");
+    let server = serve(&site, &[]);
+    let first = get(&server, "/a.txt");
+    let etag = first.header("ETag").unwrap().to_string();
+    let modified = first.header("Last-Modified").unwrap().to_string();
+    let old = "Sat, 01 Jan 2000 00:00:00 GMT";
+    let cases = [
+        (format!("If-Match: {etag}\r\n"), 200),
+        (format!("If-Match: \"other\", {etag}\r\n"), 200),
+        ("If-Match: *\r\n".to_string(), 200),
+        ("If-Match: \"other\"\r\n".to_string(), 412),
+        // If-Match compares strongly: a weak tag never matches.
+        (format!("If-Match: W/{etag}\r\n"), 412),
+        (format!("If-Unmodified-Since: {modified}\r\n"), 200),
+        (format!("If-Unmodified-Since: {old}\r\n"), 412),
+        ("If-Unmodified-Since: not a date\r\n".to_string(), 200),
+        // RFC 9110 §13.2.2: If-Unmodified-Since only without If-Match ...
+        (
+            format!("If-Match: {etag}\r\nIf-Unmodified-Since: {old}\r\n"),
+            200,
+        ),
+        // ... and a failed precondition comes before a 304 or a range.
+        (
+            format!("If-Match: \"other\"\r\nIf-None-Match: {etag}\r\n"),
+            412,
+        ),
+        (
+            format!("If-Unmodified-Since: {old}\r\nIf-Modified-Since: {modified}\r\n"),
+            412,
+        ),
+        (
+            "If-Match: \"other\"\r\nRange: bytes=0-1\r\n".to_string(),
+            412,
+        ),
+        (format!("If-Match: {etag}\r\nRange: bytes=0-1\r\n"), 206),
+        (
+            format!("If-Match: {etag}\r\nIf-None-Match: {etag}\r\n"),
+            304,
+        ),
+    ];
+    for method in ["GET", "HEAD"] {
+        for (headers, status) in &cases {
+            let r = raw(server.addr, method, "/a.txt", headers);
+            assert_eq!(r.status, *status, "{method} {headers:?}");
+            if r.status == 412 {
+                // No body, and a framing that says so.
+                assert!(r.body.is_empty(), "{method} {headers:?}");
+                assert_eq!(r.header("Content-Length"), Some("0"), "{headers:?}");
+            }
+        }
+    }
+    // The same on a kept-alive connection: the empty 412 ends where it says.
+    let mut s = server.connect();
+    write!(
+        s,
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Match: \"other\"\r\n\r\n\
+         HEAD /a.txt HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: {old}\r\n\r\n\
+         GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 412);
+    assert_eq!(read_response_to(&mut s, true).unwrap().status, 412);
+    assert_eq!(read_response(&mut s).unwrap().body, b"hello\n");
+}
+
+#[test]
+fn text_says_it_is_utf8() {
+    let site = Site::new("charset");
+    let server = serve(&site, &[]);
+    let cases = [
+        ("/a.txt", "text/plain; charset=utf-8"),
+        (
+            "/with%20space/%C3%A9t%C3%A9.txt",
+            "text/plain; charset=utf-8",
+        ),
+        ("/sub/", "text/html; charset=utf-8"),
+        ("/sub/deeper/data.json", "application/json; charset=utf-8"),
+        ("/big.bin", "application/octet-stream"),
+    ];
+    for (path, want) in cases {
+        assert_eq!(
+            get(&server, path).header("Content-Type"),
+            Some(want),
+            "{path}"
+        );
+    }
 }
 
 #[test]
@@ -884,6 +1017,9 @@ fn what_the_client_asks_wrongly_is_4xx_not_500() {
             ("/a".repeat(3000), 414),
             (format!("/{}", vec!["n".repeat(255); 17].join("/")), 414),
             ("/a.txt/".to_string(), 404),
+            ("/a.txt/.".to_string(), 404),
+            ("/a.txt/./".to_string(), 404),
+            ("/a.txt/%2e".to_string(), 404),
             ("/a.txt/x".to_string(), 404),
             ("/sub/index.html/".to_string(), 404),
         ];
@@ -958,4 +1094,199 @@ fn out_of_descriptors_is_503_with_retry_after() {
     common::wait_until(Duration::from_secs(10), || {
         get(&server, "/a.txt").status == 200
     });
+}
+
+/// `path` resolved against the page at `base` (a directory, ending in `/`),
+/// as a browser would for the links of a listing.
+fn resolve_href(base: &str, href: &str) -> String {
+    match href {
+        "../" => {
+            let parent = base.trim_end_matches('/');
+            format!("{}/", &parent[..parent.rfind('/').unwrap_or(0)])
+        }
+        _ if href.starts_with('/') => href.to_string(),
+        _ => format!("{base}{href}"),
+    }
+}
+
+#[test]
+fn every_link_in_a_listing_opens_and_what_cannot_is_marked() {
+    let site = Site::new("clickable");
+    fs::write(site.path("back\\slash.txt"), "x\n").unwrap();
+    std::os::unix::fs::symlink("nothing", site.path("dangling")).unwrap();
+    std::os::unix::fs::symlink("loop-b", site.path("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", site.path("loop-b")).unwrap();
+    std::os::unix::fs::symlink("../../..", site.path("sub/way-up")).unwrap();
+    let fifo = std::ffi::CString::new(site.path("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that lives through the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let server = serve(&site, &[]);
+    // Every listing, every link on it, as a user would click through.
+    let mut pages = vec!["/".to_string()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(page) = pages.pop() {
+        if !seen.insert(page.clone()) {
+            continue;
+        }
+        let r = get(&server, &page);
+        assert_eq!(r.status, 200, "{page}");
+        let text = r.text();
+        if !text.contains("Directory listing for") {
+            continue;
+        }
+        // python's html.parser reads the same links our test reads.
+        let parsed = hrefs_by_html_parser(&text);
+        let ours: Vec<String> = text
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(parsed, ours, "{page}");
+        for href in parsed {
+            let target = resolve_href(&page, &href);
+            let r = get(&server, &target);
+            assert!(
+                r.status == 200 || r.status == 301,
+                "{page}: {href} -> {target} is {}",
+                r.status
+            );
+            if target.ends_with('/') && target.starts_with(&page) && target != "/_/" {
+                pages.push(target);
+            }
+        }
+    }
+    assert!(seen.contains("/with%20space/"), "{seen:?}");
+    assert!(seen.contains("/dir-abs-in/"), "{seen:?}");
+    // What a click could not open is there, as text, with the reason.
+    let root = get(&server, "/").text();
+    for (shown, why) in [
+        ("back\\slash.txt", "backslash"),
+        ("link-out@", "outside"),
+        ("dangling@", "link to nothing"),
+        ("loop-a@", "loop"),
+        ("fifo", "not a file or a directory"),
+    ] {
+        let row = rows(&root)
+            .into_iter()
+            .find(|r| r.contains(&format!("<td>{shown} <small>")))
+            .unwrap_or_else(|| panic!("no row for {shown}: {root}"));
+        assert!(!row.contains("href"), "{row}");
+        assert!(row.contains(why), "{row}");
+    }
+    let sub = get(&server, "/sub/").text();
+    // `sub` has an index.html: its listing is never shown.
+    assert!(!sub.contains("way-up"));
+}
+
+#[test]
+fn a_folder_named_underscore_is_named_at_start_and_in_the_listing() {
+    let site = Site::new("underscore");
+    fs::create_dir_all(site.path("_")).unwrap();
+    fs::write(site.path("_/notes.txt"), "notes\n").unwrap();
+    // Only a directory at the root is hidden: a file `_`, or `_` below, is not.
+    fs::create_dir_all(site.path("with space/_")).unwrap();
+    fs::write(site.path("with space/_/deep.txt"), "deep\n").unwrap();
+    let server = serve(&site, &[]);
+    let line = server.wait_for_log("is not served", Duration::from_secs(10));
+    assert!(line.contains("WARN") && line.contains("/_/"), "{line}");
+    let root = get(&server, "/").text();
+    let row = rows(&root)
+        .into_iter()
+        .find(|r| r.contains("<td>_/ <small>"))
+        .unwrap_or_else(|| panic!("no row for _/: {root}"));
+    assert!(!row.contains("href") && row.contains("hidden"), "{row}");
+    // `/_/` stays the live page, and says nothing of the folder's files.
+    assert!(get(&server, "/_/").text().contains("EventSource"));
+    assert_eq!(get(&server, "/_/notes.txt").status, 404);
+    assert_eq!(get(&server, "/with%20space/_/deep.txt").body, b"deep\n");
+    // Without such a folder, no warning.
+    let plain = Site::new("no-underscore");
+    let server = serve(&plain, &[]);
+    server.wait_for_log("files are opened", Duration::from_secs(10));
+    assert!(!server.stderr().iter().any(|l| l.contains("is not served")));
+}
+
+#[test]
+fn robots_txt_keeps_crawlers_out_of_the_live_pages() {
+    let bare = Server::start(&["--quiet"]);
+    let site = Site::new("robots");
+    let served = serve(&site, &[]);
+    for server in [&bare, &served] {
+        let r = server.get("/robots.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
+        let text = r.text();
+        assert!(
+            text.lines().any(|l| l == "User-agent: *")
+                && text.lines().any(|l| l == "Disallow: /_/"),
+            "{text}"
+        );
+        let head = raw(server.addr, "HEAD", "/robots.txt", "");
+        assert!(head.body.is_empty());
+        assert_eq!(
+            head.header("Content-Length"),
+            Some(r.body.len().to_string().as_str())
+        );
+    }
+    // No page links the endless stream in its HTML.
+    for path in ["/", "/_/", "/_/about"] {
+        let page = bare.get(path).text();
+        assert!(!page.contains("href=\"/_/events\""), "{path}: {page}");
+    }
+    // A directory's own robots.txt wins.
+    fs::write(site.path("robots.txt"), "User-agent: *\nAllow: /\n").unwrap();
+    assert_eq!(served.get("/robots.txt").body, b"User-agent: *\nAllow: /\n");
+}
+
+#[test]
+fn a_mirror_of_the_server_finishes() {
+    let test = "a_mirror_of_the_server_finishes";
+    if Command::new("wget").arg("--version").output().is_err() {
+        return privilege::skip(test, "wget (apt-get install wget)");
+    }
+    let site = Site::new("mirror");
+    fs::remove_file(site.path("big.bin")).unwrap();
+    let bare = Server::start(&["--quiet"]);
+    let served = serve(&site, &[]);
+    let runs = [
+        (&bare, "robots=on"),
+        // A crawler told to ignore robots.txt finds no link to the stream.
+        (&bare, "robots=off"),
+        (&served, "robots=on"),
+        (&served, "robots=off"),
+    ];
+    for (i, (server, robots)) in runs.into_iter().enumerate() {
+        let into = Outside::new(&format!("mirror-{i}"));
+        let url = format!("http://{}/", server.addr);
+        // `timeout` ends a crawl that hangs, as one on the event stream did.
+        let out = Command::new("timeout")
+            .args([
+                "60", "wget", "-q", "-r", "-np", "-l", "2", "-e", robots, "-P",
+            ])
+            .arg(&into.dir)
+            .arg(&url)
+            .output()
+            .expect("timeout and wget");
+        let code = out.status.code();
+        assert!(
+            code.is_some() && code != Some(124),
+            "{url} with {robots}: the mirror did not finish ({code:?})"
+        );
+        let mirrored = into.dir.join(server.addr.to_string());
+        assert!(mirrored.join("index.html").is_file(), "{robots}");
+        assert!(
+            !mirrored.join("_/events").exists(),
+            "{robots}: the crawler opened the event stream"
+        );
+        if robots == "robots=on" {
+            assert!(mirrored.join("robots.txt").is_file(), "asked first");
+            assert!(!mirrored.join("_").exists(), "and kept out of /_/");
+        }
+        if std::ptr::eq(server, &served) {
+            assert_eq!(fs::read(mirrored.join("a.txt")).unwrap(), b"hello\n");
+            assert!(mirrored.join("with space/été.txt").is_file(), "{robots}");
+            assert_eq!(code, Some(0), "every link of the listings opened");
+        }
+    }
 }

@@ -182,6 +182,10 @@ pub struct FileRequest {
     pub path: String,
     /// The query string (without `?`), kept for redirects.
     pub query: Option<String>,
+    /// The conditional headers (RFC 9110 §13.1), evaluated in §13.2.2's
+    /// order by the file service.
+    pub if_match: Option<String>,
+    pub if_unmodified_since: Option<String>,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub range: Option<String>,

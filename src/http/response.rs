@@ -34,6 +34,7 @@ impl Status {
     pub const METHOD_NOT_ALLOWED: Status = Status::new(405, "Method Not Allowed");
     pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
     pub const PAYLOAD_TOO_LARGE: Status = Status::new(413, "Content Too Large");
+    pub const PRECONDITION_FAILED: Status = Status::new(412, "Precondition Failed");
     pub const URI_TOO_LONG: Status = Status::new(414, "URI Too Long");
     pub const RANGE_NOT_SATISFIABLE: Status = Status::new(416, "Range Not Satisfiable");
     pub const EXPECTATION_FAILED: Status = Status::new(417, "Expectation Failed");
@@ -337,6 +338,23 @@ pub fn write_error(
         extra,
         page.as_bytes(),
     )
+}
+
+/// Appends `text` to a page being built as bytes, escaped as
+/// [`html_escape_into`] does.
+pub fn html_escape_bytes(out: &mut Vec<u8>, text: &str) {
+    // Every special character is ASCII, and an ASCII byte never occurs
+    // inside a multi-byte character: byte by byte is safe.
+    for b in text.bytes() {
+        match b {
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'"' => out.extend_from_slice(b"&quot;"),
+            b'\'' => out.extend_from_slice(b"&#39;"),
+            b => out.push(b),
+        }
+    }
 }
 
 /// Appends `text` with the five HTML-special characters escaped.

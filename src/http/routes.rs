@@ -13,6 +13,13 @@
 //! and buy nothing: the stream ends only when the connection does. The
 //! route writes that head and the first event; the server keeps writing
 //! the rest (see `crate::live::events`).
+//!
+//! A stream without end is a trap for a crawler: `wget -r` or a link
+//! checker that follows a link to it never finishes. So no page links it
+//! in HTML (the live page's script adds its link), and `/robots.txt` asks
+//! crawlers to stay out of `/_/`, whose pages are all live and none worth
+//! a mirror. A served directory may bring its own `robots.txt`, which then
+//! wins; without one, the server's is served there too.
 
 use super::parse::RequestHead;
 use super::response::SERVER;
@@ -91,6 +98,8 @@ pub enum Route {
     Metrics,
     /// `/_/hello`: 13 bytes of plain text, the benchmark endpoint.
     Hello,
+    /// `/robots.txt`: keeps crawlers out of `/_/` (see the module comment).
+    Robots,
     /// `/_/whoami`: the caller's own 5-tuple as the server sees it.
     Whoami,
     /// `/_/conns` (text) and `/_/conns.json`: the live connection table,
@@ -115,6 +124,21 @@ pub enum Route {
 /// `/_/hello`'s answer, the same for every request but for its date: the
 /// benchmark endpoint, so it is written the cheapest way there is.
 static HELLO: Canned = Canned::new(Status::OK, "text/plain", b"Hello, World!");
+
+/// Where crawlers look for the rules of a site (RFC 9309).
+const ROBOTS_PATH: &str = "/robots.txt";
+
+/// The server's `robots.txt`: nothing under `/_/` is worth a crawl, and
+/// `/_/events` would hold a crawler forever.
+static ROBOTS: Canned = Canned::new(
+    Status::OK,
+    "text/plain; charset=utf-8",
+    b"# fivetuple: the pages under /_/ are this server's own and live (the\n\
+      # connection table of the moment, and an event stream that never ends):\n\
+      # nothing there for a crawler, a mirror or a link checker.\n\
+      User-agent: *\n\
+      Disallow: /_/\n",
+);
 
 /// The methods every route answers, for `Allow`.
 const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
@@ -173,6 +197,8 @@ pub fn resolve(head: &RequestHead<'_, '_>, files: bool) -> Route {
             Route::File(Box::new(FileRequest {
                 path,
                 query,
+                if_match: text("if-match"),
+                if_unmodified_since: text("if-unmodified-since"),
                 if_none_match: text("if-none-match"),
                 if_modified_since: text("if-modified-since"),
                 range: text("range"),
@@ -209,6 +235,7 @@ pub fn resolve_target(method: &str, target: &str, files: bool) -> Route {
         // Without a directory, `/` is the live page too: what someone who
         // opens the server in a browser came to see.
         "/" => Route::Live,
+        ROBOTS_PATH => Route::Robots,
         _ => Route::NotFound,
     }
 }
@@ -318,6 +345,7 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
     };
     match route {
         Route::Hello => Reply::written(Status::OK, HELLO.write(out, answer, date)),
+        Route::Robots => Reply::written(Status::OK, ROBOTS.write(out, answer, date)),
         Route::Whoami => {
             let p = &ctx.peer;
             let text = match ctx.host.worker() {
@@ -422,7 +450,16 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
             Reply::written(status, 0)
         }
         Route::File(req) => match &ctx.config.files {
-            Some(site) => site.respond(req, answer, ctx.date, out),
+            Some(site) => {
+                let start = out.len();
+                let reply = site.respond(req, answer, ctx.date, out);
+                if reply.status == Status::NOT_FOUND && req.path == ROBOTS_PATH {
+                    // The directory has no robots.txt of its own.
+                    out.truncate(start);
+                    return Reply::written(Status::OK, ROBOTS.write(out, answer, date));
+                }
+                reply
+            }
             None => error(
                 out,
                 answer,
@@ -491,7 +528,9 @@ this server's one port.</p>
 <li><a href="/_/">/_/</a>: the live page, every connection as it comes and goes</li>
 <li><a href="/_/conns">/_/conns</a>: every connection this server holds, one row each
 (<a href="/_/conns.json">as JSON</a>)</li>
-<li><a href="/_/events">/_/events</a>: the event stream behind the live page</li>
+<li><code>/_/events</code>: the event stream behind the live page, which never ends
+(<code>curl -N</code> shows it as it comes; it is no link here, so that a crawler
+does not open it and wait forever)</li>
 <li><a href="/_/metrics">/_/metrics</a>: counters, in the Prometheus text format</li>
 <li><a href="/_/whoami">/_/whoami</a>: your own 5-tuple</li>
 <li><a href="/_/hello">/_/hello</a>: 13 bytes of text, for benchmarks</li>
@@ -554,6 +593,8 @@ mod tests {
             ("HEAD", "/_/?x", Route::Live),
             ("GET", "*", Route::BadTarget),
             ("GET", "/nope", Route::NotFound),
+            ("GET", "/robots.txt", Route::Robots),
+            ("HEAD", "/robots.txt?x", Route::Robots),
             ("POST", "/_/hello", Route::MethodNotAllowed),
             ("OPTIONS", "*", Route::Options),
         ];
@@ -567,6 +608,8 @@ mod tests {
         let file = Route::File(Box::default());
         assert_eq!(resolve_target("GET", "/", true), file);
         assert_eq!(resolve_target("GET", "/a/b.txt", true), file);
+        // A served directory's own robots.txt comes first.
+        assert_eq!(resolve_target("GET", "/robots.txt", true), file);
         assert_eq!(resolve_target("GET", "/_/hello", true), Route::Hello);
         assert_eq!(resolve_target("GET", "/_/other", true), Route::NotFound);
         assert_eq!(resolve_target("GET", "/_/", true), Route::Live);
