@@ -178,7 +178,7 @@ pub fn first_line(bytes: &[u8]) -> String {
 }
 
 /// At most 60 characters of `bytes`, readable, with `…` where cut.
-fn shortened(bytes: &[u8]) -> String {
+pub(super) fn shortened(bytes: &[u8]) -> String {
     let shown = readable(bytes);
     let mut start: String = shown.chars().take(60).collect();
     if shown.chars().count() > 60 {
