@@ -17,7 +17,7 @@
 //! ports cannot grow memory without bound.
 //!
 //! A datagram is answered with one datagram that says what the server saw:
-//! `udp 127.0.0.1:500 <- 127.0.0.1:54321, 14 bytes`. With a wildcard bind
+//! `udp 127.0.0.1:500 <- 127.0.0.1:54321, 138 bytes`. With a wildcard bind
 //! (`0.0.0.0:500`) the local side reads `0.0.0.0:500`: the one socket does
 //! not learn which of the machine's addresses a datagram was sent to, where
 //! an accepted TCP socket does (its `getsockname`).
