@@ -663,6 +663,15 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// A client's address with `port`, or another if the server's socket
+    /// happens to have that port (the kernel chose it).
+    fn client(u: &Udp, port: u16) -> SocketAddr {
+        match port == u.local.port() {
+            true => peer(port.wrapping_add(10_000)),
+            false => peer(port),
+        }
+    }
+
     #[test]
     fn each_peer_is_answered_with_what_the_server_saw() {
         let mut u = udp();
@@ -744,8 +753,10 @@ mod tests {
             assert_eq!(u.admit(from, &PADDED, now), Err(why), "{from}");
         }
         assert_eq!(u.flows(), 0);
-        assert_eq!(u.admit(peer(1024), &PADDED, now), Ok(()));
-        assert_eq!(u.admit(peer(40000), &PADDED, now), Ok(()));
+        for port in [1024, 40000] {
+            let from = client(&u, port);
+            assert_eq!(u.admit(from, &PADDED, now), Ok(()));
+        }
         assert_eq!(u.flows(), 2);
     }
 
@@ -753,7 +764,7 @@ mod tests {
     fn an_answer_is_never_longer_than_its_question() {
         let mut u = udp();
         let now = Instant::now();
-        let from = peer(40000);
+        let from = client(&u, 40000);
         for n in [0, 1, 10, 40] {
             assert_eq!(u.admit(from, &vec![b'x'; n], now), Err(Refusal::TooShort));
         }
@@ -773,7 +784,7 @@ mod tests {
     fn each_source_has_its_credit_and_the_server_its_total() {
         let mut u = udp();
         let start = Instant::now();
-        let a = peer(40000);
+        let (a, b) = (client(&u, 40000), client(&u, 40001));
         let answered = |u: &mut Udp, from: SocketAddr, at: Instant| {
             (0..100)
                 .filter(|_| u.admit(from, &PADDED, at).is_ok())
@@ -783,7 +794,7 @@ mod tests {
         assert_eq!(u.admit(a, &PADDED, start), Err(Refusal::SourceRate));
         // Another port of the same address (another client behind one NAT)
         // has its own credit.
-        assert_eq!(answered(&mut u, peer(40001), start), 10);
+        assert_eq!(answered(&mut u, b, start), 10);
         // The credit comes back at 10 a second.
         let later = start + Duration::from_millis(500);
         assert_eq!(answered(&mut u, a, later), 5);
@@ -792,15 +803,14 @@ mod tests {
         u.total_rate = Rate::per_second(4, 4);
         u.total_credit = Credit::full(start);
         for port in 41000..41004 {
-            assert_eq!(u.admit(peer(port), &PADDED, start), Ok(()));
+            let from = client(&u, port);
+            assert_eq!(u.admit(from, &PADDED, start), Ok(()));
         }
-        assert_eq!(
-            u.admit(peer(41004), &PADDED, start),
-            Err(Refusal::TotalRate)
-        );
+        let fifth = client(&u, 41004);
+        assert_eq!(u.admit(fifth, &PADDED, start), Err(Refusal::TotalRate));
         // The source refused by the total kept its own credit.
         let next = start + Duration::from_millis(250);
-        assert_eq!(answered(&mut u, peer(41004), next), 1);
+        assert_eq!(answered(&mut u, fifth, next), 1);
     }
 
     #[test]
@@ -828,7 +838,7 @@ mod tests {
         let mut u = udp();
         let now = Instant::now();
         for port in 0..MAX_FLOWS + 200 {
-            let from = peer(20_000 + port as u16);
+            let from = client(&u, 20_000 + port as u16);
             assert_eq!(u.admit(from, &PADDED, now), Ok(()));
         }
         assert_eq!(u.flows(), MAX_FLOWS);

@@ -318,6 +318,18 @@ fn udp_is_counted_in_the_metrics_and_the_table() {
         .any(|k| k.starts_with("fivetuple_udp_")));
 }
 
+#[test]
+fn with_several_workers_every_scrape_counts_the_one_udp_socket() {
+    let server = Server::start(&["--udp", "--workers", "2", "--quiet"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ask(&client, &server, &padded(b"x"));
+    // The UDP socket is worker 0's. A scrape that worker 1 answers adds
+    // worker 0's posted figures, which a datagram read makes news: posted
+    // within a second, even if worker 0 has nothing else to do.
+    let counted = || metrics(&server).get("fivetuple_udp_datagrams_received_total") == Some(&1.0);
+    wait_until(Duration::from_secs(5), || (0..8).all(|_| counted()));
+}
+
 // ---- Forged sources ------------------------------------------------------
 
 /// Sends UDP datagrams with any source address: a raw socket
