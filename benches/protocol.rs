@@ -33,6 +33,7 @@ fn table(rows: usize) -> ConnTable {
         served: 0,
         hidden: 0,
         udp_peers: None,
+        udp: None,
         worker: None,
         rows: (0..rows)
             .map(|i| ConnRow {

@@ -88,6 +88,7 @@ impl Host for Registry {
             served: 0,
             hidden: conns.len() - shown,
             udp_peers: None,
+            udp: None,
             worker: None,
             rows: table,
         };

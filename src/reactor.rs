@@ -253,6 +253,9 @@ impl Reactor {
             }
             false => None,
         };
+        let mut live = Live::new(config.output.trace.clone(), config.max_conns);
+        // With `--udp`, the UDP families are in `/_/metrics` from the start.
+        live.metrics.udp = udp.as_ref().map(Udp::stats);
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -274,7 +277,7 @@ impl Reactor {
             timers: Timers::default(),
             table_cache: RefCell::default(),
             pieces_left: Cell::new(PIECES_PER_TURN),
-            live: Live::new(config.output.trace.clone(), config.max_conns),
+            live,
             access_log: config.output.access.as_ref().map(|_| AccessLog::default()),
             config,
             stats: Summary::default(),
@@ -446,6 +449,8 @@ impl Reactor {
     fn on_datagrams(&mut self) {
         if let Some(udp) = &mut self.udp {
             self.udp_ready = udp.on_readable(&mut self.read_buf, self.now) == Drained::Budget;
+            // The socket counts for itself; `/_/metrics` shows its figures.
+            self.live.metrics.udp = Some(udp.stats());
         }
     }
 
@@ -1002,6 +1007,7 @@ impl Reactor {
             if self.now.duration_since(self.flows_swept) >= Duration::from_secs(1) {
                 udp.expire(self.now);
                 self.flows_swept = self.now;
+                self.live.metrics.udp = Some(udp.stats());
             }
         }
         if self.write_buf.capacity() > 4 * READ_BUFFER {
@@ -1124,16 +1130,17 @@ impl Reactor {
     }
 
     /// What changes when this worker has news for the board: connections
-    /// accepted and closed, answers produced and served. (Bytes of a body
-    /// still streaming are left out: such a connection keeps the worker
-    /// awake, and its turns post on time anyway.)
-    fn post_mark(&self) -> [u64; 4] {
+    /// accepted and closed, answers produced and served, datagrams read.
+    /// (Bytes of a body still streaming are left out: such a connection
+    /// keeps the worker awake, and its turns post on time anyway.)
+    fn post_mark(&self) -> [u64; 5] {
         let m = &self.live.metrics;
         [
             self.stats.accepted,
             m.closed,
             m.responses,
             self.stats.served,
+            m.udp.map_or(0, |u| u.datagrams_in),
         ]
     }
 }
@@ -1146,7 +1153,7 @@ struct Seat {
     /// When this worker last posted its table on the board.
     posted_at: Instant,
     /// [`Reactor::post_mark`] when it did; `None` before its first post.
-    posted: Option<[u64; 4]>,
+    posted: Option<[u64; 5]>,
 }
 
 /// `fmt::Write` into a byte vector.
@@ -1249,6 +1256,7 @@ impl SlabView<'_> {
             served: self.stats.served,
             hidden,
             udp_peers: self.udp.map(Udp::flows),
+            udp: self.udp.map(Udp::stats),
             worker: self.seat.map(|s| s.index),
             rows: table,
         }
@@ -1350,6 +1358,7 @@ impl Host for SlabView<'_> {
                 served: 0,
                 hidden: 0,
                 udp_peers: None,
+                udp: None,
                 worker: Some(worker),
                 rows: Vec::new(),
             }

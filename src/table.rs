@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::procnet::TcpState;
 use crate::proxy::Origin;
+use crate::udp::{Refusal, UdpStats};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,6 +173,8 @@ pub struct ConnTable {
     pub hidden: usize,
     /// UDP peers remembered, with `--udp` (their rows follow the connections').
     pub udp_peers: Option<usize>,
+    /// With `--udp`: what the UDP socket did, and what it refused to do.
+    pub udp: Option<UdpStats>,
     /// With `--workers N`: which worker's table this is.
     pub worker: Option<usize>,
     /// The listener first, then the connections by token.
@@ -197,6 +200,7 @@ impl ConnTable {
             served: 0,
             hidden: 0,
             udp_peers: None,
+            udp: None,
             worker: None,
             rows: Vec::new(),
         }
@@ -275,6 +279,9 @@ impl ConnTable {
             let _ = write!(out, ", {peers} UDP {noun}");
         }
         out.push('\n');
+        if let Some(udp) = &self.udp {
+            write_udp_line(out, udp);
+        }
         let _ = writeln!(
             out,
             "{:<7} {:<5} {:<lw$} {:<rw$} {:<11} {:<7} {:>7} {:>10} {:>10} {:>8}",
@@ -316,9 +323,13 @@ impl ConnTable {
         let worker = self
             .worker
             .map_or_else(|| "null".to_string(), |n| n.to_string());
+        let udp = self.udp.map_or_else(
+            || "null".to_string(),
+            |u| serde_json::to_string(&u).unwrap_or_else(|_| "null".to_string()),
+        );
         let _ = write!(
             ByteString(out),
-            "{{\"listen\":\"{}\",\"worker\":{worker},\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"udp_peers\":{udp_peers},\"rows\":[",
+            "{{\"listen\":\"{}\",\"worker\":{worker},\"open\":{},\"accepted\":{},\"served\":{},\"hidden\":{},\"udp_peers\":{udp_peers},\"udp\":{udp},\"rows\":[",
             self.listen, self.open, self.accepted, self.served, self.hidden
         );
     }
@@ -591,6 +602,44 @@ impl Widths {
     }
 }
 
+/// The UDP socket's line under the table's first: what came in, what went
+/// out, and what did not, and why (`udp: 9 datagrams in, 6 answered;
+/// refused: 2 shorter than the answer, 1 from our own port; 0 dropped
+/// (send buffer full), 0 peers evicted`).
+fn write_udp_line(out: &mut String, udp: &UdpStats) {
+    let _ = write!(
+        out,
+        "udp: {} {} in, {} answered; refused: ",
+        udp.datagrams_in,
+        if udp.datagrams_in == 1 {
+            "datagram"
+        } else {
+            "datagrams"
+        },
+        udp.datagrams_out
+    );
+    let reasons: Vec<String> = Refusal::ALL
+        .iter()
+        .filter(|&&why| udp.refused.get(why) > 0)
+        .map(|&why| format!("{} {}", udp.refused.get(why), why.describe()))
+        .collect();
+    if reasons.is_empty() {
+        out.push_str("none");
+    } else {
+        out.push_str(&reasons.join(", "));
+    }
+    let _ = write!(out, "; {} dropped (send buffer full)", udp.dropped);
+    if udp.failed > 0 {
+        let _ = write!(out, ", {} not sent (the kernel refused)", udp.failed);
+    }
+    let _ = writeln!(
+        out,
+        ", {} {} evicted",
+        udp.evicted,
+        if udp.evicted == 1 { "peer" } else { "peers" }
+    );
+}
+
 fn remote_text(row: &ConnRow) -> String {
     row.remote
         .map_or_else(|| wildcard(&row.local), |r| r.to_string())
@@ -659,6 +708,7 @@ mod tests {
             served: 1,
             hidden: 0,
             udp_peers: None,
+            udp: None,
             worker: None,
             rows: vec![
                 ConnRow {
@@ -774,6 +824,39 @@ mod tests {
         assert_eq!(json["rows"].as_array().unwrap().len(), 3);
         assert_eq!(json["rows"][2]["you"], true);
         assert_eq!(json["rows"][0]["requests"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_udp_socket_says_what_it_refused_and_dropped() {
+        let mut table = sample();
+        let mut udp = UdpStats {
+            datagrams_in: 9,
+            datagrams_out: 5,
+            peers: 2,
+            ..UdpStats::default()
+        };
+        udp.refused.count(Refusal::TooShort);
+        udp.refused.count(Refusal::TooShort);
+        udp.refused.count(Refusal::OwnPort);
+        udp.dropped = 1;
+        table.udp_peers = Some(2);
+        table.udp = Some(udp);
+        let text = table.render_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with(", 2 UDP peers"), "{text}");
+        assert_eq!(
+            lines[1],
+            "udp: 9 datagrams in, 5 answered; refused: 1 from our own port, \
+             2 shorter than the answer; 1 dropped (send buffer full), 0 peers evicted"
+        );
+        assert!(lines[2].starts_with("Token "), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&table.render_json()).unwrap();
+        assert_eq!(json["udp"]["refused"]["too_short"], 2);
+        assert_eq!(json["udp"]["dropped"], 1);
+        assert_eq!(json["udp"]["evicted"], 0);
+        let without: serde_json::Value = serde_json::from_str(&sample().render_json()).unwrap();
+        assert!(without["udp"].is_null());
+        assert!(!sample().render_text().contains("udp:"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{run_connect as connect, stdout_and_stderr as text, Server};
+use fivetuple::udp::LONGEST_ANSWER;
 
 /// fivetuple's answer to a datagram of `n` bytes from `peer`, received on `local`.
 fn fivetuple_answer(local: SocketAddr, peer: SocketAddr, n: usize) -> Vec<u8> {
@@ -72,10 +73,20 @@ fn each_socket_has_its_own_port_and_the_server_names_it() {
     for pair in lines.chunks(2) {
         let (local, remote) = parse_line(pair[0]).unwrap_or_else(|| panic!("{}", pair[0]));
         assert_eq!(remote, target);
-        assert!(pair[0].contains(", sent 13 B, received "), "{}", pair[0]);
+        // 13 bytes of payload, padded so that the server may answer in full.
+        let padding = LONGEST_ANSWER - 13;
+        assert!(
+            pair[0].contains(&format!(
+                ", sent {LONGEST_ANSWER} B (13 B + {padding} B padding), received "
+            )),
+            "{}",
+            pair[0]
+        );
         assert_eq!(
             pair[1],
-            format!("  server sees: udp {remote} <- {local}, 13 bytes (the same pair)")
+            format!(
+                "  server sees: udp {remote} <- {local}, {LONGEST_ANSWER} bytes (the same pair)"
+            )
         );
         ports.insert(local);
     }
@@ -103,8 +114,10 @@ fn ipv6_works_the_same() {
     assert_eq!(rows[0]["proto"], "udp");
     assert_eq!(
         rows[0]["server_view"],
-        format!("udp {addr} <- {local}, 3 bytes")
+        format!("udp {addr} <- {local}, {LONGEST_ANSWER} bytes")
     );
+    assert_eq!(rows[0]["sent"], LONGEST_ANSWER);
+    assert_eq!(rows[0]["padding"], LONGEST_ANSWER - 3);
     assert!(rows[0]["answer_ms"].as_f64().is_some());
 }
 
@@ -137,7 +150,10 @@ fn nothing_listening_on_the_udp_port_is_named() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(
-        stdout.contains(" sent 6 B, then refused (nothing listens on that UDP port)"),
+        stdout.contains(&format!(
+            " sent {LONGEST_ANSWER} B (6 B + {} B padding), then refused (nothing listens on that UDP port)",
+            LONGEST_ANSWER - 6
+        )),
         "{stdout}"
     );
     assert!(
@@ -166,14 +182,20 @@ fn an_echo_is_not_taken_for_fivetuples_answer() {
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(!stdout.contains("server sees"), "{stdout}");
-    assert!(
-        stdout.contains("received 13 B, then not a fivetuple answer"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("  reply: Test payload."), "{stdout}");
+    // The datagram came back whole, padding and all: named as an echo,
+    // and shown without the padding.
     assert!(
         stdout.contains(&format!(
-            "{addr} does not look like fivetuple serve --udp: it answered \"Test payload.\""
+            "received {LONGEST_ANSWER} B, then not a fivetuple answer"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  reply: Test payload.\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{addr} does not look like fivetuple serve --udp: it answered our own datagram back: \
+             \"Test payload.\" and {} bytes of padding",
+            LONGEST_ANSWER - 13
         )),
         "{stdout}"
     );

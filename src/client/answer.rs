@@ -6,8 +6,9 @@
 //! - TCP, to `GET /_/whoami`: an HTTP 200 whose body is
 //!   `tcp 127.0.0.1:500 <- 127.0.0.1:54240, token 2` (and `, worker 1`
 //!   when the server runs several reactors);
-//! - UDP, to any datagram: one datagram back,
-//!   `udp 127.0.0.1:500 <- 127.0.0.1:54321, 14 bytes`.
+//! - UDP, to a datagram at least as long as the answer (the client pads
+//!   its own): one datagram back,
+//!   `udp 127.0.0.1:500 <- 127.0.0.1:54321, 138 bytes`.
 //!
 //! Anything else (another server's error page, an echo) is named for what
 //! it is and never passed off as the server's view. Replies are shown
@@ -178,7 +179,7 @@ pub fn first_line(bytes: &[u8]) -> String {
 }
 
 /// At most 60 characters of `bytes`, readable, with `…` where cut.
-fn shortened(bytes: &[u8]) -> String {
+pub(super) fn shortened(bytes: &[u8]) -> String {
     let shown = readable(bytes);
     let mut start: String = shown.chars().take(60).collect();
     if shown.chars().count() > 60 {

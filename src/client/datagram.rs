@@ -10,6 +10,15 @@
 //! unreachable", and the next `recv` on a connected socket fails with
 //! `ECONNREFUSED`; an unconnected socket would never know, and wait for
 //! its timeout.
+//!
+//! The datagram is padded. `fivetuple serve --udp` never sends more bytes
+//! than it received (anyone can forge a datagram's source, and a server
+//! that answered a few bytes with many would amplify a forger's traffic
+//! towards whoever he names), so a short payload alone would get no
+//! answer. Zero bytes after the payload bring the datagram to the length
+//! of the longest answer, as QUIC clients pad their first datagram to
+//! 1,200 bytes so that a server may answer it. The server counts the
+//! padding with the rest: it says what it saw, the whole datagram.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,11 +27,23 @@ use std::os::fd::AsRawFd;
 use mio::net::UdpSocket;
 
 use super::report::Failure;
+use crate::udp::LONGEST_ANSWER;
 
 /// Bytes of an answer kept. A fivetuple answer is one line of at most
 /// about 120 bytes (two IPv6 addresses and a length); anything longer is
 /// not one, and is cut here (and the cut noticed: see [`receive`]).
 pub(super) const ANSWER_LIMIT: usize = 2048;
+
+/// The datagram to send for `payload`: the payload, then zero bytes up to
+/// [`LONGEST_ANSWER`], so that the server may answer it in full (see the
+/// module's comment). A payload that long already goes as it is.
+pub(super) fn padded(payload: &[u8]) -> Vec<u8> {
+    let mut datagram = payload.to_vec();
+    if datagram.len() < LONGEST_ANSWER {
+        datagram.resize(LONGEST_ANSWER, 0);
+    }
+    datagram
+}
 
 /// A UDP socket bound to port 0 of `source` (or of any address) and
 /// connected to `target`, with the local end the kernel chose.
@@ -182,6 +203,18 @@ mod tests {
         let mut buf = [0u8; 16];
         let err = wait_receive(&mut socket, &mut buf).unwrap_err();
         assert_eq!(from_udp_error(&err), Failure::PortUnreachable);
+    }
+
+    #[test]
+    fn a_short_payload_is_padded_to_the_longest_answer_and_a_long_one_is_not() {
+        let short = padded(b"Test payload.");
+        assert_eq!(short.len(), LONGEST_ANSWER);
+        assert!(short.starts_with(b"Test payload.\0"));
+        assert!(short[13..].iter().all(|&b| b == 0));
+        assert!(!crate::udp::looks_like_an_answer(&short));
+        let long = vec![b'x'; LONGEST_ANSWER + 1];
+        assert_eq!(padded(&long), long);
+        assert_eq!(padded(b"").len(), LONGEST_ANSWER);
     }
 
     #[test]

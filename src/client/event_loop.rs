@@ -25,6 +25,7 @@
 //!    same lazy heap of deadlines the server uses ([`Timers`]);
 //! 6. `report_progress`: tell the observer how far the run is.
 
+use std::fmt::Write as _;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -40,7 +41,7 @@ use crate::error::Result;
 use crate::sys;
 use crate::timer::Timers;
 
-use super::answer::{first_line, judge_datagram, judge_whoami, Verdict};
+use super::answer::{first_line, judge_datagram, judge_whoami, shortened, Verdict};
 use super::datagram;
 use super::plan::{Mode, Plan, Targets};
 use super::report::{display_reply, Failure, Outcome};
@@ -340,6 +341,7 @@ impl<'a> Client<'a> {
         match datagram::send(socket, &self.plan.payload) {
             Ok(n) => {
                 probe.outcome.sent = n as u64;
+                probe.outcome.padding = self.plan.padding as u64;
                 probe.phase = Phase::Asking;
                 self.asking += 1;
                 let due = self.plan.timeout.map(|t| self.probes[key].started + t);
@@ -505,6 +507,19 @@ impl<'a> Client<'a> {
                         "a datagram of {} bytes, longer than any fivetuple answer (its first {} kept)",
                         got.len, got.kept
                     );
+                    return self.fail(key, Failure::NotUdpAnswer(what));
+                }
+                if probe.reply == self.plan.payload {
+                    // An echo server sends the datagram back, padding and
+                    // all: name it, and show the payload without the zeros.
+                    probe
+                        .reply
+                        .truncate(self.plan.payload.len() - self.plan.padding);
+                    let mut what =
+                        format!("our own datagram back: \"{}\"", shortened(&probe.reply));
+                    if self.plan.padding > 0 {
+                        let _ = write!(what, " and {} bytes of padding", self.plan.padding);
+                    }
                     return self.fail(key, Failure::NotUdpAnswer(what));
                 }
                 match judge_datagram(&probe.reply) {

@@ -181,7 +181,9 @@ mod tests {
         assert_eq!(report.outcomes.len(), 3);
         for o in &report.outcomes {
             assert_eq!(o.error, Some(Failure::Unanswered));
-            assert_eq!(o.sent, 13);
+            // 13 bytes of payload, padded to the longest answer.
+            assert_eq!(o.sent, crate::udp::LONGEST_ANSWER as u64);
+            assert_eq!(o.padding, o.sent - 13);
             assert!(
                 o.local.is_some(),
                 "a UDP socket has its end before any answer"

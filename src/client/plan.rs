@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+use super::datagram;
 use super::report::Failure;
 
 /// The three ways the story's client talks to a server (its `-m`).
@@ -99,7 +100,11 @@ pub(super) struct Plan {
     /// often `::1` and then `127.0.0.1`. See [`Targets`].
     pub targets: Vec<SocketAddr>,
     pub target_text: String,
+    /// What each socket sends: the payload, and with [`Mode::Udp`] the
+    /// padding after it.
     pub payload: Vec<u8>,
+    /// UDP: the zero bytes at the end of `payload` (see `datagram::padded`).
+    pub padding: usize,
     pub count: usize,
     pub sources: Vec<IpAddr>,
     pub hold: Duration,
@@ -143,11 +148,20 @@ impl Plan {
         for &source in &opts.sources {
             check_source(source)?;
         }
+        let (payload, padding) = match opts.mode {
+            Mode::Udp => {
+                let datagram = datagram::padded(&payload);
+                let padding = datagram.len() - payload.len();
+                (datagram, padding)
+            }
+            Mode::Tcp | Mode::Http => (payload, 0),
+        };
         Ok(Plan {
             mode: opts.mode,
             targets,
             target_text: opts.target.clone(),
             payload,
+            padding,
             count: opts.count,
             sources: opts.sources.clone(),
             hold: opts.hold,

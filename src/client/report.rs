@@ -111,6 +111,10 @@ pub struct Outcome {
     /// With `--http` or UDP: from the start to the server's answer.
     pub answer_ms: Option<f64>,
     pub sent: u64,
+    /// UDP: how many of the bytes `sent` are padding (zero bytes after the
+    /// payload, so that the server may answer: it never answers with more
+    /// bytes than it got).
+    pub padding: u64,
     pub received: u64,
     /// The reply, as text (escaped where it is not).
     pub reply: String,
@@ -130,6 +134,7 @@ impl Outcome {
             connect_ms: None,
             answer_ms: None,
             sent: 0,
+            padding: 0,
             received: 0,
             reply: String::new(),
             server_view: None,
@@ -273,7 +278,11 @@ impl Report {
                 duration_text(max)
             );
         }
-        let _ = writeln!(out, "sent {} B, received {} B", s.sent, s.received);
+        let _ = write!(out, "sent {} B", s.sent);
+        if s.padding > 0 {
+            let _ = write!(out, " ({} B of it padding)", s.padding);
+        }
+        let _ = writeln!(out, ", received {} B", s.received);
         if !s.failures.is_empty() {
             let parts: Vec<String> = s
                 .failures
@@ -326,8 +335,8 @@ pub fn line(o: &Outcome, show_reply: bool) -> String {
         (Some(e), None) if proto == "udp" && o.local.is_some() => {
             let _ = writeln!(
                 out,
-                "{proto} {local} -> {remote} sent {} B, then {}",
-                o.sent,
+                "{proto} {local} -> {remote} sent {}, then {}",
+                sent_text(o),
                 e.describe()
             );
             return out;
@@ -339,8 +348,9 @@ pub fn line(o: &Outcome, show_reply: bool) -> String {
         (error, Some(done)) => {
             let _ = write!(
                 out,
-                "{proto} {local} -> {remote} {done}, sent {} B, received {} B",
-                o.sent, o.received
+                "{proto} {local} -> {remote} {done}, sent {}, received {} B",
+                sent_text(o),
+                o.received
             );
             if let Some(e) = error {
                 let _ = write!(out, ", then {}", e.describe());
@@ -366,6 +376,19 @@ pub fn line(o: &Outcome, show_reply: bool) -> String {
         }
     }
     out
+}
+
+/// `13 B`, or with padding `138 B (13 B + 125 B padding)`: the server
+/// counts the whole datagram, and the line says what made it up.
+fn sent_text(o: &Outcome) -> String {
+    match o.padding {
+        0 => format!("{} B", o.sent),
+        padding => format!(
+            "{} B ({} B + {padding} B padding)",
+            o.sent,
+            o.sent.saturating_sub(padding)
+        ),
+    }
 }
 
 /// Whether the server names the same pair of ends as the client.
@@ -414,6 +437,7 @@ pub fn summarize(outcomes: &[Outcome]) -> Totals {
         p99_ms: pick(0.99),
         max_ms: pick(1.0),
         sent: outcomes.iter().map(|o| o.sent).sum(),
+        padding: outcomes.iter().map(|o| o.padding).sum(),
         received: outcomes.iter().map(|o| o.received).sum(),
         failures,
     }
@@ -434,6 +458,8 @@ pub struct Totals {
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
     pub sent: u64,
+    /// UDP: how many of the bytes `sent` were padding.
+    pub padding: u64,
     pub received: u64,
     /// (reason, count), in order of first appearance.
     pub failures: Vec<(String, usize)>,
@@ -548,6 +574,18 @@ mod tests {
         assert!(line(&udp_outcome(Some(wildcard), None), false).contains("(the same pair)"));
         let other = "udp 127.0.0.1:500 <- 127.0.0.1:54999, 13 bytes";
         assert!(line(&udp_outcome(Some(other), None), false).contains("(a different pair)"));
+        // A padded datagram: the server counts it whole, the line says what made it up.
+        let whole = "udp 127.0.0.1:500 <- 127.0.0.1:54321, 138 bytes";
+        let padded = Outcome {
+            sent: 138,
+            padding: 125,
+            ..udp_outcome(Some(whole), None)
+        };
+        assert_eq!(
+            line(&padded, false),
+            "udp 127.0.0.1:54321 -> 127.0.0.1:500 answered in 90 µs, sent 138 B (13 B + 125 B padding), received 48 B\n\
+             \x20 server sees: udp 127.0.0.1:500 <- 127.0.0.1:54321, 138 bytes (the same pair)\n"
+        );
         let short = "udp 127.0.0.1:500 <- 127.0.0.1:54321, 5 bytes";
         assert!(line(&udp_outcome(Some(short), None), false)
             .contains("(the same pair; it counted 5 bytes, we sent 13)"));

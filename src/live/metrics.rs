@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::StatusClasses;
 use crate::sink::Output;
+use crate::udp::{Refusal, UdpStats};
 
 /// Bucket bounds of the events-per-wake-up histogram: powers of two up to
 /// the 1,024 events one `epoll_wait` can return (`EVENTS_PER_POLL`).
@@ -182,6 +183,10 @@ pub struct Metrics {
     pub poll_events: Histogram,
     /// How long each turn worked, from waking to going back to sleep, in µs.
     pub turn_us: Histogram,
+    /// The UDP socket's counters (`--udp`), as it last reported them: it
+    /// counts for itself, and the reactor hands its figures over after
+    /// each turn of reading.
+    pub udp: Option<UdpStats>,
     started: SystemTime,
 }
 
@@ -201,6 +206,7 @@ impl Default for Metrics {
             timeouts: [0; Timeout::ALL.len()],
             poll_events: Histogram::new(EVENT_BUCKETS),
             turn_us: Histogram::new(TURN_BUCKETS_US),
+            udp: None,
             started: SystemTime::now(),
         }
     }
@@ -256,6 +262,9 @@ impl Metrics {
         add_each(&mut self.timeouts, &other.timeouts);
         self.poll_events.add(&other.poll_events);
         self.turn_us.add(&other.turn_us);
+        if let Some(theirs) = &other.udp {
+            self.udp.get_or_insert_with(UdpStats::default).add(theirs);
+        }
         self.started = self.started.min(other.started);
     }
 }
@@ -340,7 +349,9 @@ pub fn render_workers(workers: &[WorkerFigures<'_>], out: &mut Vec<u8>) {
             "fivetuple_worker_figures_age_seconds",
             "gauge",
             "How old each worker's figures in this answer are: 0 for the worker that answered, \
-             the time since the others last posted theirs (at most about a second).",
+             for the others the time since they last posted theirs. A worker posts at most once \
+             a second (every 100 ms for a while after /_/conns?workers), and only when it has \
+             news: an idle worker's figures stay as they are, and their age grows without bound.",
             |w| w.age.as_secs_f64(),
         ),
         (
@@ -373,8 +384,9 @@ pub fn render_workers(workers: &[WorkerFigures<'_>], out: &mut Vec<u8>) {
 
 /// Writes every family in the Prometheus text format, version 0.0.4.
 pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
-    let mut t = String::with_capacity(6 * 1024);
+    let mut t = String::with_capacity(8 * 1024);
     let start = m.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let udp = m.udp.unwrap_or_default();
     let rows: &[(&str, &str, &str, f64)] = &[
         (
             "fivetuple_start_time_seconds",
@@ -439,14 +451,14 @@ pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
         (
             "fivetuple_received_bytes_total",
             "counter",
-            "Bytes read from clients.",
-            (m.closed_bytes_in + g.open_bytes_in) as f64,
+            "Bytes read from clients: TCP connections and UDP datagrams (--udp).",
+            (m.closed_bytes_in + g.open_bytes_in + udp.bytes_in) as f64,
         ),
         (
             "fivetuple_sent_bytes_total",
             "counter",
-            "Bytes written to clients.",
-            (m.closed_bytes_out + g.open_bytes_out) as f64,
+            "Bytes written to clients: TCP connections and UDP answers (--udp).",
+            (m.closed_bytes_out + g.open_bytes_out + udp.bytes_out) as f64,
         ),
         (
             "fivetuple_event_subscribers",
@@ -508,7 +520,89 @@ pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
         &m.turn_us,
         1e6,
     );
+    if let Some(udp) = &m.udp {
+        render_udp(&mut t, udp);
+    }
     out.extend_from_slice(t.as_bytes());
+}
+
+/// The UDP socket's families, with `--udp`. Every datagram read ends in
+/// one of four: answered (`sent`), refused on purpose (by reason),
+/// dropped (a full send buffer) or failed, so the four add up to
+/// `fivetuple_udp_datagrams_received_total`.
+fn render_udp(t: &mut String, udp: &UdpStats) {
+    let rows: &[(&str, &str, &str, f64)] = &[
+        (
+            "fivetuple_udp_datagrams_received_total",
+            "counter",
+            "Datagrams read from the UDP socket (--udp), answered or not.",
+            udp.datagrams_in as f64,
+        ),
+        (
+            "fivetuple_udp_datagrams_sent_total",
+            "counter",
+            "Answers sent, one datagram each, none longer than the datagram it answers.",
+            udp.datagrams_out as f64,
+        ),
+        (
+            "fivetuple_udp_received_bytes_total",
+            "counter",
+            "Bytes of the datagrams read (also in fivetuple_received_bytes_total).",
+            udp.bytes_in as f64,
+        ),
+        (
+            "fivetuple_udp_sent_bytes_total",
+            "counter",
+            "Bytes of the answers sent (also in fivetuple_sent_bytes_total).",
+            udp.bytes_out as f64,
+        ),
+        (
+            "fivetuple_udp_answers_dropped_total",
+            "counter",
+            "Answers dropped because the socket's send buffer was full: a UDP server never waits.",
+            udp.dropped as f64,
+        ),
+        (
+            "fivetuple_udp_answers_failed_total",
+            "counter",
+            "Answers the kernel would not send (no route, a firewall's rule).",
+            udp.failed as f64,
+        ),
+        (
+            "fivetuple_udp_peers",
+            "gauge",
+            "UDP peers remembered now: at most 1,024, each forgotten after 30 s of silence.",
+            udp.peers as f64,
+        ),
+        (
+            "fivetuple_udp_peers_evicted_total",
+            "counter",
+            "UDP peers forgotten early to make room for a new one: the table is full.",
+            udp.evicted as f64,
+        ),
+    ];
+    for &(name, kind, help, value) in rows {
+        family(t, name, kind, help);
+        let _ = writeln!(t, "{name} {value}");
+    }
+    let name = "fivetuple_udp_refused_total";
+    family(
+        t,
+        name,
+        "counter",
+        "Datagrams left unanswered on purpose, by reason: a source no client sends from \
+         (port_zero, own_port, service_port, not_unicast), an answer of a fivetuple server \
+         (own_answer), shorter than its answer would be (too_short), over the source's rate or \
+         the total rate (source_rate, total_rate).",
+    );
+    for why in Refusal::ALL {
+        let _ = writeln!(
+            t,
+            "{name}{{reason=\"{}\"}} {}",
+            why.label(),
+            udp.refused.get(why)
+        );
+    }
 }
 
 fn family(t: &mut String, name: &str, kind: &str, help: &str) {
@@ -675,6 +769,60 @@ mod tests {
         );
         assert!(
             t.contains("fivetuple_loop_turn_duration_seconds_sum 0.00003\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn udp_families_show_with_a_udp_socket_and_its_bytes_count_in_the_totals() {
+        assert!(!text(&Metrics::default()).contains("fivetuple_udp_"));
+        let mut udp = UdpStats {
+            datagrams_in: 6,
+            datagrams_out: 2,
+            bytes_in: 700,
+            bytes_out: 90,
+            dropped: 1,
+            peers: 2,
+            evicted: 3,
+            ..UdpStats::default()
+        };
+        udp.refused.count(Refusal::OwnPort);
+        udp.refused.count(Refusal::OwnPort);
+        udp.refused.count(Refusal::TooShort);
+        let m = Metrics {
+            udp: Some(udp),
+            ..Metrics::default()
+        };
+        let t = text(&m);
+        for line in [
+            "fivetuple_udp_datagrams_received_total 6\n",
+            "fivetuple_udp_datagrams_sent_total 2\n",
+            "fivetuple_udp_answers_dropped_total 1\n",
+            "fivetuple_udp_peers 2\n",
+            "fivetuple_udp_peers_evicted_total 3\n",
+            "fivetuple_udp_refused_total{reason=\"own_port\"} 2\n",
+            "fivetuple_udp_refused_total{reason=\"too_short\"} 1\n",
+            "fivetuple_udp_refused_total{reason=\"total_rate\"} 0\n",
+            "fivetuple_received_bytes_total 700\n",
+            "fivetuple_sent_bytes_total 90\n",
+        ] {
+            assert!(t.contains(line), "no {line:?} in\n{t}");
+        }
+        every_sample_has_its_family(&t);
+        // With workers, the one UDP socket's figures are added in as they are.
+        let mut a = Figures::default();
+        a.metrics.udp = Some(udp);
+        let b = Figures::default();
+        let mut out = Vec::new();
+        let workers = [(0, &a), (1, &b)].map(|(worker, figures)| WorkerFigures {
+            worker,
+            age: Duration::ZERO,
+            figures,
+        });
+        render_workers(&workers, &mut out);
+        let t = String::from_utf8(out).unwrap();
+        assert!(
+            t.contains("fivetuple_udp_datagrams_received_total 6\n"),
             "{t}"
         );
     }
