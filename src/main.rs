@@ -34,7 +34,7 @@ enum Command {
     Serve(ServeArgs),
     /// Open connections (or UDP sockets) to a server and show each one's own 5-tuple.
     Connect(cli::connect::ConnectArgs),
-    /// Show the kernel's socket table (/proc/net/tcp; -u for UDP), like netstat -atun.
+    /// Show the kernel's socket tables (/proc/net/tcp; -u for UDP) as netstat does: `conns -atnp`.
     Conns(cli::conns::ConnsArgs),
 }
 
