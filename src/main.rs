@@ -430,8 +430,9 @@ mod tests {
     #[test]
     fn a_dir_that_is_not_there_is_a_slip_and_one_not_readable_is_the_machine() {
         let path = std::path::Path::new("/nonexistent-fivetuple-dir");
-        let err = Site::new(path, false).map_err(|e| dir_error(path, e));
-        let err = err.err().expect("no such directory");
+        let Err(err) = Site::new(path, false).map_err(|e| dir_error(path, e)) else {
+            panic!("{} served", path.display());
+        };
         assert_eq!(err.exit_code(), 2, "{err}");
         assert!(err.to_string().contains("no such directory"), "{err}");
         // Root reads any directory, so the refusal is made up here.
