@@ -140,7 +140,7 @@ impl Site {
     /// Opens `dir` for the server's life; it must be a readable directory.
     pub fn new(dir: &Path, follow_symlinks: bool) -> Result<Site> {
         let root = beneath::Root::open(dir, follow_symlinks)
-            .map_err(|e| Error::usage(format!("cannot serve {}: {e}", dir.display())))?;
+            .map_err(|e| Error::io(format!("cannot serve {}", dir.display()), e))?;
         log::info!(
             "serving {}; files are opened {}",
             dir.display(),

@@ -36,7 +36,7 @@ enum Command {
     Serve(ServeArgs),
     /// Open connections (or UDP sockets) to a server and show each one's own 5-tuple.
     Connect(cli::connect::ConnectArgs),
-    /// Show the kernel's socket table (/proc/net/tcp; -u for UDP), like netstat -atun.
+    /// Show the kernel's socket tables (/proc/net/tcp; -u for UDP) as netstat does: `conns -atnp`.
     Conns(cli::conns::ConnsArgs),
 }
 
@@ -119,6 +119,10 @@ struct ServeArgs {
     /// Print each turn of the event loop: what woke it, what it did with each event.
     #[arg(long)]
     trace: bool,
+    /// Not an option: the port goes in --listen. Hidden, and kept only to
+    /// say so, since `--port` is what many servers take.
+    #[arg(long, hide = true, num_args = 0..=1, value_name = "PORT")]
+    port: Option<Option<String>>,
 }
 
 fn main() -> ExitCode {
@@ -275,6 +279,13 @@ fn output(args: &ServeArgs, stderr: Option<Sink>, stdout: &Sink) -> Result<Outpu
 }
 
 fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
+    if let Some(port) = &args.port {
+        let port = port.as_deref().unwrap_or("8500");
+        return Err(Error::usage(format!(
+            "serve takes the port in --listen, not --port: --listen :{port} (every address) \
+             or --listen 127.0.0.1:{port} (this machine only)"
+        )));
+    }
     let shutdown_grace = seconds("shutdown-grace", args.shutdown_grace)?.unwrap_or_default();
     let timeouts = Timeouts {
         header: seconds("header-timeout", args.header_timeout)?,
@@ -307,7 +318,9 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
         http: http::Config {
             limits: limits(args)?,
             files: match &args.dir {
-                Some(dir) => Some(Arc::new(Site::new(dir, args.follow_symlinks)?)),
+                Some(dir) => Some(Arc::new(
+                    Site::new(dir, args.follow_symlinks).map_err(|e| dir_error(dir, e))?,
+                )),
                 None => None,
             },
         },
@@ -356,6 +369,34 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
         access.finish(SINK_GRACE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `--dir` cannot be served, in the terms of the README's exit codes:
+/// a path that is no directory is a slip of the command line (2); a
+/// directory the server may not read is the machine saying no (1).
+fn dir_error(dir: &std::path::Path, e: Error) -> Error {
+    use std::io::ErrorKind;
+    let Error::Io { source, .. } = e else {
+        return e;
+    };
+    let dir = dir.display();
+    match source.kind() {
+        ErrorKind::NotFound => Error::usage(format!(
+            "--dir {dir}: no such directory; give the path of the directory to serve"
+        )),
+        ErrorKind::NotADirectory => Error::usage(format!(
+            "--dir {dir} is a file; --dir takes a directory, and serves the files under it"
+        )),
+        ErrorKind::PermissionDenied => Error::explained(
+            format!(
+                "cannot serve {dir}: permission denied; the server's user needs read and \
+                 search permission on it (chmod a+rx {dir}), and search permission on every \
+                 directory above it"
+            ),
+            source,
+        ),
+        _ => Error::io(format!("cannot serve {dir}"), source),
+    }
 }
 
 /// An address a browser on this machine can open: the wildcard address
@@ -421,5 +462,45 @@ fn explain_choice(
             }
             log::info!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from([&["fivetuple", "serve"], args].concat()).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_port_names_listen() {
+        for (args, port) in [(&["--port", "8500"][..], "8500"), (&["--port"], "8500")] {
+            let err = serve(&serve_args(args)).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(
+                err.to_string().contains(&format!("--listen :{port}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dir_that_is_not_there_is_a_slip_and_one_not_readable_is_the_machine() {
+        let path = std::path::Path::new("/nonexistent-fivetuple-dir");
+        let Err(err) = Site::new(path, false).map_err(|e| dir_error(path, e)) else {
+            panic!("{} served", path.display());
+        };
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("no such directory"), "{err}");
+        // Root reads any directory, so the refusal is made up here.
+        let refused = Error::io("cannot serve", std::io::ErrorKind::PermissionDenied.into());
+        let err = dir_error(std::path::Path::new("/srv/site"), refused);
+        assert_eq!(err.exit_code(), 1, "{err}");
+        assert!(err.to_string().contains("chmod a+rx /srv/site"), "{err}");
     }
 }

@@ -308,6 +308,16 @@ fn a_refused_connection_is_counted_and_exits_1() {
     let out = connect(&[&target, "--hold", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).0.contains("failed: connection refused"));
+    // What it means, and what to do about it.
+    assert!(
+        text(&out).0.contains(&format!(
+            "nothing listens on TCP port {port} at 127.0.0.1: its kernel answered the \
+             connection request with a reset; check the port, or start the server first \
+             (fivetuple serve --listen 0.0.0.0:{port})"
+        )),
+        "{}",
+        text(&out).0
+    );
     let out = connect(&[&target, "-n", "30", "--hold", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -332,6 +342,36 @@ fn bad_arguments_are_one_line_and_exit_2() {
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_target_missing_its_host_or_port_is_told_what_to_write() {
+    // Typed as people type them, with no resolver's word in the answer.
+    for (target, fix) in [
+        (
+            "localhost",
+            "localhost has no port; give it as HOST:PORT: localhost:500, say",
+        ),
+        (
+            "18501",
+            "18501 is a port with no host; give both as HOST:PORT: localhost:18501",
+        ),
+        (
+            ":18501",
+            ":18501 has no host: a client must say which machine to reach; localhost:18501",
+        ),
+        (
+            "::1",
+            "put the address in brackets and the port after it: [::1]:500",
+        ),
+    ] {
+        let out = connect(&[target]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{target}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{target}: {stderr}");
+        assert!(stderr.contains(fix), "{target}: {stderr}");
+        assert!(!stderr.contains("resolve"), "{target}: {stderr}");
     }
 }
 

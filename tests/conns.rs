@@ -2,6 +2,7 @@
 //! the test itself opened.
 
 mod common;
+mod privilege;
 
 use std::collections::HashSet;
 use std::net::{TcpStream, UdpSocket};
@@ -194,4 +195,269 @@ fn udp_sockets_are_their_own_table() {
     let unconn = conns_json(&["-tu", "--port", &p, "--state", "unconn", "-p"]);
     assert_eq!(unconn.len(), 1);
     assert_eq!(unconn[0]["pid"], server.pid());
+}
+
+/// Runs `command` with `sh -c`, `fivetuple` on the PATH: (exit code, stdout).
+fn sh(command: &str) -> (i32, String) {
+    let bin_dir = std::path::Path::new(common::bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .args(["-c", command])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Waits until the server has accepted `n` connections: their server
+/// ends then belong to its process (before `accept` they belong to no one,
+/// and the PID column could change between two looks).
+fn wait_accepted(server: &Server, n: usize) {
+    let p = server.port().to_string();
+    let port = server.port();
+    wait_until(Duration::from_secs(10), || {
+        conns_json(&["--port", &p, "-p", "--state", "established"])
+            .iter()
+            .filter(|r| {
+                r["pid"] == server.pid()
+                    && r["local"]
+                        .as_str()
+                        .is_some_and(|l| l.ends_with(&format!(":{port}")))
+            })
+            .count()
+            == n
+    });
+}
+
+#[test]
+fn the_storys_command_works_with_conns_in_place_of_netstat() {
+    // The story: `netstat -atnp | grep -i ":500 "`.
+    let server = Server::start(&[]);
+    let port = server.port();
+    let _clients: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    wait_accepted(&server, 2);
+    let (code, text) = sh(&format!("fivetuple conns -atnp | grep -i \":{port} \""));
+    assert_eq!(code, 0, "grep found nothing: {text:?}");
+    let rows: Vec<&str> = text.lines().collect();
+    // The listener, the server's two ends, the clients' two ends.
+    assert_eq!(rows.len(), 5, "{text}");
+    let ours = format!("{}/fivetuple", server.pid());
+    let listen: Vec<&&str> = rows.iter().filter(|r| r.contains(" LISTEN ")).collect();
+    assert_eq!(listen.len(), 1, "{text}");
+    assert!(
+        listen[0].starts_with("tcp ") && listen[0].ends_with(&ours),
+        "{text}"
+    );
+    let server_ends = rows
+        .iter()
+        .filter(|r| r.contains(&format!("127.0.0.1:{port} ")) && r.contains("ESTABLISHED"))
+        .filter(|r| r.split_whitespace().nth(3) == Some(&format!("127.0.0.1:{port}")))
+        .count();
+    assert_eq!(server_ends, 2, "{text}");
+    let pids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.split_whitespace().last().unwrap_or_default())
+        .collect();
+    assert!(
+        pids.iter().all(|p| p.contains('/')),
+        "every row has a PID/Program name: {text}"
+    );
+}
+
+#[test]
+fn netstats_flags_mean_what_they_mean_there() {
+    let server = Server::start(&["--udp"]);
+    let p = server.port().to_string();
+    let _client = server.connect();
+    wait_accepted(&server, 1);
+
+    // -tulpn: listening sockets only, both tables, with their process.
+    let (code, text, err) = conns(&["-tulpn", "--port", &p]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "Active Internet connections (only servers)");
+    assert!(lines[1].ends_with("PID/Program name"), "{text}");
+    let rows = &lines[2..];
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].starts_with("tcp ") && rows[0].contains(" LISTEN "));
+    assert!(rows[1].starts_with("udp ") && rows[1].contains(" UNCONN "));
+    let ours = format!("{}/fivetuple", server.pid());
+    assert!(rows.iter().all(|r| r.ends_with(&ours)), "{text}");
+
+    // -a outweighs -l, as in netstat; without either, everything too.
+    for flags in ["-tan", "-an", "-atln", "-t"] {
+        let (code, text, err) = conns(&[flags, "--port", &p]);
+        assert_eq!(code, 0, "{flags}: {err}");
+        assert!(
+            text.starts_with("Active Internet connections (servers and established)\n"),
+            "{flags}: {text}"
+        );
+        let states: Vec<&str> = text
+            .lines()
+            .skip(2)
+            .filter_map(|r| r.split_whitespace().nth(5))
+            .collect();
+        assert_eq!(
+            states,
+            ["LISTEN", "ESTABLISHED", "ESTABLISHED"],
+            "{flags}: {text}"
+        );
+    }
+
+    // -e: netstat's User and Inode columns.
+    let rows = conns_json(&["-l", "--port", &p]);
+    let inode = rows[0]["inode"].as_u64().unwrap();
+    let (_, text, _) = conns(&["-tlne", "--port", &p]);
+    let row = text.lines().nth(2).unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &fields[5..],
+        ["LISTEN", &rows[0]["uid"].to_string(), &inode.to_string()]
+    );
+}
+
+#[test]
+fn netstat_flags_for_what_conns_does_not_show_are_refused_by_name() {
+    for (flags, names) in [
+        ("-w", "ss -w"),
+        ("-atnx", "ss -x"),
+        ("-tno", "ss -o"),
+        ("-c", "watch -n 1 fivetuple conns"),
+    ] {
+        let (code, out, err) = conns(&[flags]);
+        assert_eq!(code, 2, "{flags}");
+        assert!(out.is_empty(), "{flags}: {out}");
+        assert_eq!(err.lines().count(), 1, "{flags}: {err}");
+        assert!(
+            err.contains("is not supported") && err.contains(names),
+            "{flags}: {err}"
+        );
+    }
+}
+
+/// A row of either program, for comparing: its fields, with what the two
+/// print differently on purpose taken out: conns writes UNCONN where
+/// netstat leaves the State blank, and netstat cuts "PID/Program name" at
+/// 19 characters (this test's own name is longer).
+fn comparable(row: &str) -> Vec<String> {
+    row.split_whitespace()
+        .filter(|f| *f != "UNCONN")
+        .map(|f| match f.contains('/') && !f.contains(':') {
+            true => f.chars().take(19).collect(),
+            false => f.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn the_table_matches_the_real_netstat() {
+    if Command::new("netstat").arg("--version").output().is_err() {
+        privilege::skip(
+            "conns::the_table_matches_the_real_netstat",
+            "netstat (apt-get install net-tools)",
+        );
+        return;
+    }
+    // An IPv6 socket bound to an IPv4-mapped address: loopback only, and
+    // its clients show as ::ffff:127.0.0.1 in /proc, which netstat writes
+    // 127.0.0.1. Without IPv6, a plain IPv4 listener.
+    let listen = match std::net::TcpListener::bind("[::ffff:127.0.0.1]:0") {
+        Ok(_) => "[::ffff:127.0.0.1]:0",
+        Err(_) => "127.0.0.1:0",
+    };
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["serve", "--listen", listen, "--udp"]);
+    let server = Server::spawn(cmd, &[]);
+    let port = server.port();
+    let _clients: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let udp_client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_client.connect(("127.0.0.1", port)).unwrap();
+    wait_accepted(&server, 2);
+
+    let needle = format!(":{port} ");
+    // Each with the rows it should find: the TCP listener, the server's two
+    // ends and the clients' two; the UDP socket and the client's.
+    for (flags, expected) in [
+        ("-atnp", 5),
+        ("-tulpn", 2),
+        ("-tan", 5),
+        ("-an", 5),
+        ("-atnpe", 5),
+        ("-aunp", 2),
+        ("-ltn", 1),
+        ("-atunW", 7),
+    ] {
+        let (code, ours, err) = conns(&[flags]);
+        assert_eq!(code, 0, "conns {flags}: {err}");
+        let theirs = Command::new("netstat").arg(flags).output().unwrap();
+        let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+        // The two headings, the same but for trailing spaces.
+        let head = |t: &str| -> Vec<Vec<String>> { t.lines().take(2).map(comparable).collect() };
+        assert_eq!(head(&ours), head(&theirs), "{flags}:\n{ours}\n{theirs}");
+        // The rows of this test's sockets, as `grep ":PORT "` finds them.
+        // Without -t or -u netstat lists UDP (and UNIX) sockets too, where
+        // conns lists TCP: those flags compare the TCP rows.
+        let tcp_only = !flags.contains('t') && !flags.contains('u');
+        let rows = |t: &str| -> Vec<Vec<String>> {
+            let mut rows: Vec<Vec<String>> = t
+                .lines()
+                .filter(|l| l.contains(&needle))
+                .filter(|l| !tcp_only || l.starts_with("tcp"))
+                .map(comparable)
+                .collect();
+            rows.sort();
+            rows
+        };
+        let ours_rows = rows(&ours);
+        assert_eq!(ours_rows.len(), expected, "{flags}: {ours}");
+        assert_eq!(ours_rows, rows(&theirs), "{flags}:\n{ours}\n{theirs}");
+    }
+}
+
+#[test]
+fn processes_of_other_users_show_a_dash_and_a_note_as_in_netstat() {
+    let server = Server::start(&[]);
+    let p = server.port().to_string();
+    let mut cmd = match privilege::as_unprivileged_user(common::bin()) {
+        Ok(cmd) => cmd,
+        Err(need) => {
+            privilege::skip(
+                "conns::processes_of_other_users_show_a_dash_and_a_note_as_in_netstat",
+                &need,
+            );
+            return;
+        }
+    };
+    let out = cmd.args(["conns", "-tlnp", "--port", &p]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let row = text.lines().nth(2).expect("the LISTEN row");
+    if privilege::is_root() {
+        // Root's server, seen by nobody: no owner, and netstat's warning,
+        // on stderr so that `| grep` reads rows only.
+        assert!(row.ends_with(" -"), "{row}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("(Not all processes could be identified")
+                && err.contains("root sees them all"),
+            "{err}"
+        );
+    } else {
+        // Our own server: its owner shows, and there is nothing to warn of.
+        assert!(
+            row.ends_with(&format!("{}/fivetuple", server.pid())),
+            "{row}"
+        );
+        assert!(err.is_empty(), "{err}");
+    }
 }

@@ -2,7 +2,9 @@
 //! the shape the page shows, so the page cannot go stale.
 //!
 //! The page uses the story's port; this test runs the server on a free port
-//! and puts that port wherever the page names the story's. Commands ending in `&` run in the
+//! and puts that port wherever the page names the story's. The page's port
+//! where nothing listens, 501, becomes a port the test holds bound but never
+//! listens on. Commands ending in `&` run in the
 //! background, and the test waits until their connections have reached the
 //! server before going on. "Shape" means the same lines once numbers (ports,
 //! counts, times with their unit, µs or ms) are replaced by one placeholder
@@ -113,9 +115,10 @@ fn shapes(lines: &[String]) -> Vec<String> {
 }
 
 /// Clients the kernel shows at the server: TCP connections established
-/// at its end, and UDP sockets connected to it. Counted from /proc rather
-/// than by asking the server, which would leave TIME_WAIT rows behind in
-/// the output the page shows.
+/// at its end and accepted (until `accept`, a connection's socket belongs
+/// to no process: inode 0, and `-p` would show `-` for it), and UDP sockets
+/// connected to it. Counted from /proc rather than by asking the server,
+/// which would leave TIME_WAIT rows behind in the output the page shows.
 fn open_connections(server: &Server) -> usize {
     let both = Protocols {
         tcp: true,
@@ -125,7 +128,7 @@ fn open_connections(server: &Server) -> usize {
         .unwrap()
         .iter()
         .filter(|s| {
-            (s.local == server.addr && s.state == TcpState::Established)
+            (s.local == server.addr && s.state == TcpState::Established && s.inode != 0)
                 || (s.is_udp() && s.remote == Some(server.addr))
         })
         .count()
@@ -150,6 +153,19 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
         .local_addr()
         .unwrap()
         .port();
+    // The page's port where nothing listens, for a refused connection:
+    // bound for the whole test, so that no server of it gets that port, and
+    // never listening, so that a SYN there meets a reset.
+    let unheard = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    unheard
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let refused_port = unheard
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .expect("an IP address")
+        .port();
 
     for step in &steps {
         let command = step.command.trim_start_matches("sudo ").to_string();
@@ -169,6 +185,7 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
         let doc_port = 500;
         let command = command
             .replace(&format!(":{doc_port}"), &format!(":{port}"))
+            .replace(":501", &format!(":{refused_port}"))
             .replace(&format!("--port {doc_port}"), &format!("--port {port}"));
         let mut sh = Command::new("sh");
         sh.args(["-c", command.trim_end_matches('&')]);

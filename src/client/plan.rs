@@ -243,11 +243,14 @@ impl Targets {
 /// when one is given (all of them if none is of that family: the caller
 /// then says the versions differ).
 pub(super) fn resolve(target: &str, source: Option<&IpAddr>) -> Result<Vec<SocketAddr>> {
+    check_shape(target)?;
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| {
+            let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
             Error::usage(format!(
-                "cannot resolve {target:?} (expected HOST:PORT): {e}"
+                "cannot resolve the host name {host:?}: {e}; check its spelling, or give an \
+                 address (127.0.0.1:500, [::1]:500)"
             ))
         })?
         .collect();
@@ -265,6 +268,56 @@ pub(super) fn resolve(target: &str, source: Option<&IpAddr>) -> Result<Vec<Socke
     } else {
         same_family
     })
+}
+
+/// The slips in a HOST:PORT that the resolver would only call "invalid
+/// socket address", or blame on name resolution, each with its fix. The
+/// shape is checked before any name is looked up.
+fn check_shape(target: &str) -> Result<()> {
+    let wrong = |why: String| Err(Error::usage(why));
+    if target.is_empty() {
+        return wrong("connect needs a target, HOST:PORT: localhost:500, say".into());
+    }
+    // `18501`: a port, with no host to find it on.
+    if target.parse::<u16>().is_ok() {
+        return wrong(format!(
+            "{target} is a port with no host; give both as HOST:PORT: localhost:{target} is this machine"
+        ));
+    }
+    // `:18501`: `serve` takes it (every address), but a client has to name
+    // the one machine it wants to reach.
+    if let Some(port) = target
+        .strip_prefix(':')
+        .filter(|p| p.parse::<u16>().is_ok())
+    {
+        return wrong(format!(
+            "{target} has no host: a client must say which machine to reach; \
+             localhost:{port} is this one"
+        ));
+    }
+    // `::1`, `fe80::1`, `::1:500`: without brackets the port cannot be told
+    // from the address, and the whole reads as one address with no port.
+    if target.parse::<std::net::Ipv6Addr>().is_ok() {
+        return wrong(format!(
+            "{target} reads as an IPv6 address with no port; put the address in brackets \
+             and the port after it: [::1]:500"
+        ));
+    }
+    let bracketed = target.starts_with('[') && target.ends_with(']');
+    match target.rsplit_once(':') {
+        Some((_, port)) if !bracketed => match port.parse::<u16>() {
+            Ok(0) => wrong(format!(
+                "{target}: port 0 is not a port a server can listen on; give the server's port"
+            )),
+            Ok(_) => Ok(()),
+            Err(_) => wrong(format!(
+                "{target}: {port:?} is not a port; HOST:PORT takes a port from 1 to 65535"
+            )),
+        },
+        _ => wrong(format!(
+            "{target} has no port; give it as HOST:PORT: {target}:500, say"
+        )),
+    }
 }
 
 /// `\r`, `\n`, `\t`, `\\`, `\0` and `\xNN` in a payload typed on the command line.
@@ -409,6 +462,38 @@ mod tests {
         let err = resolve("127.0.0.1", None).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn a_target_without_host_or_port_is_told_what_to_write() {
+        // Each slip, and the words of its fix.
+        for (typed, fix) in [
+            (
+                "localhost",
+                "has no port; give it as HOST:PORT: localhost:500",
+            ),
+            ("[::1]", "[::1]:500"),
+            (
+                "18501",
+                "a port with no host; give both as HOST:PORT: localhost:18501",
+            ),
+            (
+                ":18501",
+                "has no host: a client must say which machine to reach; localhost:18501",
+            ),
+            ("::1", "put the address in brackets"),
+            ("localhost:http", "\"http\" is not a port"),
+            ("localhost:70000", "\"70000\" is not a port"),
+            ("localhost:0", "port 0"),
+            ("", "connect needs a target"),
+        ] {
+            let err = resolve(typed, None).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{typed:?}");
+            assert!(err.to_string().contains(fix), "{typed:?}: {err}");
+            assert!(!err.to_string().contains("resolve"), "{typed:?}: {err}");
+        }
+        assert!(resolve("[::1]:500", None).is_ok());
+        assert!(resolve("localhost:500", None).is_ok());
     }
 
     #[test]

@@ -223,6 +223,22 @@ impl Report {
         let refused = self
             .outcomes
             .iter()
+            .find(|o| o.proto == "tcp" && o.error == Some(Failure::Refused));
+        if let Some(o) = refused {
+            let _ =
+                writeln!(
+                out,
+                "nothing listens on TCP port {port} at {ip}: its kernel answered the connection \
+                 request with a reset; check the port, or start the server first \
+                 (fivetuple serve --listen {any}:{port})",
+                port = o.remote.port(),
+                ip = o.remote.ip(),
+                any = if o.remote.is_ipv4() { "0.0.0.0" } else { "[::]" },
+            );
+        }
+        let refused = self
+            .outcomes
+            .iter()
             .find(|o| o.error == Some(Failure::PortUnreachable));
         if let Some(o) = refused {
             let _ = writeln!(
@@ -592,6 +608,28 @@ mod tests {
         assert_eq!(
             line(&udp_outcome(None, Some(Failure::PortUnreachable)), false),
             "udp 127.0.0.1:54321 -> 127.0.0.1:500 sent 13 B, then refused (nothing listens on that UDP port)\n"
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_says_nothing_listens_and_how_to_start_one() {
+        let report = Report {
+            mode: Mode::Tcp,
+            target: "localhost:500".into(),
+            first_target: "127.0.0.1:500".parse().unwrap(),
+            sources: Vec::new(),
+            outcomes: vec![outcome(0, None, Some(Failure::Refused))],
+            port_range: None,
+        };
+        let text = report.text(TextStyle::default());
+        assert_eq!(
+            text.lines().nth(1),
+            Some(
+                "nothing listens on TCP port 500 at 127.0.0.1: its kernel answered the \
+                 connection request with a reset; check the port, or start the server first \
+                 (fivetuple serve --listen 0.0.0.0:500)"
+            ),
+            "{text}"
         );
     }
 

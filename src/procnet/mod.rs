@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-pub use netstat::{netstat_addr, render, sort_like_netstat};
+pub use netstat::{netstat_addr, render, sort_like_netstat, Layout};
 pub use parse::parse_table;
 pub use state::{State, StateFilter, TcpState};
 
@@ -75,8 +75,9 @@ pub struct Protocols {
 }
 
 impl Protocols {
-    /// What `conns` reads when asked for neither: TCP, as netstat does
-    /// without `-t` or `-u` (netstat then adds UNIX sockets; we do not).
+    /// What `conns` reads when asked for neither: TCP, the protocol of the
+    /// story. (netstat without `-t` or `-u` lists every kind of socket it
+    /// knows: UDP, raw and UNIX ones too.)
     pub const TCP: Protocols = Protocols {
         tcp: true,
         udp: false,
@@ -108,9 +109,32 @@ pub struct ConnsOptions {
     pub proc_root: PathBuf,
 }
 
+/// What [`run`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The sockets asked for, in the order [`sort_like_netstat`] gives.
+    pub sockets: Vec<Socket>,
+    /// With `processes`: how many processes' descriptors could not be read
+    /// (another user's, for anyone but root), so that their sockets show no
+    /// owner. netstat warns about the same thing: "Not all processes could
+    /// be identified".
+    pub unreadable_processes: usize,
+}
+
+impl Found {
+    /// Whether a row shown has an owner we could not see: a socket still
+    /// held by some process (inode not 0) whose owner was not found, while
+    /// some processes could not be read. Without unreadable processes an
+    /// ownerless row is one that closed while we looked.
+    pub fn owners_hidden(&self) -> bool {
+        self.unreadable_processes > 0
+            && self.sockets.iter().any(|s| s.inode != 0 && s.pid.is_none())
+    }
+}
+
 /// Runs `fivetuple conns`: the sockets asked for, in netstat's order, with
 /// their processes if asked. The binary prints them.
-pub fn run(opts: &ConnsOptions) -> Result<Vec<Socket>> {
+pub fn run(opts: &ConnsOptions) -> Result<Found> {
     let mut sockets = read(&opts.proc_root, opts.protocols)?;
     sockets.retain(|s| {
         opts.port
@@ -118,17 +142,22 @@ pub fn run(opts: &ConnsOptions) -> Result<Vec<Socket>> {
             && (!opts.listening || s.state.is_listening())
             && opts.state.is_none_or(|wanted| wanted.matches(s.state))
     });
+    let mut unreadable_processes = 0;
     if opts.processes {
         let owners = socket_owners(&opts.proc_root);
         for s in &mut sockets {
-            if let Some((pid, program)) = owners.get(&s.inode).filter(|_| s.inode != 0) {
+            if let Some((pid, program)) = owners.by_inode.get(&s.inode).filter(|_| s.inode != 0) {
                 s.pid = Some(*pid);
                 s.program = Some(program.clone());
             }
         }
+        unreadable_processes = owners.unreadable;
     }
     sort_like_netstat(&mut sockets);
-    Ok(sockets)
+    Ok(Found {
+        sockets,
+        unreadable_processes,
+    })
 }
 
 /// The TCP sockets (both tables) under `proc_root`.
@@ -168,10 +197,20 @@ pub fn read(proc_root: &Path, protocols: Protocols) -> Result<Vec<Socket>> {
     Ok(sockets)
 }
 
-/// Maps socket inodes to (pid, program) by reading every `/proc/PID/fd`.
-/// Processes that vanish or cannot be read are skipped.
-pub fn socket_owners(proc_root: &Path) -> HashMap<u64, (u32, String)> {
-    let mut owners = HashMap::new();
+/// Who holds which socket, as far as we may look.
+#[derive(Debug, Clone, Default)]
+pub struct Owners {
+    /// Socket inode to (pid, program).
+    pub by_inode: HashMap<u64, (u32, String)>,
+    /// Processes whose descriptors we were not allowed to read.
+    pub unreadable: usize,
+}
+
+/// Maps socket inodes to (pid, program) by reading every `/proc/PID/fd`, as
+/// netstat does. Processes that vanish while we look are skipped; those we
+/// may not read (another user's, unless we are root) are counted.
+pub fn socket_owners(proc_root: &Path) -> Owners {
+    let mut owners = Owners::default();
     let Ok(entries) = fs::read_dir(proc_root) else {
         return owners;
     };
@@ -183,8 +222,13 @@ pub fn socket_owners(proc_root: &Path) -> HashMap<u64, (u32, String)> {
         else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
-            continue;
+        let fds = match fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                owners.unreadable += 1;
+                continue;
+            }
+            Err(_) => continue,
         };
         let mut program = None;
         for fd in fds.flatten() {
@@ -197,16 +241,34 @@ pub fn socket_owners(proc_root: &Path) -> HashMap<u64, (u32, String)> {
                 .and_then(|t| t.strip_suffix(']'))
                 .and_then(|t| t.parse::<u64>().ok());
             if let Some(inode) = inode {
-                let name = program.get_or_insert_with(|| {
-                    fs::read_to_string(entry.path().join("comm"))
-                        .map(|c| c.trim_end().to_string())
-                        .unwrap_or_default()
-                });
-                owners.entry(inode).or_insert_with(|| (pid, name.clone()));
+                let name = program.get_or_insert_with(|| program_name(&entry.path()));
+                owners
+                    .by_inode
+                    .entry(inode)
+                    .or_insert_with(|| (pid, name.clone()));
             }
         }
     }
     owners
+}
+
+/// The program's name as netstat finds it: the first word of its command
+/// line without the directory (`/usr/bin/python3 -m http.server` is
+/// `python3`), or, for a process without one, the kernel's short name
+/// (`comm`, cut at 15 characters, which would turn `fivetuple-debug-build`
+/// into `fivetuple-debug`). netstat strips only an absolute path's
+/// directory, and cuts the column at 19 characters; we do neither.
+fn program_name(process: &Path) -> String {
+    let from_cmdline = fs::read(process.join("cmdline")).ok().and_then(|line| {
+        let first = line.split(|&b| b == 0).next()?;
+        let name = first.rsplit(|&b| b == b'/').next()?;
+        (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
+    });
+    from_cmdline.unwrap_or_else(|| {
+        fs::read_to_string(process.join("comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
@@ -249,14 +311,16 @@ mod tests {
             processes: false,
             proc_root: root.clone(),
         };
-        let both = run(&opts(true, true, None, false)).unwrap();
+        let both = run(&opts(true, true, None, false)).unwrap().sockets;
         assert_eq!(both.iter().filter(|s| s.is_udp()).count(), 2);
         assert_eq!(both.iter().filter(|s| !s.is_udp()).count(), 5);
-        let udp_only = run(&opts(false, true, None, false)).unwrap();
+        let udp_only = run(&opts(false, true, None, false)).unwrap().sockets;
         assert!(udp_only.iter().all(Socket::is_udp));
-        let unconn = run(&opts(true, true, Some("unconn"), false)).unwrap();
+        let unconn = run(&opts(true, true, Some("unconn"), false))
+            .unwrap()
+            .sockets;
         assert_eq!(unconn.len(), 1);
-        let listening = run(&opts(true, true, None, true)).unwrap();
+        let listening = run(&opts(true, true, None, true)).unwrap().sockets;
         let states: Vec<&str> = listening.iter().map(|s| s.state.name()).collect();
         assert_eq!(states, ["LISTEN", "UNCONN"]);
         fs::remove_dir_all(&root).unwrap();

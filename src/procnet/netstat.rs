@@ -1,14 +1,38 @@
-//! The kernel's table written the way `netstat -atun` writes it: the same
-//! header, the same columns, `0.0.0.0:*` where there is no other end. A
-//! learner can then hold the two side by side and see the same rows.
+//! The kernel's table written the way `netstat` writes it: the same
+//! header, the same columns, `0.0.0.0:*` where there is no other end, an
+//! IPv4 client of an IPv6 socket as plain `127.0.0.1`. A learner can then
+//! hold the two side by side and see the same rows, and the story's
+//! `netstat -atnp | grep -i ":500 "` works with `fivetuple conns` in place
+//! of `netstat`.
+//!
+//! Two differences remain, both on purpose: a UDP socket without a peer
+//! reads `UNCONN` (ss's word; netstat leaves the State column blank), and
+//! the address columns grow to fit, where netstat cuts long IPv6 addresses
+//! short unless given `-W`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::Socket;
 
-/// netstat's order: TCP before UDP, listening sockets first, then by local
-/// port and address, then remote.
+/// What the table shows besides the rows: which heading, which extra
+/// columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The rows are listening sockets only (`-l`): netstat then heads the
+    /// table "(only servers)".
+    pub only_servers: bool,
+    /// The User and Inode columns (`-e`).
+    pub extend: bool,
+    /// The PID/Program name column (`-p`).
+    pub processes: bool,
+}
+
+/// Our order: TCP before UDP, listening sockets first, then by local port
+/// and address, then remote. netstat prints each table in the kernel's own
+/// order (`tcp`, then `tcp6`: listeners first, then connections in the
+/// order of the kernel's hash table, which changes from run to run); a
+/// sorted table is easier to read and to compare.
 pub fn sort_like_netstat(sockets: &mut [Socket]) {
     sockets.sort_by_key(|s| {
         (
@@ -22,18 +46,31 @@ pub fn sort_like_netstat(sockets: &mut [Socket]) {
 }
 
 /// netstat's way of writing an address: `127.0.0.1:500`, `::1:500`,
-/// `0.0.0.0:*` for "any".
+/// `0.0.0.0:*` for "any". An IPv4 client of a listener on `[::]` has an
+/// IPv4-mapped address on an IPv6 socket, `::ffff:127.0.0.1`; netstat
+/// writes it as the IPv4 address it stands for, and so do we (the row's
+/// Proto, `tcp6`, still says which kind of socket it is; `--json` and ss
+/// keep `::ffff:`).
 pub fn netstat_addr(addr: Option<SocketAddr>, wildcard_v6: bool) -> String {
     match addr {
         Some(a) if a.port() == 0 && a.ip().is_unspecified() => format!("{}:*", a.ip()),
-        Some(a) => format!("{}:{}", a.ip(), a.port()),
+        Some(a) => format!("{}:{}", shown_ip(a.ip()), a.port()),
         None if wildcard_v6 => ":::*".to_string(),
         None => "0.0.0.0:*".to_string(),
     }
 }
 
-/// The table as `netstat -atun(p)` prints it, columns as wide as needed.
-pub fn render(sockets: &[Socket], processes: bool) -> String {
+/// `::ffff:a.b.c.d` as `a.b.c.d`; any other address as it is.
+fn shown_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The table as netstat prints it (`netstat -atun`, with `-e` and `-p` as
+/// `layout` says), columns as wide as needed.
+pub fn render(sockets: &[Socket], layout: Layout) -> String {
     let locals: Vec<String> = sockets
         .iter()
         .map(|s| netstat_addr(Some(s.local), false))
@@ -44,23 +81,32 @@ pub fn render(sockets: &[Socket], processes: bool) -> String {
         .collect();
     let lw = locals.iter().map(String::len).max().unwrap_or(0).max(23);
     let rw = remotes.iter().map(String::len).max().unwrap_or(0).max(23);
-    let mut out = String::from("Active Internet connections (servers and established)\n");
-    let _ = write!(
-        out,
+    let mut out = String::from(if layout.only_servers {
+        "Active Internet connections (only servers)\n"
+    } else {
+        "Active Internet connections (servers and established)\n"
+    });
+    let mut header = format!(
         "Proto Recv-Q Send-Q {:<lw$} {:<rw$} {:<11}",
         "Local Address", "Foreign Address", "State"
     );
-    if processes {
-        out.push_str(" PID/Program name");
+    if layout.extend {
+        let _ = write!(header, " {:<10} {:<10}", "User", "Inode");
     }
-    out = out.trim_end().to_string();
+    if layout.processes {
+        header.push_str(" PID/Program name");
+    }
+    out.push_str(header.trim_end());
     out.push('\n');
     for ((s, local), remote) in sockets.iter().zip(&locals).zip(&remotes) {
         let mut line = format!(
             "{:<5} {:>6} {:>6} {:<lw$} {:<rw$} {:<11}",
             s.proto, s.recv_q, s.send_q, local, remote, s.state
         );
-        if processes {
+        if layout.extend {
+            let _ = write!(line, " {:<10} {:<10}", s.uid, s.inode);
+        }
+        if layout.processes {
             match (&s.pid, &s.program) {
                 (Some(pid), Some(program)) => {
                     let _ = write!(line, " {pid}/{program}");
@@ -86,7 +132,13 @@ mod tests {
         sort_like_netstat(&mut rows);
         rows[0].pid = Some(42);
         rows[0].program = Some("fivetuple".into());
-        let text = render(&rows, true);
+        let text = render(
+            &rows,
+            Layout {
+                processes: true,
+                ..Layout::default()
+            },
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].starts_with("Proto Recv-Q Send-Q Local Address"));
         assert!(lines[1].ends_with("PID/Program name"));
@@ -100,7 +152,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(":::*"));
-        assert!(text.contains("::ffff:127.0.0.1:500"));
+        // netstat writes an IPv4-mapped address as the IPv4 one, on a tcp6 row.
+        assert!(!text.contains("::ffff:"), "{text}");
+        let mapped = lines.iter().find(|l| l.contains("CLOSE_WAIT")).unwrap();
+        assert!(
+            mapped.starts_with("tcp6       1      0 127.0.0.1:500 ")
+                && mapped.contains(" 127.0.0.1:54242 "),
+            "{mapped}"
+        );
         assert!(lines.iter().skip(4).all(|l| l.ends_with(" -")));
     }
 
@@ -110,7 +169,7 @@ mod tests {
         rows.extend(parse_table(UDP, "udp"));
         rows.extend(parse_table(TCP, "tcp"));
         sort_like_netstat(&mut rows);
-        let text = render(&rows, false);
+        let text = render(&rows, Layout::default());
         let lines: Vec<&str> = text.lines().skip(2).collect();
         let protos: Vec<&str> = lines.iter().map(|l| &l[..5]).collect();
         assert_eq!(
@@ -130,6 +189,33 @@ mod tests {
         assert!(
             lines[7].contains("127.0.0.1:54321") && lines[7].ends_with("ESTABLISHED"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn extended_columns_and_the_heading_of_servers_only() {
+        let mut rows = parse_table(TCP, "tcp");
+        rows.truncate(1);
+        rows[0].pid = Some(42);
+        rows[0].program = Some("fivetuple".into());
+        let layout = Layout {
+            only_servers: true,
+            extend: true,
+            processes: true,
+        };
+        let text = render(&rows, layout);
+        let lines: Vec<&str> = text.lines().collect();
+        // netstat -tulpen, to the space.
+        assert_eq!(lines[0], "Active Internet connections (only servers)");
+        assert_eq!(
+            lines[1],
+            "Proto Recv-Q Send-Q Local Address           Foreign Address         \
+             State       User       Inode      PID/Program name"
+        );
+        assert_eq!(
+            lines[2],
+            "tcp        2      0 0.0.0.0:500             0.0.0.0:*               \
+             LISTEN      0          73611      42/fivetuple"
         );
     }
 }

@@ -3,9 +3,11 @@
 //! TCP sockets move through the states of RFC 793 (LISTEN, ESTABLISHED,
 //! TIME_WAIT...), numbered by the kernel in `include/net/tcp_states.h`. UDP
 //! has no states of its own, and the kernel reuses two of TCP's numbers for
-//! it: 07 (CLOSE) for a socket with no fixed peer, which netstat and ss call
-//! UNCONN, and 01 (ESTABLISHED) for a socket that has called `connect`, so
-//! that it talks to one peer only and hears ICMP errors from it.
+//! it: 07 (CLOSE) for a socket with no fixed peer, which ss calls UNCONN
+//! (netstat leaves its State column blank; we use ss's word, so that the
+//! column always says something), and 01 (ESTABLISHED) for a socket that
+//! has called `connect`, so that it talks to one peer only and hears ICMP
+//! errors from it.
 
 use std::fmt;
 
@@ -97,7 +99,7 @@ pub enum State {
     /// A TCP socket.
     Tcp(TcpState),
     /// A UDP socket with no fixed peer (st 07): it takes datagrams from
-    /// anyone. netstat and ss call it UNCONN.
+    /// anyone. ss calls it UNCONN; netstat leaves the State column blank.
     Unconnected,
     /// A UDP socket that called `connect` (st 01): it sends to and hears
     /// from one peer only. netstat shows it ESTABLISHED, though no
