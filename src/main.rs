@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn serve_port_names_listen() {
         for (args, port) in [(&["--port", "8500"][..], "8500"), (&["--port"], "8500")] {
-            let err = serve(&serve_args(args)).unwrap_err();
+            let err = serve(&serve_args(args), None).unwrap_err();
             assert_eq!(err.exit_code(), 2);
             assert!(
                 err.to_string().contains(&format!("--listen :{port}")),
