@@ -221,6 +221,9 @@ pub struct Connection {
     /// for a writable event (which the full buffer has armed), not for the
     /// ready list.
     file_blocked: bool,
+    /// The reactor counts a descriptor held by this connection's body (see
+    /// [`Connection::recount_descriptor`]).
+    counted_descriptor: bool,
 }
 
 impl Connection {
@@ -254,6 +257,7 @@ impl Connection {
             session: Session::default(),
             out: Vec::new(),
             file_blocked: false,
+            counted_descriptor: false,
         }
     }
 
@@ -367,6 +371,19 @@ impl Connection {
     /// an open directory), besides the connection's socket.
     pub fn holds_descriptor(&self) -> bool {
         self.session.holds_descriptor()
+    }
+
+    /// Notes whether its body holds a descriptor now, and returns how the
+    /// reactor's count of such descriptors changes: +1, -1 or 0.
+    pub fn recount_descriptor(&mut self) -> isize {
+        let now = self.session.holds_descriptor();
+        let before = mem::replace(&mut self.counted_descriptor, now);
+        now as isize - before as isize
+    }
+
+    /// Whether the reactor counts a descriptor for this connection's body.
+    pub fn counted_descriptor(&self) -> bool {
+        self.counted_descriptor
     }
 
     /// Marks the connection as being on the ready list; false if it already was.

@@ -36,27 +36,28 @@
 //! Large files are not read into memory: the head is written with the
 //! length, and the answer names the rest as a [`FileRange`], which the
 //! I/O layer sends straight from the file (`sendfile`) as the connection
-//! drains. Each such body holds a descriptor besides its connection's;
-//! [`descriptors_held`] counts them for the reactor. File system calls
+//! drains. Each such body holds a descriptor besides its connection's,
+//! and so does a directory listing being sent; each reactor counts its own
+//! connections' (`Reactor::bodies_held`) against its cap. File system calls
 //! block the loop while they run; for local files they are short, and
 //! nginx without thread pools makes the same trade.
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rustix::fs::{Dir, Mode, OFlags};
 
 use crate::error::{Error, Result};
-use crate::http::response::{
-    html_escape_bytes, write_error, write_head, write_response, Answer, Status, SERVER,
-};
+use crate::http::response::{html_escape_bytes, write_error, write_head, Answer, Status, SERVER};
 use crate::http::routes::Reply;
 pub use crate::http::FileRequest;
-use crate::http::{FileRange, FileService};
+use crate::http::{FileRange, FileService, Host, Piece, Pieces};
 
 /// Bodies up to this size are copied into the output buffer behind their
 /// head and leave with it in one write; larger ones are sent from the file
@@ -102,11 +103,11 @@ const HREF: &AsciiSet = &NON_ALPHANUMERIC
 
 /// How many descriptors file bodies still being sent hold right now.
 ///
-/// A connection that sends a large file holds two descriptors, its socket
-/// and the file, and the second one is invisible to a cap that counts
-/// connections. The reactor adds this to its count of open connections
-/// before it accepts more. Every [`FileRange`] counts itself from its
-/// creation to its drop, so the count cannot drift.
+/// File bodies being sent in the whole process, every worker's together.
+/// Every [`FileRange`] counts itself from its creation to its drop, so the
+/// count cannot drift. (A reactor's cap counts only its own connections'
+/// bodies, from their transitions: with `--workers N`, one worker's
+/// downloads are not another's.)
 pub fn descriptors_held() -> usize {
     crate::http::body::files_held()
 }
@@ -115,8 +116,9 @@ pub fn descriptors_held() -> usize {
 #[derive(Debug)]
 pub struct Site {
     /// The directory, open for the server's life; every file is opened
-    /// relative to it, never by a path from `/`.
-    root: beneath::Root,
+    /// relative to it, never by a path from `/`. Shared with the listings
+    /// being sent, which describe their entries through it.
+    root: Arc<beneath::Root>,
 }
 
 /// Where a request path leads.
@@ -146,7 +148,9 @@ impl Site {
             dir.display(),
             root.resolver().describe()
         );
-        let site = Site { root };
+        let site = Site {
+            root: Arc::new(root),
+        };
         if site.has_shadowed_folder() {
             log::warn!(
                 "{}/{SHADOWED}/ is not served: {PAGES} belongs to this server's own pages \
@@ -275,7 +279,9 @@ impl Site {
         Ok(Opened { file, meta })
     }
 
-    /// A listing of the directory open as `dir`, which `names` led to.
+    /// A listing of the directory open as `dir`, which `names` led to: the
+    /// head now, the page a slice of entries per turn (see [`Listing`]);
+    /// for a HEAD, the head alone, without reading the directory.
     fn listing(
         &self,
         dir: &File,
@@ -284,34 +290,83 @@ impl Site {
         date: &str,
         out: &mut Vec<u8>,
     ) -> Reply {
-        let entries = match self.entries(dir, names) {
-            Ok(entries) => entries,
+        let listing = match Listing::new(&self.root, dir, names) {
+            Ok(listing) => listing,
             Err(e) => return io_error(out, answer, date, &e),
         };
-        let mut page = Vec::with_capacity(2048 + entries.len() * 160);
-        listing_head(names, &mut page);
-        for entry in &entries {
-            listing_row(entry, &mut page);
-        }
-        listing_tail(&mut page);
-        let n = write_response(
+        Reply::streamed(
             out,
             answer,
-            Status::OK,
             date,
             "text/html; charset=utf-8",
             &[],
-            &page,
-        );
-        Reply::written(Status::OK, n)
+            Box::new(listing),
+        )
+    }
+}
+
+/// Names of a directory sorted before they are listed, at most. Sorting
+/// needs every name first; up to this many that is some 100 KB, read in
+/// well under a millisecond. A bigger directory is listed in the order the
+/// file system keeps it, a slice per turn, so that neither the memory nor
+/// the time a listing takes grows with the directory (a listing of 100,000
+/// entries built whole was 16.8 MB and up to 1.8 s of the loop).
+const SORTED_AT_MOST: usize = 4096;
+
+/// Entries described (an open and an `fstat` each, a few microseconds)
+/// per piece of a listing, at most; the turn's share decides how many of
+/// them are done now (see `crate::http::Host::turn_budget`).
+const ENTRIES_PER_PIECE: usize = 256;
+
+/// A directory listing sent a slice of entries per turn.
+///
+/// It holds the directory open (one descriptor, counted against
+/// `--max-conns` like a file body's) and the names read so far that are
+/// not listed yet: at most [`SORTED_AT_MOST`] of them.
+pub struct Listing {
+    root: Arc<beneath::Root>,
+    dir: Dir,
+    /// The path below the root that led here, for links and the title.
+    names: Vec<String>,
+    /// Names read and not yet listed, in the order they go out.
+    waiting: std::collections::VecDeque<String>,
+    /// The directory has been read to its end.
+    read_all: bool,
+    /// The page's head is written.
+    started: bool,
+}
+
+impl std::fmt::Debug for Listing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listing")
+            .field("names", &self.names)
+            .field("waiting", &self.waiting.len())
+            .field("read_all", &self.read_all)
+            .finish()
+    }
+}
+
+impl Listing {
+    fn new(root: &Arc<beneath::Root>, dir: &File, names: &[&str]) -> io::Result<Listing> {
+        Ok(Listing {
+            root: Arc::clone(root),
+            dir: Dir::new(dir.try_clone()?)?,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            waiting: std::collections::VecDeque::new(),
+            read_all: false,
+            started: false,
+        })
     }
 
-    /// The entries of `dir`, read through its descriptor (so the listing
-    /// shows the directory the gate opened), in python's order: by name,
-    /// ignoring case.
-    fn entries(&self, dir: &File, names: &[&str]) -> io::Result<Vec<Entry>> {
-        let mut entries = Vec::new();
-        for entry in Dir::read_from(dir)? {
+    /// Reads up to `n` more names (`.`, `..` and names that are not UTF-8
+    /// left out), noting the end of the directory.
+    fn read_names(&mut self, n: usize) -> io::Result<()> {
+        let mut got = 0;
+        while got < n {
+            let Some(entry) = self.dir.read() else {
+                self.read_all = true;
+                return Ok(());
+            };
             let entry = entry?;
             // A name that is not UTF-8 could not be asked for: the first
             // gate refuses such paths. So it is not offered either.
@@ -321,64 +376,127 @@ impl Site {
             if name == "." || name == ".." {
                 continue;
             }
-            entries.push(self.entry(dir, names, name));
+            self.waiting.push_back(name.to_string());
+            got += 1;
         }
-        // python: `list.sort(key=lambda a: a.lower())`, on names without the
-        // `/` that marks directories, so `binutils` sorts before
-        // `binutils-common`. A stable sort, like python's.
-        entries.sort_by_cached_key(|e| e.name.to_lowercase());
-        Ok(entries)
+        Ok(())
     }
 
-    /// What the listing shows of `name` in `dir`, and whether a click on
-    /// it could open it.
-    fn entry(&self, dir: &File, names: &[&str], name: &str) -> Entry {
-        // The name itself, a link not followed: one step down from a
-        // directory we hold open, so there is nothing to escape from.
-        let own = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)
-        .and_then(|fd| File::from(fd).metadata());
-        let is_link = own.as_ref().is_ok_and(Metadata::is_symlink);
-        // A link is described by what it leads to, as a request for it
-        // would find it: through the gate, so a link out shows nothing.
-        let found = if is_link {
-            let path = [names, &[name]].concat();
-            self.root
-                .open_below(&path, OFlags::PATH)
-                .and_then(|fd| File::from(fd).metadata())
+    /// The first piece: the names of a small directory, sorted as python
+    /// sorts them, or the first of a big one's; then the page's head.
+    fn start(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.read_names(SORTED_AT_MOST + 1)?;
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        listing_head(&names, out);
+        if self.read_all {
+            // python: `list.sort(key=lambda a: a.lower())`, on names
+            // without the `/` that marks directories, so `binutils` sorts
+            // before `binutils-common`. A stable sort, like python's.
+            self.waiting
+                .make_contiguous()
+                .sort_by_cached_key(|name| name.to_lowercase());
         } else {
-            own
-        };
-        let is_dir = found.as_ref().is_ok_and(Metadata::is_dir);
-        let blocked = if name.contains('\\') {
-            // The first gate refuses backslashes (see the module comment).
-            Some("a backslash in its name: no address can ask for it")
-        } else if names.is_empty() && name == SHADOWED && is_dir {
-            Some("hidden by this server's own pages at /_/")
-        } else {
-            match &found {
-                Err(e) => Some(why_not(e, is_link)),
-                Ok(m) if !m.is_file() && !m.is_dir() => Some("not a file or a directory"),
-                // What the server may not read, a click gets a 403 for.
-                Ok(_) => readable(dir, name)
-                    .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
-                    .then_some("not readable by the server"),
-            }
-        };
-        let meta = found.ok();
-        Entry {
-            name: name.to_string(),
-            is_link,
-            is_dir,
-            size: meta.as_ref().filter(|m| m.is_file()).map(Metadata::len),
-            modified: meta.and_then(|m| m.modified().ok()),
-            blocked,
+            listing_unsorted_note(SORTED_AT_MOST, out);
         }
+        self.started = true;
+        Ok(())
+    }
+}
+
+impl Pieces for Listing {
+    fn next_piece(&mut self, host: &dyn Host, out: &mut Vec<u8>, _budget: usize) -> Piece {
+        let granted = host.turn_budget(ENTRIES_PER_PIECE);
+        if granted == 0 {
+            return Piece::More; // this turn's share is spent
+        }
+        if !self.started {
+            if let Err(e) = self.start(out) {
+                log::info!(
+                    "listing /{}: {e}; the page breaks off",
+                    self.names.join("/")
+                );
+                return Piece::Failed;
+            }
+        }
+        if self.waiting.len() < granted && !self.read_all {
+            if let Err(e) = self.read_names(granted) {
+                log::info!(
+                    "listing /{}: {e}; the page breaks off",
+                    self.names.join("/")
+                );
+                return Piece::Failed;
+            }
+        }
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        for _ in 0..granted {
+            let Some(name) = self.waiting.pop_front() else {
+                break;
+            };
+            let Ok(dir) = self.dir.fd() else {
+                return Piece::Failed;
+            };
+            let entry = describe(&self.root, dir, &names, &name);
+            listing_row(&entry, out);
+        }
+        if self.read_all && self.waiting.is_empty() {
+            listing_tail(out);
+            return Piece::Done;
+        }
+        Piece::More
+    }
+
+    fn holds_descriptor(&self) -> bool {
+        true
+    }
+}
+
+/// What the listing shows of `name` in `dir`, and whether a click on it
+/// could open it.
+fn describe(root: &beneath::Root, dir: BorrowedFd<'_>, names: &[&str], name: &str) -> Entry {
+    // The name itself, a link not followed: one step down from a
+    // directory we hold open, so there is nothing to escape from.
+    let own = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .and_then(|fd| File::from(fd).metadata());
+    let is_link = own.as_ref().is_ok_and(Metadata::is_symlink);
+    // A link is described by what it leads to, as a request for it
+    // would find it: through the gate, so a link out shows nothing.
+    let found = if is_link {
+        let path = [names, &[name]].concat();
+        root.open_below(&path, OFlags::PATH)
+            .and_then(|fd| File::from(fd).metadata())
+    } else {
+        own
+    };
+    let is_dir = found.as_ref().is_ok_and(Metadata::is_dir);
+    let blocked = if name.contains('\\') {
+        // The first gate refuses backslashes (see the module comment).
+        Some("a backslash in its name: no address can ask for it")
+    } else if names.is_empty() && name == SHADOWED && is_dir {
+        Some("hidden by this server's own pages at /_/")
+    } else {
+        match &found {
+            Err(e) => Some(why_not(e, is_link)),
+            Ok(m) if !m.is_file() && !m.is_dir() => Some("not a file or a directory"),
+            // What the server may not read, a click gets a 403 for.
+            Ok(_) => readable(dir, name)
+                .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+                .then_some("not readable by the server"),
+        }
+    };
+    let meta = found.ok();
+    Entry {
+        name: name.to_string(),
+        is_link,
+        is_dir,
+        size: meta.as_ref().filter(|m| m.is_file()).map(Metadata::len),
+        modified: meta.and_then(|m| m.modified().ok()),
+        blocked,
     }
 }
 
@@ -506,7 +624,7 @@ fn why_not(e: &io::Error, is_link: bool) -> &'static str {
 
 /// Whether the server may read `name` in `dir` (a link followed): what
 /// its open for a request will need.
-fn readable(dir: &File, name: &str) -> io::Result<()> {
+fn readable(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     use rustix::fs::{accessat, Access, AtFlags};
     Ok(accessat(dir, name, Access::READ_OK, AtFlags::EACCESS)?)
 }
@@ -611,6 +729,17 @@ fn listing_row(e: &Entry, out: &mut Vec<u8>) {
         None => out.push(b'-'),
     }
     out.extend_from_slice(b"</td></tr>\n");
+}
+
+/// A row that says why a big directory's entries are not in order.
+fn listing_unsorted_note(sorted_at_most: usize, out: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"<tr class=\"off\"><td colspan=\"3\">More than ");
+    out.extend_from_slice(n.format(sorted_at_most).as_bytes());
+    out.extend_from_slice(
+        b" entries: listed in the order the file system keeps them, \
+          a slice at a time, not sorted by name.</td></tr>\n",
+    );
 }
 
 /// The end of a listing page.

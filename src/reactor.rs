@@ -226,6 +226,11 @@ pub struct Reactor {
     live: Live,
     /// Events the last `epoll_wait` returned.
     events_this_turn: usize,
+    /// Descriptors this reactor's connections hold for their bodies (an
+    /// open file, an open directory), which `--max-conns` counts too. Each
+    /// reactor counts its own: with `--workers N` every worker has its
+    /// share of the cap, and one worker's downloads are not another's.
+    bodies_held: usize,
     /// This turn's access-log lines, handed to the access log's sink at
     /// the end of the turn (`None` with `--quiet`).
     access_log: Option<AccessLog>,
@@ -285,6 +290,7 @@ impl Reactor {
             seat: None,
             shutting_down_since: None,
             events_this_turn: 0,
+            bodies_held: 0,
         })
     }
 
@@ -458,7 +464,16 @@ impl Reactor {
     /// plus one per file body being sent. `--max-conns` caps this sum, so the
     /// server refuses or reclaims before the kernel says EMFILE.
     fn descriptors_in_use(&self) -> usize {
-        self.conns.len() + crate::files::descriptors_held()
+        self.conns.len() + self.bodies_held
+    }
+
+    /// Keeps [`Reactor::bodies_held`] true after a connection was served:
+    /// its body may have opened a file or a directory, or let it go.
+    fn recount_descriptor(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let change = conn.recount_descriptor();
+            self.bodies_held = self.bodies_held.saturating_add_signed(change);
+        }
     }
 
     /// Puts a newly accepted stream in the slab and registers it under its key.
@@ -535,28 +550,23 @@ impl Reactor {
     }
 
     /// Tells a client the server is full, instead of leaving it to wait in
-    /// silence: a 503 written straight into the empty send buffer (it always
-    /// fits), our FIN, one read to take the request that is usually there
-    /// already (so the close is not a reset that destroys the answer), and
-    /// the socket is closed when `stream` is dropped.
+    /// silence: one read to take the request that is usually there already
+    /// (so the close is not a reset that destroys the answer, and a HEAD
+    /// gets no body), a 503 written straight into the empty send buffer (it
+    /// always fits), our FIN, and the socket is closed when `stream` is
+    /// dropped.
     fn refuse(&mut self, mut stream: TcpStream) {
-        let answer = http::response::Answer {
-            head_only: false,
-            minor: 1,
-            close: true,
+        // Read first: the answer depends on the method (a HEAD gets no
+        // body), and reading the request now also keeps our close from
+        // being a reset.
+        let n = match stream.read(&mut self.read_buf) {
+            Ok(n) => n,
+            Err(_) => 0,
         };
         let mut page = Vec::new();
-        http::response::write_error(
-            &mut page,
-            &answer,
-            http::response::Status::SERVICE_UNAVAILABLE,
-            self.clock.http_date(),
-            &[("Retry-After", "1")],
-            "The server holds as many connections as it may (--max-conns). Try again shortly.",
-        );
+        http::session::write_full(&self.read_buf[..n], self.clock.http_date(), &mut page);
         let _ = stream.write(&page);
         let _ = stream.shutdown(std::net::Shutdown::Write);
-        let _ = stream.read(&mut self.read_buf);
     }
 
     /// The connection to close when the server is full (see
@@ -590,6 +600,7 @@ impl Reactor {
     fn serve(&mut self, key: usize) {
         let before = self.live.before(&self.conns[key]);
         self.advance(key);
+        self.recount_descriptor(key);
         self.live.after(before, &self.conns);
         // A new subscriber to the event stream took a slot from another
         // (all were taken): that one closes now, once the newcomer's answer
@@ -896,6 +907,7 @@ impl Reactor {
                     self.live.handling(|| (Subject::Conn(key), Cause::Timer));
                     let before = self.live.before(&self.conns[key]);
                     self.on_timeout(key);
+                    self.recount_descriptor(key);
                     self.live.after(before, &self.conns);
                 }
             }
@@ -951,6 +963,9 @@ impl Reactor {
     /// by `on_connection_event`.
     fn close(&mut self, key: usize, why: &str) {
         let conn = self.conns.remove(key);
+        if conn.counted_descriptor() {
+            self.bodies_held -= 1; // closed with the connection, below
+        }
         // Only the connection being served has output in the shared buffer
         // (a read failed after some answers were produced): it goes with the
         // connection, or the next one to write would send it.

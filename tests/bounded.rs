@@ -211,6 +211,7 @@ fn subscribers_that_never_read_cannot_keep_a_viewer_out() {
             .contains("fivetuple_event_subscribers 32")
     });
     // A viewer still gets its stream, at once, not a 503.
+    let mut viewers = Vec::new();
     for _ in 0..3 {
         let mut viewer = server.connect();
         viewer
@@ -225,6 +226,7 @@ fn subscribers_that_never_read_cannot_keep_a_viewer_out() {
         let head = String::from_utf8_lossy(&head);
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert!(head.contains("text/event-stream"), "{head}");
+        viewers.push(viewer);
     }
     let metrics = server.get("/_/metrics").text();
     assert!(
@@ -236,4 +238,60 @@ fn subscribers_that_never_read_cannot_keep_a_viewer_out() {
         "{metrics}"
     );
     drop(hogs);
+}
+
+#[test]
+fn a_big_directory_is_listed_a_slice_at_a_time_and_whole() {
+    let dir = common::TempDir::new("bounded-listing");
+    for i in 0..5000 {
+        std::fs::write(dir.join(&format!("file-{i:05}.txt")), b"x").unwrap();
+    }
+    std::fs::create_dir(dir.join("small")).unwrap();
+    for name in ["b.txt", "A.txt", "c.txt"] {
+        std::fs::write(dir.join(&format!("small/{name}")), b"x").unwrap();
+    }
+    let server = Server::start(&["--quiet", "--dir", dir.arg()]);
+
+    let (_, all) = exchange(
+        &server,
+        "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let (head, body) = split(&all);
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    let (page, chunks) = dechunk(body);
+    assert!(chunks > 2, "{chunks} chunks: not sent in slices");
+    let page = String::from_utf8(page).unwrap();
+    let listed = page.matches("<a href=\"file-").count();
+    assert_eq!(listed, 5000, "every entry, once");
+    assert!(
+        page.contains("not sorted by name"),
+        "a big directory says why it is not sorted"
+    );
+    assert!(page.trim_end().ends_with("</html>"));
+
+    // A small one is sorted as python sorts it, and says nothing of order.
+    let (_, all) = exchange(
+        &server,
+        "GET /small/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let (page, _) = dechunk(split(&all).1);
+    let page = String::from_utf8(page).unwrap();
+    let (a, b, c) = (
+        page.find("A.txt").unwrap(),
+        page.find("b.txt").unwrap(),
+        page.find("c.txt").unwrap(),
+    );
+    assert!(a < b && b < c, "sorted by name, ignoring case");
+    assert!(!page.contains("not sorted"));
+
+    // HEAD reads nothing of the directory and sends no body.
+    let mut s = server.connect();
+    s.write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = read_response_to(&mut s, true).expect("the HEAD's answer");
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        common::read_response(&mut s).unwrap().text(),
+        "Hello, World!"
+    );
 }

@@ -687,3 +687,31 @@ fn the_response_checker_refuses_what_a_strict_client_refuses() {
     // A response cut short is not a violation, just no response.
     assert_eq!(ok("HTTP/1.1 200 OK\r\nDa".into(), false).0, None);
 }
+
+#[test]
+fn a_head_refused_at_max_conns_gets_a_head_alone() {
+    let server = Server::start(&["--max-conns", "1", "--quiet"]);
+    let mut busy = server.connect();
+    busy.write_all(b"GET /_/hello HTTP/1.1\r\n").unwrap(); // mid-request
+    wait_until(Duration::from_secs(10), || {
+        let mut s = server.connect();
+        let _ = s.write_all(b"HEAD /_/hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        // Read as a strict client reads the answer to a HEAD: a head, and
+        // nothing after it before the close.
+        let Some(r) = common::read_response_to(&mut s, true) else {
+            return false;
+        };
+        if r.status != 503 {
+            return false;
+        }
+        let rest = read_to_close(&mut s);
+        assert!(
+            rest.is_empty(),
+            "a body after the head of a refused HEAD: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        true
+    });
+    busy.write_all(b"Host: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut busy).unwrap().status, 200);
+}

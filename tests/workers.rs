@@ -353,3 +353,59 @@ fn an_idle_worker_with_news_wakes_to_post_it() {
         answered.is_some_and(|at| out[at..].iter().any(|l| l.contains(woke)))
     });
 }
+
+/// The `/_/whoami` answer on `c`: its worker, or `None` if the server
+/// refused the connection (503: that worker is full).
+fn whoami(c: &mut TcpStream) -> Option<usize> {
+    c.write_all(WHOAMI).ok()?;
+    let r = read_response(c)?;
+    (r.status == 200).then(|| worker_of(&r.text()))
+}
+
+#[test]
+fn one_workers_downloads_do_not_fill_another_workers_share() {
+    // Two workers, a cap of one descriptor each. A download that is not
+    // read holds worker 0's socket and file. Worker 1 holds nothing and
+    // must still take a connection: the file is worker 0's.
+    let dir = common::TempDir::new("workers-files");
+    std::fs::write(dir.join("big.bin"), vec![7u8; 32 << 20]).unwrap();
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--max-conns",
+        "2",
+        "--quiet",
+        "--dir",
+        dir.arg(),
+    ]);
+    let mut downloads = Vec::new();
+    for _ in 0..400 {
+        if !downloads.is_empty() {
+            break;
+        }
+        let mut c = server.connect_with_receive_buffer(4096);
+        if whoami(&mut c) == Some(0) {
+            c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            downloads.push(c);
+        }
+    }
+    assert_eq!(downloads.len(), 1, "a download on worker 0");
+    // Each holds its file while the client does not read.
+    wait_until(Duration::from_secs(20), || {
+        server.get("/_/conns?workers").text().contains("writing")
+    });
+    let mut on_worker_1 = None;
+    for _ in 0..400 {
+        let mut c = server.connect();
+        if whoami(&mut c) == Some(1) {
+            on_worker_1 = Some(c);
+            break;
+        }
+    }
+    assert!(
+        on_worker_1.is_some(),
+        "worker 1 refused every connection: it counted worker 0's files"
+    );
+    drop(downloads);
+}

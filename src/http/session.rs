@@ -506,6 +506,28 @@ impl Session {
     }
 }
 
+/// The answer to a client the server is too full to take (`--max-conns`):
+/// a 503 that says when to try again, written for `request`, the bytes the
+/// client has sent so far (often its whole request: HTTP clients send it
+/// as soon as they are connected). A HEAD gets the head alone, as every
+/// answer to a HEAD does: a body there would be read as the start of the
+/// next response.
+pub fn write_full(request: &[u8], date: &str, out: &mut Vec<u8>) {
+    let answer = Answer {
+        head_only: names_head(request),
+        minor: 1,
+        close: true,
+    };
+    write_error(
+        out,
+        &answer,
+        response::Status::SERVICE_UNAVAILABLE,
+        date,
+        &[("Retry-After", "1")],
+        "The server holds as many connections as it may (--max-conns). Try again shortly.",
+    );
+}
+
 /// Whether a request whose head was refused is a HEAD. The method is the
 /// first word of the request line: when the line gets that far, the client
 /// sent HEAD and will read no body, whatever else is wrong with its
