@@ -490,8 +490,9 @@ impl Reactor {
                 }
                 None => {
                     self.live.metrics.refused += 1;
-                    let note = format_args!("refused {remote} with a 503: the server is full");
-                    self.live.note(note);
+                    self.live.note(format_args!(
+                        "refused {remote} with a 503: the server is full"
+                    ));
                     info!(
                         "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
                     );

@@ -56,10 +56,12 @@ pub struct Session {
     owed: Option<Box<Owed>>,
     /// The last answer's body, still to be sent after the output buffer:
     /// a range of an open file, which the I/O layer sends itself.
-    file: Option<FileRange>,
+    /// Boxed, as `streamed` below: a connection that waits between
+    /// requests carries only the pointer (see `owed`).
+    file: Option<Box<FileRange>>,
     /// The last answer's body, made a piece per turn (a long table or
     /// directory listing): each turn's piece once the last one is sent.
-    streamed: Option<Streamed>,
+    streamed: Option<Box<Streamed>>,
     /// Requests in `held` wait for a later turn: this turn's share of
     /// output is used up (see `TURN_OUTPUT`), or a file body goes first.
     paused: bool,
@@ -174,7 +176,7 @@ impl Session {
     /// the last answer's body is one. Nothing else is answered on this
     /// connection until all of it is sent.
     pub fn file_body(&self) -> Option<&FileRange> {
-        self.file.as_ref()
+        self.file.as_deref()
     }
 
     /// The I/O layer sent `n` more bytes of the file body. Once the last
@@ -461,8 +463,8 @@ impl Session {
         progress.statuses.count(reply.status);
         progress.close |= answer.close || reply.close;
         // A range with nothing left (an empty one) is no body to wait for.
-        self.file = reply.file.filter(|f| f.remaining() > 0);
-        self.streamed = reply.streamed;
+        self.file = reply.file.filter(|f| f.remaining() > 0).map(Box::new);
+        self.streamed = reply.streamed.map(Box::new);
     }
 
     /// Answers a request that cannot be framed, and ends the connection.
