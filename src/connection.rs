@@ -210,10 +210,10 @@ pub struct Connection {
     deadline: Deadline,
     /// With `--proxy-protocol`, the PROXY header's bytes so far, until it is
     /// complete: the request is not read before that.
-    /// Boxed, as `origin`: only behind a load balancer, and every idle
-    /// connection would otherwise carry the room for them.
-    preface: Option<Box<Vec<u8>>>,
-    /// The original client's connection, from the PROXY header.
+    preface: Option<Vec<u8>>,
+    /// The original client's connection, from the PROXY header. Boxed:
+    /// only connections from a load balancer have one, and every idle
+    /// connection would otherwise carry the room for two addresses.
     origin: Option<Box<Origin>>,
     /// The HTTP state: any unfinished request, and a file body to send.
     session: Session,
@@ -254,7 +254,7 @@ impl Connection {
             hangup: false,
             scheduled: false,
             deadline: Deadline::new(now),
-            preface: expects_proxy.then(Box::default),
+            preface: expects_proxy.then(Vec::new),
             origin: None,
             session: Session::default(),
             out: Vec::new(),

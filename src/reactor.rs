@@ -560,10 +560,7 @@ impl Reactor {
         // Read first: the answer depends on the method (a HEAD gets no
         // body), and reading the request now also keeps our close from
         // being a reset.
-        let n = match stream.read(&mut self.read_buf) {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        let n = stream.read(&mut self.read_buf).unwrap_or_default();
         let mut page = Vec::new();
         http::session::write_full(&self.read_buf[..n], self.clock.http_date(), &mut page);
         let _ = stream.write(&page);
