@@ -60,7 +60,8 @@ struct ServeArgs {
     #[arg(long)]
     ipv6_only: bool,
     /// Also answer UDP datagrams on the same address and port number: each
-    /// gets one datagram back saying what the server saw.
+    /// that could be a client's question gets one datagram back, no longer
+    /// than itself, saying what the server saw (docs/hardening.md: UDP).
     #[arg(long)]
     udp: bool,
     /// Every connection starts with a PROXY protocol header (v1 or v2) from
