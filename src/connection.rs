@@ -108,6 +108,67 @@ pub enum Stage {
     Streaming,
 }
 
+/// Why a connection was closed. The reactor names the reason when it
+/// closes; the debug log, the trace and the event stream's `close` event
+/// all say it in the words of its `Display`, so the three cannot drift
+/// apart, and a new reason is one more variant, not one more string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Everything owed was written, and the client had nothing more to say.
+    Done,
+    /// Everything owed was written, and the client left while we lingered.
+    DoneAfterLingering,
+    /// Lingering: the client sent more than `LINGER_BYTES` after our FIN.
+    LingerByteLimit,
+    /// Lingering: `LINGER_TIME` or `LINGER_QUIET` passed.
+    LingerTimeUp,
+    /// The subscriber of an event stream went away.
+    LeftEventStream,
+    /// An event-stream subscriber gave its slot to a new viewer.
+    GaveWayToViewer,
+    /// Idle, and closed to make room at `--max-conns`.
+    Reclaimed,
+    /// The client did not read its answers in time (`--send-timeout`).
+    SendTimeout,
+    /// No next request in time (`--idle-timeout`).
+    IdleTimeout,
+    /// The PROXY header did not arrive in time.
+    ProxyHeaderTimeout,
+    /// What came first was not a PROXY header.
+    ProxyHeaderInvalid(&'static str),
+    /// The server is shutting down and the connection owed nothing.
+    Shutdown,
+    /// The shutdown grace ran out.
+    ShutdownGraceOver,
+    /// A second stop signal: everything closes at once.
+    SecondSignal,
+    /// The socket failed (a reset, most often), or a file body could not
+    /// be sent: the system's words.
+    Failed(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::Done => "done",
+            CloseReason::DoneAfterLingering => "done, after lingering",
+            CloseReason::LingerByteLimit => "lingering close: byte limit reached",
+            CloseReason::LingerTimeUp => "lingering close: time is up",
+            CloseReason::LeftEventStream => "the client left the event stream",
+            CloseReason::GaveWayToViewer => "gave its event-stream slot to a new viewer",
+            CloseReason::Reclaimed => "idle, reclaimed for a new connection (--max-conns)",
+            CloseReason::SendTimeout => "send timeout",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::ProxyHeaderTimeout => "PROXY header timeout",
+            CloseReason::ProxyHeaderInvalid(why) => why,
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::ShutdownGraceOver => "shutdown grace over",
+            CloseReason::SecondSignal => "second signal",
+            CloseReason::Failed(e) => e,
+        })
+    }
+}
+
 /// What a connection waits for. It decides the connection's deadline, and
 /// what happens when that passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

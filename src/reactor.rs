@@ -69,7 +69,7 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{Connection, Preface, ReadOutcome, Step, Waiting};
+use crate::connection::{CloseReason, Connection, Preface, ReadOutcome, Step, Waiting};
 use crate::error::{Error, Result};
 use crate::http::{
     self, response::Clock, AccessLog, Ctx, Endpoints, Host, Piece, Pieces, Progress, Subscribe,
@@ -486,7 +486,7 @@ impl Reactor {
             match self.idlest_reclaimable() {
                 Some(key) => {
                     self.live.metrics.reclaimed += 1;
-                    self.close(key, "idle, reclaimed for a new connection (--max-conns)");
+                    self.close(key, CloseReason::Reclaimed);
                 }
                 None => {
                     self.live.metrics.refused += 1;
@@ -606,7 +606,7 @@ impl Reactor {
         if let Some((victim, serial)) = self.live.take_giving_way() {
             if self.conns.get(victim).is_some_and(|c| c.serial() == serial) {
                 self.live.metrics.stream_slots_taken_back += 1;
-                self.close(victim, "gave its event-stream slot to a new viewer");
+                self.close(victim, CloseReason::GaveWayToViewer);
             }
         }
     }
@@ -664,7 +664,7 @@ impl Reactor {
                     return true;
                 }
                 ReadOutcome::Failed(e) => {
-                    self.close(key, &e.to_string());
+                    self.close(key, CloseReason::Failed(e.to_string()));
                     return false;
                 }
             }
@@ -681,7 +681,7 @@ impl Reactor {
             Preface::Done(start) => start,
             Preface::Invalid(why) => {
                 info!("{}: {why}; closing", self.conns[key].peer().remote);
-                self.close(key, why);
+                self.close(key, CloseReason::ProxyHeaderInvalid(why));
                 return false;
             }
         };
@@ -758,7 +758,7 @@ impl Reactor {
                 true
             }
             Err(e) => {
-                self.close(key, &e.to_string());
+                self.close(key, CloseReason::Failed(e.to_string()));
                 false
             }
         }
@@ -777,7 +777,7 @@ impl Reactor {
         // close at once, with no extra system call. nginx's `lingering_close
         // on` decides the same way.
         if !conn.has_unread_input() && !conn.may_still_be_sending() {
-            return self.close(key, "done");
+            return self.close(key, CloseReason::Done);
         }
         conn.shutdown_write();
         // One read tells whether anything is still coming (and a refused
@@ -802,8 +802,8 @@ impl Reactor {
                 self.schedule(key);
                 self.rearm(key);
             }
-            ReadOutcome::WouldBlock | ReadOutcome::Eof => self.close(key, "done"),
-            ReadOutcome::Failed(e) => self.close(key, &e.to_string()),
+            ReadOutcome::WouldBlock | ReadOutcome::Eof => self.close(key, CloseReason::Done),
+            ReadOutcome::Failed(e) => self.close(key, CloseReason::Failed(e.to_string())),
         }
     }
 
@@ -817,7 +817,7 @@ impl Reactor {
             match conn.read_chunk(&mut self.read_buf) {
                 ReadOutcome::Data(n) => {
                     if !conn.discarded(n, self.now) {
-                        return self.close(key, "lingering close: byte limit reached");
+                        return self.close(key, CloseReason::LingerByteLimit);
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -827,10 +827,12 @@ impl Reactor {
                 }
                 ReadOutcome::WouldBlock => return self.rearm(key),
                 ReadOutcome::Eof if conn.is_streaming() => {
-                    return self.close(key, "the client left the event stream")
+                    return self.close(key, CloseReason::LeftEventStream)
                 }
-                ReadOutcome::Eof => return self.close(key, "done, after lingering"),
-                ReadOutcome::Failed(e) => return self.close(key, &e.to_string()),
+                ReadOutcome::Eof => return self.close(key, CloseReason::DoneAfterLingering),
+                ReadOutcome::Failed(e) => {
+                    return self.close(key, CloseReason::Failed(e.to_string()))
+                }
             }
         }
     }
@@ -927,14 +929,14 @@ impl Reactor {
         };
         self.live.metrics.timeout(kind);
         match waiting {
-            Waiting::ClientToLeave => self.close(key, "lingering close: time is up"),
+            Waiting::ClientToLeave => self.close(key, CloseReason::LingerTimeUp),
             Waiting::ClientToRead => {
                 info!("{remote}: send timeout, the client stopped reading; closing");
-                self.close(key, "send timeout");
+                self.close(key, CloseReason::SendTimeout);
             }
             Waiting::RestOfRequest if conn.awaits_preface() => {
                 info!("{remote}: the PROXY header did not arrive in time; closing");
-                self.close(key, "PROXY header timeout");
+                self.close(key, CloseReason::ProxyHeaderTimeout);
             }
             Waiting::RestOfRequest => {
                 info!("{remote}: header timeout, the request did not arrive in time: 408");
@@ -949,7 +951,7 @@ impl Reactor {
                     self.rearm(key); // the 408 is queued: the send timeout now applies
                 }
             }
-            Waiting::NextRequest => self.close(key, "idle timeout"),
+            Waiting::NextRequest => self.close(key, CloseReason::IdleTimeout),
             Waiting::NextEvent => {}
         }
     }
@@ -959,7 +961,7 @@ impl Reactor {
     /// timer entry and ready-list entry go stale (their serial no longer
     /// matches); events still queued in this turn for its key are dropped
     /// by `on_connection_event`.
-    fn close(&mut self, key: usize, why: &str) {
+    fn close(&mut self, key: usize, why: CloseReason) {
         let conn = self.conns.remove(key);
         if conn.counted_descriptor() {
             self.bodies_held -= 1; // closed with the connection, below
@@ -972,7 +974,7 @@ impl Reactor {
             self.freed_in_turn.resize(key + 1, 0);
         }
         self.freed_in_turn[key] = self.turn;
-        self.live.closed(key, &conn, why);
+        self.live.closed(key, &conn, &why);
         let (bytes_in, bytes_out, requests) = conn.counters();
         debug!(
             "close {}, token {key} ({why}): {bytes_in} in, {bytes_out} out, {requests} {}; {} open",
@@ -1034,7 +1036,7 @@ impl Reactor {
                     self.config.shutdown_grace,
                     self.conns.len()
                 );
-                self.close_all("shutdown grace over");
+                self.close_all(CloseReason::ShutdownGraceOver);
             }
         }
     }
@@ -1086,7 +1088,7 @@ impl Reactor {
                 "second signal: closing {} connections now",
                 self.conns.len()
             );
-            return self.close_all("second signal");
+            return self.close_all(CloseReason::SecondSignal);
         }
         info!(
             "signal {signal}: shutting down; {} connections open",
@@ -1110,15 +1112,15 @@ impl Reactor {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if self.conns[key].on_shutdown() {
-                self.close(key, "shutdown");
+                self.close(key, CloseReason::Shutdown);
             }
         }
     }
 
-    fn close_all(&mut self, why: &str) {
+    fn close_all(&mut self, why: CloseReason) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.close(key, why);
+            self.close(key, why.clone());
         }
     }
 
@@ -1563,7 +1565,7 @@ mod tests {
         accept_until(&mut r, 1);
         let key_a = key_of(&r, &a);
         // Something earlier in this turn closed A, which frees its key at once...
-        r.close(key_a, "closed earlier in the turn");
+        r.close(key_a, CloseReason::Done);
         assert!(
             r.conns.get(key_a).is_none(),
             "closing releases the slot now"
@@ -1615,7 +1617,7 @@ mod tests {
         accept_until(&mut r, 1);
         let key = key_of(&r, &a);
         r.schedule(key);
-        r.close(key, "test");
+        r.close(key, CloseReason::Done);
         let b = std::net::TcpStream::connect(r.local_addr()).unwrap();
         accept_until(&mut r, 1);
         assert_eq!(key_of(&r, &b), key);
@@ -1659,7 +1661,7 @@ mod tests {
             let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
             accept_until(&mut r, 1);
             let key = key_of(&r, &c);
-            r.close(key, "churn");
+            r.close(key, CloseReason::Done);
             r.publish();
         }
         assert!(
@@ -1676,7 +1678,7 @@ mod tests {
             let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
             accept_until(&mut r, 1);
             let key = key_of(&r, &c);
-            r.close(key, "churn");
+            r.close(key, CloseReason::Done);
             r.after_batch();
         }
         assert!(

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::connection::Connection;
+use crate::connection::{CloseReason, Connection};
 use crate::http::Subscribe;
 use crate::sink::Sink;
 use events::{Hub, Totals, MAX_SUBSCRIBERS};
@@ -152,7 +152,7 @@ impl Live {
 
     /// A connection is being closed (it is out of the slab, not yet dropped).
     #[inline]
-    pub fn closed(&mut self, key: usize, conn: &Connection, why: &str) {
+    pub fn closed(&mut self, key: usize, conn: &Connection, why: &CloseReason) {
         let (bytes_in, bytes_out, _) = conn.counters();
         self.metrics.closed += 1;
         self.metrics.closed_bytes_in += bytes_in;
@@ -164,7 +164,9 @@ impl Live {
 
     #[cold]
     #[inline(never)]
-    fn tell_closed(&mut self, key: usize, conn: &Connection, why: &str) {
+    fn tell_closed(&mut self, key: usize, conn: &Connection, why: &CloseReason) {
+        // The words of the reason, once, for the stream and the trace.
+        let why = &why.to_string();
         if let Some(hub) = &mut self.hub {
             hub.closed(key, conn, why, &mut self.totals);
             if hub.is_empty() {
