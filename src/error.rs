@@ -11,12 +11,12 @@
 //!
 //! One more case is not a failure at all: the reader of our standard output
 //! went away (`fivetuple conns | head -1`). Like netstat and ss, a command
-//! then stops quietly; [`write_stdout`], which the binary prints with,
+//! then stops quietly: the binary's `write_stdout` (`src/cli/mod.rs`)
 //! turns that into [`Error::OutputClosed`], which the binary ends with exit
 //! code 0 and no message.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 
 /// Everything that can stop a `fivetuple` command.
 #[derive(Debug)]
@@ -92,23 +92,6 @@ impl std::error::Error for Error {
             Error::Io { source, .. } | Error::Explained { source, .. } => Some(source),
         }
     }
-}
-
-/// Writes a command's report to standard output, all of it, and flushes.
-///
-/// Rust ignores SIGPIPE, so a closed pipe shows up as an `EPIPE` error
-/// here instead of killing the process; `print!` would panic on it. A
-/// closed pipe becomes [`Error::OutputClosed`]; any other failure (a full
-/// disk behind `> file`) is a real error.
-pub fn write_stdout(text: &str) -> Result<()> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::BrokenPipe => Error::OutputClosed,
-            _ => Error::io("writing to standard output", e),
-        })
 }
 
 /// Shorthand used across the crate.

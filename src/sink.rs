@@ -240,9 +240,11 @@ impl Shared {
                 drop(pending);
                 self.idle.notify_all();
                 // A reader that left (`| head`) ends the output quietly, as
-                // every command here does; any other failure is worth a word.
+                // every command here does; any other failure (a full disk
+                // behind --access-log) is worth a line in the log, which goes
+                // through its own sink like everything else.
                 if e.kind() != io::ErrorKind::BrokenPipe {
-                    let _ = writeln!(io::stderr(), "fivetuple: {} failed: {e}", self.name);
+                    log::warn!("{} failed: {e}; what was to go there is dropped", self.name);
                 }
                 return;
             }

@@ -3,37 +3,25 @@
 //! well framed, and clients asking for it never hold up anyone else.
 
 mod common;
+mod privilege;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{read_response_to, Server};
+use privilege::this_test;
 
-/// Raises this process's open-files soft limit to its hard limit and
-/// returns how many connections a test may hold, at most `want` (the
-/// server runs under the same limits, as a child of this process).
-fn connections_we_may_hold(want: usize) -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit with a valid pointer to a local.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-    }
-    let room = (limit.rlim_cur as usize).saturating_sub(200);
-    if room < want {
-        eprintln!(
-            "open-files limit {}: holding {room} connections instead of {want}",
-            limit.rlim_cur
-        );
-    }
-    room.min(want)
+/// `n` idle connections, once the server holds them all.
+fn hold(server: &Server, n: usize) -> Vec<TcpStream> {
+    let held: Vec<TcpStream> = (0..n).map(|_| server.connect()).collect();
+    common::wait_until(Duration::from_secs(20), || {
+        server
+            .get("/_/metrics")
+            .text()
+            .contains(&format!("fivetuple_connections_open {}", n + 1))
+    });
+    held
 }
 
 /// A chunked body put back together, with the number of chunks.
@@ -81,15 +69,14 @@ fn split(all: &[u8]) -> (String, &[u8]) {
 
 #[test]
 fn a_long_table_comes_in_slices_and_whole() {
-    let n = connections_we_may_hold(1500);
+    // Enough rows for several slices; at the least, more than the default
+    // view of 100. The few descriptors beyond are the askers'.
+    let Some(lent) = privilege::descriptors(this_test!(), 1510, 310) else {
+        return;
+    };
+    let n = lent.count() - 10;
     let server = Server::start(&["--quiet"]);
-    let held: Vec<TcpStream> = (0..n).map(|_| server.connect()).collect();
-    common::wait_until(Duration::from_secs(20), || {
-        server
-            .get("/_/metrics")
-            .text()
-            .contains(&format!("fivetuple_connections_open {}", n + 1))
-    });
+    let held = hold(&server, n);
 
     // HTTP/1.1: chunked, several chunks, every row.
     let (s, all) = exchange(
@@ -149,15 +136,13 @@ fn a_long_table_comes_in_slices_and_whole() {
 
 #[test]
 fn askers_of_the_whole_table_do_not_hold_up_anyone_else() {
-    let n = connections_we_may_hold(3000);
+    // The held connections, 100 askers and a probe.
+    let Some(lent) = privilege::descriptors(this_test!(), 3110, 510) else {
+        return;
+    };
+    let n = lent.count() - 110;
     let server = Server::start(&["--quiet"]);
-    let held: Vec<TcpStream> = (0..n).map(|_| server.connect()).collect();
-    common::wait_until(Duration::from_secs(20), || {
-        server
-            .get("/_/metrics")
-            .text()
-            .contains(&format!("fivetuple_connections_open {}", n + 1))
-    });
+    let held = hold(&server, n);
     // Askers that never read their answer: each may hold a slice and the
     // kernel's buffer, not its whole table.
     let askers: Vec<TcpStream> = (0..100)

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::write_stdout;
 use fivetuple::client::{self, report::EACH_LIMIT, ConnectOptions, Mode, TextStyle, Underway};
-use fivetuple::error::write_stdout;
 use fivetuple::sys::seconds;
 use fivetuple::{Error, Result};
 

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fivetuple::error::write_stdout;
+use super::write_stdout;
 use fivetuple::procnet::{self, ConnsOptions, Layout, Protocols, StateFilter};
 use fivetuple::{Error, Result};
 

@@ -113,6 +113,29 @@ pub fn write_head(
     extra: &[(&str, &str)],
     content_length: u64,
 ) {
+    write_head_start(out, status, date, content_type, extra);
+    if answer.close {
+        out.extend_from_slice(b"\r\nConnection: close");
+    } else if answer.minor == 0 {
+        out.extend_from_slice(b"\r\nConnection: keep-alive");
+    }
+    // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
+    if status.code >= 200 && status.code != 204 && status.code != 304 {
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(content_length).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The status line and the headers every response carries, then `extra`;
+/// the caller adds the framing headers and the empty line.
+fn write_head_start(
+    out: &mut Vec<u8>,
+    status: Status,
+    date: &str,
+    content_type: Option<&str>,
+    extra: &[(&str, &str)],
+) {
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(num.format(status.code).as_bytes());
@@ -132,17 +155,6 @@ pub fn write_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
-    if answer.close {
-        out.extend_from_slice(b"\r\nConnection: close");
-    } else if answer.minor == 0 {
-        out.extend_from_slice(b"\r\nConnection: keep-alive");
-    }
-    // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
-    if status.code >= 200 && status.code != 204 && status.code != 304 {
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        out.extend_from_slice(num.format(content_length).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// The head of a response whose body is made a piece at a time, its length
@@ -158,23 +170,7 @@ pub fn write_streamed_head(
     extra: &[(&str, &str)],
 ) -> bool {
     let chunked = answer.minor == 1;
-    let mut num = itoa::Buffer::new();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(num.format(status.code).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.reason.as_bytes());
-    out.extend_from_slice(b"\r\nServer: ");
-    out.extend_from_slice(SERVER.as_bytes());
-    out.extend_from_slice(b"\r\nDate: ");
-    out.extend_from_slice(date.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type.as_bytes());
-    for (name, value) in extra {
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-    }
+    write_head_start(out, status, date, Some(content_type), extra);
     if chunked {
         out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
     }
