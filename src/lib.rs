@@ -14,6 +14,7 @@
 //!
 //! - [`reactor`]: the event loop. One thread, one `mio::Poll`, a
 //!   `Slab<Connection>` indexed by token; accept, read, answer, write, close.
+//!   Beside it, `reactor/host.rs`: the server as the protocol sees it.
 //! - [`listener`]: the listening socket built by hand with socket2
 //!   (SO_REUSEADDR, backlog, dual-stack), and the open-files limit.
 //! - [`connection`]: one accepted stream: its 5-tuple, its counters, and

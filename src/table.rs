@@ -653,7 +653,7 @@ fn write_json_row(out: &mut Vec<u8>, row: &ConnRow) {
 }
 
 /// `fmt::Write` into a byte vector.
-struct ByteString<'a>(&'a mut Vec<u8>);
+pub(crate) struct ByteString<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl std::fmt::Write for ByteString<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
