@@ -58,6 +58,14 @@ impl Error {
         }
     }
 
+    /// The kind of the operating system's error, if this is one.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } | Error::Explained { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
     /// The process exit code for this error: 2 for usage, 1 for a failure
     /// at run time, 0 when the reader of our output simply stopped reading.
     pub fn exit_code(&self) -> u8 {

@@ -234,25 +234,17 @@ pub struct Reactor {
 impl Reactor {
     /// Binds the listening socket and registers it and the signal pipe.
     pub fn bind(config: ServerConfig) -> Result<Reactor> {
-        let mut listener = listener::bind(&config.listen)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the listening address", e))?;
+        let (mut listener, local_addr, mut udp) = bind_sockets(&config)?;
         let (poll, signals) = sys::poll_with_signals(&[SIGINT, SIGTERM, SIGUSR1], SIGNALS)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| Error::io("registering the listener", e))?;
-        let udp = match config.udp {
-            true => {
-                let mut udp = Udp::bind(local_addr, config.listen.ipv6_only)?;
-                registry
-                    .register(udp.socket_mut(), UDP, Interest::READABLE)
-                    .map_err(|e| Error::io("registering the UDP socket", e))?;
-                Some(udp)
-            }
-            false => None,
-        };
+        if let Some(udp) = &mut udp {
+            registry
+                .register(udp.socket_mut(), UDP, Interest::READABLE)
+                .map_err(|e| Error::io("registering the UDP socket", e))?;
+        }
         let mut live = Live::new(config.output.trace.clone(), config.max_conns);
         // With `--udp`, the UDP families are in `/_/metrics` from the start.
         live.metrics.udp = udp.as_ref().map(Udp::stats);
@@ -1199,6 +1191,43 @@ impl From<&Event> for Readiness {
             hangup: event.is_read_closed() || event.is_error(),
             writable: event.is_writable(),
             error: event.is_error(),
+        }
+    }
+}
+
+/// TCP ports tried when the kernel picks the port (port 0) and `--udp`
+/// finds the same number taken for UDP.
+const PORT_ZERO_TRIES: usize = 16;
+
+/// Binds the listener and, with `--udp`, a UDP socket on the same port
+/// number. The kernel keeps a table of ports per protocol, so a TCP port it
+/// picked for us (port 0) may be some other program's UDP port (a client's
+/// ephemeral port, say): then another TCP port is tried, rather than
+/// failing at random. A port given by number is used or refused as it is.
+fn bind_sockets(config: &ServerConfig) -> Result<(TcpListener, SocketAddr, Option<Udp>)> {
+    let mut tries = 1;
+    loop {
+        let listener = listener::bind(&config.listen)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the listening address", e))?;
+        if !config.udp {
+            return Ok((listener, local_addr, None));
+        }
+        match Udp::bind(local_addr, config.listen.ipv6_only) {
+            Ok(udp) => return Ok((listener, local_addr, Some(udp))),
+            Err(e)
+                if config.listen.addr.port() == 0
+                    && tries < PORT_ZERO_TRIES
+                    && e.io_kind() == Some(io::ErrorKind::AddrInUse) =>
+            {
+                debug!(
+                    "UDP port {} is taken: trying another port",
+                    local_addr.port()
+                );
+                tries += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
