@@ -4,7 +4,7 @@
 //! Reactor
 //!  ├─ poll: Poll                one epoll instance, one thread
 //!  ├─ listener                  Token(LISTENER)  0.0.0.0:500        LISTEN
-//!  ├─ signals                   Token(SIGNALS)   SIGINT, SIGTERM, SIGUSR1
+//!  ├─ shutdown                  Token(SIGNALS)   SIGINT, SIGTERM, SIGUSR1
 //!  ├─ timers: Timers            every connection's next deadline
 //!  └─ conns: Slab<Connection>   Token(key) = slab key
 //!       [0] 127.0.0.1:500 <- 127.0.0.1:54240   ESTABLISHED
@@ -18,18 +18,29 @@
 //!
 //! Each turn of the loop ([`Reactor::run`]) is a short list of steps:
 //! 1. `wait`: sleep in `epoll_wait` until a socket is ready or the nearest
-//!    deadline passes (not at all if the ready list has work);
-//! 2. for each event: accept waiting connections (`accept_some`), note a
-//!    signal (`on_signal`), answer datagrams (`on_datagrams`, with `--udp`),
+//!    alarm (`next_alarm`: each owner beside the loop names its own) passes,
+//!    or not at all if the ready list has work;
+//! 2. for each event: accept waiting connections (`accept_some`), obey a
+//!    signal (`on_signals`), answer datagrams (`on_datagrams`, with `--udp`),
 //!    or serve a connection (`on_connection_event`): read, answer, write;
 //! 3. `run_ready`: give one more turn to whatever has work that no event
 //!    will announce (the listener with connections still queued, a long
 //!    pipeline, a file body still being sent, bytes left unread);
-//! 4. `fire_timers`: time out connections whose deadline has passed;
-//! 5. `after_batch`: housekeeping (retry a paused accept, end of the
-//!    shutdown grace, with `--workers N` a post on the workers' board);
+//! 4. `fire_timers`: tell connections whose deadline has passed;
+//! 5. `tick`: each owner beside the loop gets its tick (the timer heap,
+//!    a paused accept, the workers' board, the UDP flows, the shutdown grace);
 //! 6. `publish`: tell whoever watches (the live page's event stream, the
 //!    `--trace` printout; see [`crate::live`]). Nobody watching, it is one test.
+//!
+//! A connection decides its own life (see [`crate::connection::state`]):
+//! the loop serves it and then acts on the [`Verdict`] it returns, in one
+//! place, `act`: close it with a reason, let it linger, give it another
+//! turn, or wait. Nothing else closes a connection that is being served.
+//! The owners beside the loop live in their own files: [`shutdown`] (the
+//! signals and the grace), [`board`] (the workers' board and the cadence
+//! of this worker's posts), [`datagrams`] (the UDP socket), [`sockets`]
+//! (where the sockets come from) and [`host`] (the server as the protocol
+//! sees it, for `/_/conns` and `/_/metrics`).
 //!
 //! Two rules hold the loop together when clients are faster than the
 //! server. **Every step does bounded work per turn**: at most
@@ -64,27 +75,30 @@ use log::{debug, info, trace, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{CloseReason, Connection, Preface, ReadOutcome, Step, Waiting};
+use crate::connection::{CloseReason, Connection, Expiry, Preface, ReadOutcome, Step, Verdict};
 use crate::error::{Error, Result};
 use crate::http::{self, response::Clock, AccessLog, Ctx, Endpoints, Progress};
-use crate::listener::{self, ListenOptions};
-use crate::live::metrics::{AcceptError, Timeout};
+use crate::listener::ListenOptions;
 use crate::live::trace::{Alarm, Cause, Subject};
 use crate::live::Live;
 use crate::sink::Output;
 use crate::sys;
 use crate::table::DEFAULT_ROWS;
 pub use crate::timer::Timeouts;
-
-mod host;
 use crate::timer::{Fired, Timers};
-use crate::udp::{Drained, Udp};
-use crate::workers::Board;
+
+pub mod board;
+mod datagrams;
+mod host;
+mod shutdown;
+mod sockets;
+
+use board::{Board, News, Seat};
+use datagrams::Datagrams;
 use host::{SlabView, TableCache};
+use shutdown::{Shutdown, Stop};
 
 /// The listening socket's token. Slab keys count up from 0, so the fixed
 /// tokens sit at the other end of the range, where no key will ever reach.
@@ -172,14 +186,10 @@ pub struct Reactor {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     started: Instant,
-    signals: Signals,
+    /// The signals, and where the server is in stopping.
+    shutdown: Shutdown,
     /// The UDP socket on the same port number, with `--udp`.
-    udp: Option<Udp>,
-    /// The UDP socket may hold datagrams no event will announce (this
-    /// turn's budget ran out).
-    udp_ready: bool,
-    /// When idle UDP flows were last forgotten.
-    flows_swept: Instant,
+    datagrams: Option<Datagrams>,
     /// Every accepted connection; the key is the connection's mio token.
     conns: Slab<Connection>,
     /// Turns of the loop so far (one per `epoll_wait`).
@@ -191,6 +201,8 @@ pub struct Reactor {
     /// The listener may have connections queued that no event will
     /// announce (this turn's accept budget ran out): accept more next turn.
     listener_ready: bool,
+    /// `accept` failed for lack of file descriptors; retry when one frees up.
+    accept_paused: bool,
     /// Connections with work that no event will announce, served next turn
     /// (with the serial number that tells a reused key apart).
     ready: Vec<(usize, u64)>,
@@ -210,17 +222,10 @@ pub struct Reactor {
     pieces_left: Cell<usize>,
     config: ServerConfig,
     stats: Summary,
-    /// `accept` failed for lack of file descriptors; retry when one frees up.
-    accept_paused: bool,
-    /// With `--workers N`: this worker's number, the board where the
-    /// workers post their tables, and when this one last posted.
+    /// With `--workers N`: this worker's place on the workers' board.
     seat: Option<Seat>,
-    /// When shutdown began; connections get `shutdown_grace` from here.
-    shutting_down_since: Option<Instant>,
     /// Metrics, the event stream's subscribers, the trace.
     live: Live,
-    /// Events the last `epoll_wait` returned.
-    events_this_turn: usize,
     /// Descriptors this reactor's connections hold for their bodies (an
     /// open file, an open directory), which `--max-conns` counts too. Each
     /// reactor counts its own: with `--workers N` every worker has its
@@ -234,33 +239,33 @@ pub struct Reactor {
 impl Reactor {
     /// Binds the listening socket and registers it and the signal pipe.
     pub fn bind(config: ServerConfig) -> Result<Reactor> {
-        let (mut listener, local_addr, mut udp) = bind_sockets(&config)?;
-        let (poll, signals) = sys::poll_with_signals(&[SIGINT, SIGTERM, SIGUSR1], SIGNALS)?;
+        let (mut listener, local_addr, udp) = sockets::bind(&config)?;
+        let (poll, shutdown) = Shutdown::install(SIGNALS, config.shutdown_grace)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| Error::io("registering the listener", e))?;
-        if let Some(udp) = &mut udp {
-            registry
-                .register(udp.socket_mut(), UDP, Interest::READABLE)
-                .map_err(|e| Error::io("registering the UDP socket", e))?;
-        }
+        let datagrams = udp
+            .map(|udp| Datagrams::register(udp, registry, UDP))
+            .transpose()
+            .map_err(|e| Error::io("registering the UDP socket", e))?;
         let mut live = Live::new(config.output.trace.clone(), config.max_conns);
         // With `--udp`, the UDP families are in `/_/metrics` from the start.
-        live.metrics.udp = udp.as_ref().map(Udp::stats);
+        if let Some(d) = &datagrams {
+            live.udp_counted(d.udp().stats());
+        }
         Ok(Reactor {
             poll,
             listener: Some(listener),
             local_addr,
             started: Instant::now(),
-            signals,
-            udp,
-            udp_ready: false,
-            flows_swept: Instant::now(),
+            shutdown,
+            datagrams,
             conns: Slab::new(),
             turn: 0,
             freed_in_turn: Vec::new(),
             listener_ready: false,
+            accept_paused: false,
             ready: Vec::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             write_buf: Vec::with_capacity(READ_BUFFER),
@@ -273,10 +278,7 @@ impl Reactor {
             access_log: config.output.access.as_ref().map(|_| AccessLog::default()),
             config,
             stats: Summary::default(),
-            accept_paused: false,
             seat: None,
-            shutting_down_since: None,
-            events_this_turn: 0,
             bodies_held: 0,
         })
     }
@@ -293,18 +295,13 @@ impl Reactor {
             .map_err(|e| Error::io("creating a worker's waker", e))?;
         board.set_waker(index, Arc::new(waker));
         self.live.set_worker(index);
-        self.seat = Some(Seat {
-            index,
-            board,
-            posted_at: self.started,
-            posted: None,
-        });
+        self.seat = Some(Seat::new(index, board, self.started));
         Ok(())
     }
 
     /// Whether a UDP socket shares the listener's port number (`--udp`).
     pub fn serves_udp(&self) -> bool {
-        self.udp.is_some()
+        self.datagrams.is_some()
     }
 
     /// Runs until SIGINT or SIGTERM, then finishes in-flight requests.
@@ -317,27 +314,27 @@ impl Reactor {
                 self.live.handling(|| (subject(token), readiness.cause()));
                 match token {
                     LISTENER => self.accept_some(),
-                    SIGNALS => self.on_signal(),
+                    SIGNALS => self.on_signals(),
                     UDP => self.on_datagrams(),
-                    WAKER => {} // `after_batch` posts the table that was asked for
+                    WAKER => {} // `tick` posts the table that was asked for
                     Token(key) => self.on_connection_event(key, readiness),
                 }
             }
             self.run_ready();
             self.fire_timers();
-            self.after_batch();
+            self.tick();
             self.publish();
         }
         Ok(self.stats)
     }
 
     /// Step 1: sleep in `epoll_wait` until something is ready or the nearest
-    /// deadline passes (a signal interrupting the wait is not an error: see
+    /// alarm passes (a signal interrupting the wait is not an error: see
     /// `sys::poll_until`), then start a new turn.
     fn wait(&mut self, events: &mut Events) -> Result<()> {
         self.table_cache.get_mut().renderings.clear();
         self.pieces_left.set(PIECES_PER_TURN);
-        let alarm = self.next_deadline();
+        let alarm = self.next_alarm();
         let asleep = Instant::now();
         if self.turn > 0 {
             self.live
@@ -347,50 +344,44 @@ impl Reactor {
         self.turn += 1;
         self.now = Instant::now();
         self.clock.refresh();
-        self.events_this_turn = events.iter().count();
+        let count = events.iter().count();
         let slept = self.now.saturating_duration_since(asleep);
-        let why = alarm.map(|(_, why)| why);
-        self.live.woke(self.turn, slept, self.events_this_turn, why);
+        self.live
+            .woke(self.turn, slept, count, alarm.map(|(_, why)| why));
         trace!(
-            "turn {}: {} events, {} on the ready list, {} connections open",
+            "turn {}: {count} events, {} on the ready list, {} connections open",
             self.turn,
-            self.events_this_turn,
             self.ready.len() + usize::from(self.listener_ready),
             self.conns.len()
         );
         Ok(())
     }
 
-    /// When the loop must wake up even if no socket is ready, and why.
-    fn next_deadline(&self) -> Option<(Instant, Alarm)> {
-        if !self.ready.is_empty() || self.listener_ready || self.udp_ready {
+    /// When the loop must wake up even if no socket is ready, and why: the
+    /// nearest of the alarms that each owner beside the loop names.
+    fn next_alarm(&self) -> Option<(Instant, Alarm)> {
+        let udp_work = self.datagrams.as_ref().is_some_and(Datagrams::has_work);
+        if !self.ready.is_empty() || self.listener_ready || udp_work {
             // Work is waiting: just look for new events.
-            return Some((Instant::now(), Alarm::ReadyList));
+            return Some((self.now, Alarm::ReadyList));
         }
-        let retry = self.accept_paused.then(|| self.now + ACCEPT_RETRY);
-        let grace = self
-            .shutting_down_since
-            .map(|t| t + self.config.shutdown_grace);
-        // A worker with news for the board wakes when the post is due, so
-        // that what the others read of it is never older than that; a new
-        // one posts at once, so that the board has every worker from the start.
-        let post = self.seat.as_ref().and_then(|seat| match seat.posted {
-            None => Some(self.now),
-            Some(mark) if mark != self.post_mark() => {
-                Some(seat.posted_at + seat.board.interval(self.now))
-            }
-            Some(_) => None,
-        });
+        let board = self.seat.as_ref();
         [
-            retry.map(|t| (t, Alarm::AcceptRetry)),
-            grace.map(|t| (t, Alarm::Grace)),
-            post.map(|t| (t, Alarm::Post)),
-            self.timers.next().map(|t| (t, Alarm::Deadline)),
-            self.live.next_tick().map(|t| (t, Alarm::Tick)),
+            (
+                self.accept_paused.then(|| self.now + ACCEPT_RETRY),
+                Alarm::AcceptRetry,
+            ),
+            (self.shutdown.alarm(), Alarm::Grace),
+            (
+                board.and_then(|s| s.alarm(self.news(), self.now)),
+                Alarm::Post,
+            ),
+            (self.timers.next(), Alarm::Deadline),
+            (self.live.next_tick(), Alarm::Tick),
         ]
         .into_iter()
-        .flatten()
-        .min_by_key(|(t, _)| *t)
+        .filter_map(|(when, why)| Some((when?, why)))
+        .min_by_key(|(when, _)| *when)
     }
 
     /// Accepts connections waiting in the backlog, at most
@@ -412,12 +403,11 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The client gave up between its handshake and our accept.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
-                    self.live.metrics.accept_error(AcceptError::Aborted);
+                    self.live.accept_failed(&e);
                     continue;
                 }
                 Err(e) => {
-                    self.live.metrics.accept_error(AcceptError::of(&e));
-                    self.live.note(format_args!("accept failed: {e}"));
+                    self.live.accept_failed(&e);
                     // Out of descriptors (EMFILE, ENFILE) or kernel memory:
                     // retry when a connection closes or after ACCEPT_RETRY.
                     if !self.accept_paused {
@@ -437,13 +427,12 @@ impl Reactor {
         self.listener_ready = true;
     }
 
-    /// Reads and answers the datagrams waiting on the UDP socket, at most a
-    /// turn's budget (see [`Udp::on_readable`]); the rest waits on the ready list.
+    /// Reads and answers the datagrams waiting on the UDP socket (see
+    /// [`Datagrams::on_readable`]).
     fn on_datagrams(&mut self) {
-        if let Some(udp) = &mut self.udp {
-            self.udp_ready = udp.on_readable(&mut self.read_buf, self.now) == Drained::Budget;
-            // The socket counts for itself; `/_/metrics` shows its figures.
-            self.live.metrics.udp = Some(udp.stats());
+        if let Some(d) = &mut self.datagrams {
+            let stats = d.on_readable(&mut self.read_buf, self.now);
+            self.live.udp_counted(stats);
         }
     }
 
@@ -454,15 +443,6 @@ impl Reactor {
         self.conns.len() + self.bodies_held
     }
 
-    /// Keeps [`Reactor::bodies_held`] true after a connection was served:
-    /// its body may have opened a file or a directory, or let it go.
-    fn recount_descriptor(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            let change = conn.recount_descriptor();
-            self.bodies_held = self.bodies_held.saturating_add_signed(change);
-        }
-    }
-
     /// Puts a newly accepted stream in the slab and registers it under its key.
     fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
         self.accept_paused = false;
@@ -471,15 +451,9 @@ impl Reactor {
             // At the cap: make room by closing the connection that owes
             // nothing and has waited longest; never one in the middle of something.
             match self.idlest_reclaimable() {
-                Some(key) => {
-                    self.live.metrics.reclaimed += 1;
-                    self.close(key, CloseReason::Reclaimed);
-                }
+                Some(key) => self.close(key, CloseReason::Reclaimed),
                 None => {
-                    self.live.metrics.refused += 1;
-                    self.live.note(format_args!(
-                        "refused {remote} with a 503: the server is full"
-                    ));
+                    self.live.refused(remote);
                     info!(
                         "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
                     );
@@ -544,9 +518,6 @@ impl Reactor {
     /// always fits), our FIN, and the socket is closed when `stream` is
     /// dropped.
     fn refuse(&mut self, mut stream: TcpStream) {
-        // Read first: the answer depends on the method (a HEAD gets no
-        // body), and reading the request now also keeps our close from
-        // being a reset.
         let n = stream.read(&mut self.read_buf).unwrap_or_default();
         let mut page = Vec::new();
         http::session::write_full(&self.read_buf[..n], self.clock.http_date(), &mut page);
@@ -579,97 +550,92 @@ impl Reactor {
         self.serve(key);
     }
 
-    /// Moves one connection as far as one turn allows (see `advance`),
-    /// with a look at it before and after for whoever watches (the event
-    /// stream, the trace; nothing when nobody does).
+    /// Moves one connection as far as one turn allows and acts on its
+    /// verdict, with a look at it before and after for whoever watches (the
+    /// event stream, the trace; nothing when nobody does).
     fn serve(&mut self, key: usize) {
         let before = self.live.before(&self.conns[key]);
-        self.advance(key);
-        self.recount_descriptor(key);
+        let verdict = self.advance(key).unwrap_or_else(Verdict::Close);
+        self.act(key, verdict);
         self.live.after(before, &self.conns);
         // A new subscriber to the event stream took a slot from another
         // (all were taken): that one closes now, once the newcomer's answer
         // has left the shared output buffer.
         if let Some((victim, serial)) = self.live.take_giving_way() {
             if self.conns.get(victim).is_some_and(|c| c.serial() == serial) {
-                self.live.metrics.stream_slots_taken_back += 1;
                 self.close(victim, CloseReason::GaveWayToViewer);
             }
         }
     }
 
     /// Moves one connection as far as one turn allows: continue what the
-    /// last turn left, or read and answer new requests; write; then decide
-    /// whether it needs another turn, a writable event, or finishing.
-    fn advance(&mut self, key: usize) {
+    /// last turn left, or read and answer new requests; write; then ask the
+    /// connection what comes next. Closes nothing itself: a failure is the
+    /// `Err` that `serve` turns into a verdict to close.
+    fn advance(&mut self, key: usize) -> std::result::Result<Verdict, CloseReason> {
         match self.conns[key].next_step() {
             Step::Resume => self.resume(key),
             Step::SendFile => {} // `flush` sends it, after anything buffered
-            Step::Read => {
-                if !self.read_and_answer(key) {
-                    return; // the read failed and the connection is gone
-                }
-            }
-            Step::Discard => return self.linger(key),
+            Step::Read => self.read_and_answer(key)?,
+            Step::Discard => return Ok(self.conns[key].discard(&mut self.read_buf, self.now)),
             Step::Wait => {}
         }
-        if !self.flush(key) {
-            return;
+        self.flush(key)?;
+        Ok(self.conns[key].after_serving(&mut self.read_buf, self.now))
+    }
+
+    /// Acts on what a connection decided: the one place where a connection
+    /// that was served closes, lingers, waits or takes another turn.
+    fn act(&mut self, key: usize, verdict: Verdict) {
+        match verdict {
+            Verdict::Close(why) => return self.close(key, why),
+            Verdict::Linger => self.live.lingering(),
+            Verdict::AnotherTurn => self.schedule(key),
+            Verdict::Wait => {}
         }
-        let conn = &self.conns[key];
-        if conn.is_done() {
-            return self.finish(key);
+        if verdict == Verdict::Linger && self.conns[key].next_step() == Step::Discard {
+            self.schedule(key); // the client is still sending: read more next turn
         }
-        if conn.needs_another_turn() {
-            self.schedule(key);
-        }
+        self.recount_descriptor(key);
         self.rearm(key);
     }
 
     /// Reads until the socket is empty or this turn's share of input
-    /// ([`TURN_INPUT`]) is used, answering each chunk as it comes. Returns
-    /// false if the connection failed and was closed.
-    fn read_and_answer(&mut self, key: usize) -> bool {
+    /// ([`TURN_INPUT`]) is used, answering each chunk as it comes.
+    fn read_and_answer(&mut self, key: usize) -> std::result::Result<(), CloseReason> {
         let mut budget = TURN_INPUT;
         loop {
             match self.conns[key].read_chunk(&mut self.read_buf) {
                 ReadOutcome::Data(n) => {
-                    if !self.answer(key, n) {
-                        return false;
-                    }
+                    self.answer(key, n)?;
                     budget = budget.saturating_sub(n);
                     // Stop at an empty socket, a spent budget, or when the
                     // protocol stops taking input; what is left is noted by
                     // the connection and gets the ready list.
                     if budget == 0 || self.conns[key].next_step() != Step::Read {
-                        return true;
+                        return Ok(());
                     }
                 }
-                ReadOutcome::WouldBlock => return true,
+                ReadOutcome::WouldBlock => return Ok(()),
                 ReadOutcome::Eof => {
                     self.on_peer_closed(key);
-                    return true;
+                    return Ok(());
                 }
-                ReadOutcome::Failed(e) => {
-                    self.close(key, CloseReason::Failed(e.to_string()));
-                    return false;
-                }
+                ReadOutcome::Failed(e) => return Err(CloseReason::Failed(e.to_string())),
             }
         }
     }
 
     /// Hands `n` bytes from the read buffer to the connection's HTTP
     /// session, which appends the responses to `write_buf`; with
-    /// `--proxy-protocol`, only what follows the PROXY header. Returns false
-    /// if the header was invalid and the connection is closed.
-    fn answer(&mut self, key: usize, n: usize) -> bool {
+    /// `--proxy-protocol`, only what follows the PROXY header.
+    fn answer(&mut self, key: usize, n: usize) -> std::result::Result<(), CloseReason> {
         let start = match self.conns[key].take_preface(&self.read_buf[..n]) {
-            Preface::Waiting => return true,
+            Preface::Waiting => return Ok(()),
             Preface::Done(start) => start,
             Preface::Invalid(why) => {
                 info!("{}: {why}; closing", self.conns[key].peer().remote);
-                self.close(key, CloseReason::ProxyHeaderInvalid(why));
-                return false;
+                return Err(CloseReason::ProxyHeaderInvalid(why));
             }
         };
         if start < n {
@@ -677,7 +643,7 @@ impl Reactor {
                 session.feed(&read_buf[start..n], ctx, write_buf)
             });
         }
-        true
+        Ok(())
     }
 
     /// Gives the connection's session its next turn without reading.
@@ -708,14 +674,12 @@ impl Reactor {
             host: &view,
             date: self.clock.http_date(),
             config: &self.config.http,
-            shutting_down: self.shutting_down_since.is_some(),
+            shutting_down: self.shutdown.begun(),
             access: self.access_log.as_ref(),
         };
         let progress = step(&mut session, &ctx, &self.read_buf, &mut out);
         self.write_buf = out;
-        self.live
-            .metrics
-            .answered(progress.responses, &progress.statuses);
+        self.live.answered(&progress);
         let conn = &mut self.conns[key];
         conn.put_session(session, progress);
         if self.live.join(conn, self.now) {
@@ -736,92 +700,20 @@ impl Reactor {
     }
 
     /// Writes what was produced (and anything left from before), and counts
-    /// the answers that are now wholly with the kernel. Returns false if the
-    /// connection failed and was closed.
-    fn flush(&mut self, key: usize) -> bool {
-        match self.conns[key].send(&mut self.write_buf, self.now) {
-            Ok(served) => {
-                self.stats.served += served;
-                true
-            }
-            Err(e) => {
-                self.close(key, CloseReason::Failed(e.to_string()));
-                false
-            }
-        }
+    /// the answers that are now wholly with the kernel.
+    fn flush(&mut self, key: usize) -> std::result::Result<(), CloseReason> {
+        let served = self.conns[key]
+            .send(&mut self.write_buf, self.now)
+            .map_err(|e| CloseReason::Failed(e.to_string()))?;
+        self.stats.served += served;
+        Ok(())
     }
 
-    /// Every answer owed is written and the connection is to close. If the
-    /// client may still be sending, send our FIN (see
-    /// [`Connection::shutdown_write`]) and linger instead of closing: a
-    /// close with unread input makes the kernel send a reset, and a reset
-    /// throws away whatever of our answers the client has not read yet.
-    fn finish(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        // The common end: a client sent its request (`Connection: close`,
-        // or HTTP/1.0), our last read emptied the socket, and it waits for
-        // our FIN. Nothing is unread, so `close` sends a FIN, not a reset:
-        // close at once, with no extra system call. nginx's `lingering_close
-        // on` decides the same way.
-        if !conn.has_unread_input() && !conn.may_still_be_sending() {
-            return self.close(key, CloseReason::Done);
-        }
-        conn.shutdown_write();
-        // One read tells whether anything is still coming (and a refused
-        // request says its rest may be on the way).
-        let refused = conn.may_still_be_sending();
-        match conn.read_chunk(&mut self.read_buf) {
-            ReadOutcome::WouldBlock if refused => {
-                debug!(
-                    "linger {}, token {key}: a refused request may still be arriving",
-                    conn.peer()
-                );
-                conn.start_lingering(self.now, 0);
-                self.rearm(key);
-            }
-            ReadOutcome::Data(n) => {
-                debug!(
-                    "linger {}, token {key}: the client is still sending; reading and discarding",
-                    conn.peer()
-                );
-                conn.start_lingering(self.now, n);
-                self.live.metrics.lingering += 1;
-                self.schedule(key);
-                self.rearm(key);
-            }
-            ReadOutcome::WouldBlock | ReadOutcome::Eof => self.close(key, CloseReason::Done),
-            ReadOutcome::Failed(e) => self.close(key, CloseReason::Failed(e.to_string())),
-        }
-    }
-
-    /// Lingering close: read and throw away what the client sends, one
-    /// buffer per turn, until it closes its side or a limit is reached. An
-    /// event stream reads the same way, to see its client leave.
-    fn linger(&mut self, key: usize) {
-        let mut budget = TURN_INPUT;
-        loop {
-            let conn = &mut self.conns[key];
-            match conn.read_chunk(&mut self.read_buf) {
-                ReadOutcome::Data(n) => {
-                    if !conn.discarded(n, self.now) {
-                        return self.close(key, CloseReason::LingerByteLimit);
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        self.schedule(key);
-                        return self.rearm(key);
-                    }
-                }
-                ReadOutcome::WouldBlock => return self.rearm(key),
-                ReadOutcome::Eof if conn.is_streaming() => {
-                    return self.close(key, CloseReason::LeftEventStream)
-                }
-                ReadOutcome::Eof => return self.close(key, CloseReason::DoneAfterLingering),
-                ReadOutcome::Failed(e) => {
-                    return self.close(key, CloseReason::Failed(e.to_string()))
-                }
-            }
-        }
+    /// Keeps [`Reactor::bodies_held`] true after a connection was served:
+    /// its body may have opened a file or a directory, or let it go.
+    fn recount_descriptor(&mut self, key: usize) {
+        let change = self.conns[key].recount_descriptor();
+        self.bodies_held = self.bodies_held.saturating_add_signed(change);
     }
 
     /// Puts a connection on the ready list: it has work that needs no event
@@ -833,15 +725,15 @@ impl Reactor {
         }
     }
 
-    /// Step 3: gives the listener and each connection on the ready list one
-    /// more turn. The serial number guards against a key that was closed
-    /// and reused meanwhile.
+    /// Step 3: gives the listener, the UDP socket and each connection on
+    /// the ready list one more turn. The serial number guards against a key
+    /// that was closed and reused meanwhile.
     fn run_ready(&mut self) {
         if self.listener_ready {
             self.live.handling(|| (Subject::Listener, Cause::ReadyList));
             self.accept_some();
         }
-        if self.udp_ready {
+        if self.datagrams.as_ref().is_some_and(Datagrams::has_work) {
             self.on_datagrams();
         }
         let mut ready = mem::take(&mut self.ready);
@@ -871,7 +763,7 @@ impl Reactor {
         }
     }
 
-    /// Step 4: fires the deadlines that have come, at most
+    /// Step 4: tells the connections whose deadline has come, at most
     /// [`TIMEOUTS_PER_TURN`] (the rest are still due next turn). An entry
     /// whose connection has moved its deadline on is pushed again for the
     /// new time.
@@ -893,54 +785,39 @@ impl Reactor {
                     budget = budget.saturating_sub(7);
                     self.live.handling(|| (Subject::Conn(key), Cause::Timer));
                     let before = self.live.before(&self.conns[key]);
-                    self.on_timeout(key);
-                    self.recount_descriptor(key);
+                    self.on_deadline(key);
                     self.live.after(before, &self.conns);
                 }
             }
         }
     }
 
-    /// A deadline passed: what happens depends on what the connection was
-    /// waiting for.
-    fn on_timeout(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let remote = conn.peer().remote;
-        let waiting = conn.waiting_for();
-        let kind = match waiting {
-            Waiting::ClientToLeave => Timeout::Linger,
-            Waiting::ClientToRead => Timeout::Send,
-            Waiting::RestOfRequest => Timeout::Header,
-            Waiting::NextRequest => Timeout::Idle,
-            Waiting::NextEvent => return, // has no deadline: a stale entry
+    /// A connection's deadline passed: it says what that means (see
+    /// [`Connection::on_deadline`]), and the loop acts on it.
+    fn on_deadline(&mut self, key: usize) {
+        let Some(expiry) = self.conns[key].on_deadline() else {
+            return; // it waits for nothing that can be late
         };
-        self.live.metrics.timeout(kind);
-        match waiting {
-            Waiting::ClientToLeave => self.close(key, CloseReason::LingerTimeUp),
-            Waiting::ClientToRead => {
-                info!("{remote}: send timeout, the client stopped reading; closing");
-                self.close(key, CloseReason::SendTimeout);
+        self.live.expired(&expiry);
+        let remote = self.conns[key].peer().remote;
+        let verdict = match expiry {
+            Expiry::Close(why) => {
+                if why != CloseReason::IdleTimeout && why != CloseReason::LingerTimeUp {
+                    info!("{remote}: {why}; closing");
+                }
+                Verdict::Close(why)
             }
-            Waiting::RestOfRequest if conn.awaits_preface() => {
-                info!("{remote}: the PROXY header did not arrive in time; closing");
-                self.close(key, CloseReason::ProxyHeaderTimeout);
-            }
-            Waiting::RestOfRequest => {
+            Expiry::RequestTimeout => {
                 info!("{remote}: header timeout, the request did not arrive in time: 408");
                 self.with_session(key, |session, ctx, _, out| session.on_timeout(ctx, out));
                 self.conns[key].stop_reading();
-                if !self.flush(key) {
-                    return;
-                }
-                if self.conns[key].is_done() {
-                    self.finish(key);
-                } else {
-                    self.rearm(key); // the 408 is queued: the send timeout now applies
+                match self.flush(key) {
+                    Ok(()) => self.conns[key].after_serving(&mut self.read_buf, self.now),
+                    Err(why) => Verdict::Close(why),
                 }
             }
-            Waiting::NextRequest => self.close(key, CloseReason::IdleTimeout),
-            Waiting::NextEvent => {}
-        }
+        };
+        self.act(key, verdict);
     }
 
     /// Closes a connection now: removing it from the slab closes its socket
@@ -976,55 +853,35 @@ impl Reactor {
         }
     }
 
-    /// Step 5: housekeeping that is not tied to one event.
-    fn after_batch(&mut self) {
-        if self.timers.len() > 2 * self.conns.len() + 1024 {
-            // Closed connections leave their entries behind; sweep them out
-            // before they outnumber the living (amortised over many closes).
-            let conns = &self.conns;
-            self.timers.retain(|&(when, key, serial)| {
-                conns
-                    .get(key)
-                    .is_some_and(|c| c.serial() == serial && c.is_armed_at(when))
-            });
-        }
+    /// Step 5: each owner beside the loop gets its tick.
+    fn tick(&mut self) {
+        let conns = &self.conns;
+        self.timers.sweep(conns.len(), |key, serial, when| {
+            conns
+                .get(key)
+                .is_some_and(|c| c.serial() == serial && c.is_armed_at(when))
+        });
         if self.accept_paused && !self.listener_ready {
             self.live.handling(|| (Subject::Listener, Cause::Timer));
             self.accept_some();
         }
-        if let Some(seat) = &self.seat {
-            if seat.posted.is_none() || seat.board.post_due(seat.posted_at, self.now) {
-                let table = self.view().snapshot(DEFAULT_ROWS);
-                let (accepted, served) = (self.stats.accepted, self.stats.served);
-                let figures = self.live.figures(&self.conns, accepted, served);
-                let mark = self.post_mark();
-                if let Some(seat) = &mut self.seat {
-                    seat.board.post(seat.index, table, figures, self.now);
-                    seat.posted_at = self.now;
-                    seat.posted = Some(mark);
-                }
-            }
+        if self.seat.as_ref().is_some_and(|s| s.post_due(self.now)) {
+            self.post_on_board();
         }
-        if let Some(udp) = &mut self.udp {
-            if self.now.duration_since(self.flows_swept) >= Duration::from_secs(1) {
-                udp.expire(self.now);
-                self.flows_swept = self.now;
-                self.live.metrics.udp = Some(udp.stats());
-            }
+        if let Some(stats) = self.datagrams.as_mut().and_then(|d| d.tick(self.now)) {
+            self.live.udp_counted(stats);
+        }
+        if self.shutdown.grace_over(self.now) && !self.conns.is_empty() {
+            warn!(
+                "shutdown grace of {:?} is over: closing {} connections",
+                self.shutdown.grace(),
+                self.conns.len()
+            );
+            self.close_all(CloseReason::ShutdownGraceOver);
         }
         if self.write_buf.capacity() > 4 * READ_BUFFER {
             // A huge response (a big /_/conns) grew the shared buffer; give it back.
             self.write_buf = Vec::with_capacity(READ_BUFFER);
-        }
-        if let Some(since) = self.shutting_down_since {
-            if since.elapsed() >= self.config.shutdown_grace && !self.conns.is_empty() {
-                warn!(
-                    "shutdown grace of {:?} is over: closing {} connections",
-                    self.config.shutdown_grace,
-                    self.conns.len()
-                );
-                self.close_all(CloseReason::ShutdownGraceOver);
-            }
         }
     }
 
@@ -1044,8 +901,11 @@ impl Reactor {
             }
             self.live
                 .deliver(key, serial, conn.unsent(), &mut self.write_buf);
-            if !self.write_buf.is_empty() && self.flush(key) {
-                self.rearm(key);
+            if !self.write_buf.is_empty() {
+                match self.flush(key) {
+                    Ok(()) => self.rearm(key),
+                    Err(why) => self.close(key, why),
+                }
             }
         }
         self.live.finish_turn(self.conns.len());
@@ -1054,29 +914,30 @@ impl Reactor {
         }
     }
 
-    /// SIGUSR1 writes the connection table to the log. SIGINT or SIGTERM:
-    /// stop accepting, close idle connections, let the others finish the
-    /// request they are in. A second stop signal closes everything at once.
-    fn on_signal(&mut self) {
-        let mut stop = None;
-        for signal in self.signals.pending() {
-            if signal == SIGUSR1 {
-                let table = self.view().snapshot(usize::MAX).render_text();
-                info!("connection table (SIGUSR1):\n{table}");
-            } else {
-                stop = Some(signal);
+    /// What the signal pipe says: SIGUSR1 writes the connection table to the
+    /// log; SIGINT or SIGTERM stops (see [`shutdown`]).
+    fn on_signals(&mut self) {
+        let orders = self.shutdown.on_signals(self.now);
+        if orders.log_table {
+            let table = self.view().snapshot(usize::MAX).render_text();
+            info!("connection table (SIGUSR1):\n{table}");
+        }
+        match orders.stop {
+            None => {}
+            Some(Stop::Gracefully(signal)) => self.stop_gracefully(signal),
+            Some(Stop::Now) => {
+                info!(
+                    "second signal: closing {} connections now",
+                    self.conns.len()
+                );
+                self.close_all(CloseReason::SecondSignal);
             }
         }
-        let Some(signal) = stop else {
-            return;
-        };
-        if self.shutting_down_since.is_some() {
-            info!(
-                "second signal: closing {} connections now",
-                self.conns.len()
-            );
-            return self.close_all(CloseReason::SecondSignal);
-        }
+    }
+
+    /// Stops accepting, closes idle connections, lets the others finish the
+    /// request they are in.
+    fn stop_gracefully(&mut self, signal: i32) {
         info!(
             "signal {signal}: shutting down; {} connections open",
             self.conns.len()
@@ -1084,14 +945,12 @@ impl Reactor {
         self.live.note(format_args!(
             "signal {signal}: no more accepts; idle connections close, busy ones finish"
         ));
-        self.shutting_down_since = Some(Instant::now());
         self.listener_ready = false;
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        if let Some(mut udp) = self.udp.take() {
-            let _ = self.poll.registry().deregister(udp.socket_mut());
-            self.udp_ready = false;
+        if let Some(datagrams) = self.datagrams.take() {
+            datagrams.deregister(self.poll.registry());
         }
         // Closing connections while iterating over their keys is safe here:
         // this runs between events, and any event of this turn still to come
@@ -1111,11 +970,34 @@ impl Reactor {
         }
     }
 
+    /// This worker's post on the board: its table and its figures.
+    fn post_on_board(&mut self) {
+        let table = self.view().snapshot(DEFAULT_ROWS);
+        let (accepted, served) = (self.stats.accepted, self.stats.served);
+        let figures = self.live.figures(&self.conns, accepted, served);
+        let news = self.news();
+        if let Some(seat) = &mut self.seat {
+            seat.post(table, figures, news, self.now);
+        }
+    }
+
+    /// What changes when this worker has news for the board (see [`News`]).
+    fn news(&self) -> News {
+        let m = &self.live.metrics;
+        [
+            self.stats.accepted,
+            m.closed,
+            m.responses,
+            self.stats.served,
+            m.udp.map_or(0, |u| u.datagrams_in),
+        ]
+    }
+
     /// The slab as the HTTP code sees it.
     fn view(&self) -> SlabView<'_> {
         SlabView {
             conns: &self.conns,
-            udp: self.udp.as_ref(),
+            udp: self.datagrams.as_ref().map(Datagrams::udp),
             seat: self.seat.as_ref(),
             listen: self.local_addr,
             started: self.started,
@@ -1128,34 +1010,8 @@ impl Reactor {
     }
 
     fn finished(&self) -> bool {
-        self.shutting_down_since.is_some() && self.conns.is_empty()
+        self.shutdown.begun() && self.conns.is_empty()
     }
-
-    /// What changes when this worker has news for the board: connections
-    /// accepted and closed, answers produced and served, datagrams read.
-    /// (Bytes of a body still streaming are left out: such a connection
-    /// keeps the worker awake, and its turns post on time anyway.)
-    fn post_mark(&self) -> [u64; 5] {
-        let m = &self.live.metrics;
-        [
-            self.stats.accepted,
-            m.closed,
-            m.responses,
-            self.stats.served,
-            m.udp.map_or(0, |u| u.datagrams_in),
-        ]
-    }
-}
-
-/// A reactor's place among several workers (`serve --workers N`).
-#[derive(Debug)]
-struct Seat {
-    index: usize,
-    board: Arc<Board>,
-    /// When this worker last posted its table on the board.
-    posted_at: Instant,
-    /// [`Reactor::post_mark`] when it did; `None` before its first post.
-    posted: Option<[u64; 5]>,
 }
 
 /// What an event says about a connection: the two facts the reactor uses,
@@ -1191,43 +1047,6 @@ impl From<&Event> for Readiness {
             hangup: event.is_read_closed() || event.is_error(),
             writable: event.is_writable(),
             error: event.is_error(),
-        }
-    }
-}
-
-/// TCP ports tried when the kernel picks the port (port 0) and `--udp`
-/// finds the same number taken for UDP.
-const PORT_ZERO_TRIES: usize = 16;
-
-/// Binds the listener and, with `--udp`, a UDP socket on the same port
-/// number. The kernel keeps a table of ports per protocol, so a TCP port it
-/// picked for us (port 0) may be some other program's UDP port (a client's
-/// ephemeral port, say): then another TCP port is tried, rather than
-/// failing at random. A port given by number is used or refused as it is.
-fn bind_sockets(config: &ServerConfig) -> Result<(TcpListener, SocketAddr, Option<Udp>)> {
-    let mut tries = 1;
-    loop {
-        let listener = listener::bind(&config.listen)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the listening address", e))?;
-        if !config.udp {
-            return Ok((listener, local_addr, None));
-        }
-        match Udp::bind(local_addr, config.listen.ipv6_only) {
-            Ok(udp) => return Ok((listener, local_addr, Some(udp))),
-            Err(e)
-                if config.listen.addr.port() == 0
-                    && tries < PORT_ZERO_TRIES
-                    && e.io_kind() == Some(io::ErrorKind::AddrInUse) =>
-            {
-                debug!(
-                    "UDP port {} is taken: trying another port",
-                    local_addr.port()
-                );
-                tries += 1;
-            }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -1413,7 +1232,7 @@ mod tests {
             accept_until(&mut r, 1);
             let key = key_of(&r, &c);
             r.close(key, CloseReason::Done);
-            r.after_batch();
+            r.tick();
         }
         assert!(
             r.timers.len() <= 1024 + 1,

@@ -166,11 +166,15 @@ impl Timers {
     }
 
     /// Drops the entries for which `live` says no (closed connections,
-    /// superseded deadlines). The reactor calls it when stale entries
-    /// outnumber live ones, so the heap stays proportional to the number of
-    /// connections however many come and go.
-    pub fn retain(&mut self, mut live: impl FnMut(&Entry) -> bool) {
-        self.heap.retain(|Reverse(entry)| live(entry));
+    /// deadlines that moved), once they outnumber the open connections
+    /// (`open`) by far: closed connections leave their entries behind, and
+    /// sweeping them out now and then, amortised over many closes, keeps
+    /// the heap proportional to the connections that are open.
+    pub fn sweep(&mut self, open: usize, mut live: impl FnMut(usize, u64, Instant) -> bool) {
+        if self.heap.len() > 2 * open + 1024 {
+            self.heap
+                .retain(|Reverse((when, key, serial))| live(*key, *serial, *when));
+        }
     }
 
     /// Entries held, stale ones included.
@@ -218,7 +222,22 @@ mod tests {
             .collect();
         assert_eq!(due, [1, 2]);
         assert_eq!(timers.len(), 1);
-        timers.retain(|&(_, key, _)| key != 3);
-        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_waits_until_stale_entries_outnumber_the_open_connections() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        for key in 0..1100 {
+            timers.push(t0, key, 1);
+        }
+        timers.sweep(100, |key, _, _| key < 10);
+        assert_eq!(
+            timers.len(),
+            1100,
+            "a sweep this early is not worth its cost"
+        );
+        timers.sweep(10, |key, _, _| key < 10);
+        assert_eq!(timers.len(), 10, "only the living are kept");
     }
 }

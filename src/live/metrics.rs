@@ -30,6 +30,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::connection::{CloseReason, Expiry};
 use crate::http::StatusClasses;
 use crate::sink::Output;
 use crate::udp::{Refusal, UdpStats};
@@ -105,6 +106,18 @@ pub enum Timeout {
 }
 
 impl Timeout {
+    /// Which timeout a deadline that passed was.
+    pub fn of(expiry: &Expiry) -> Timeout {
+        match expiry {
+            Expiry::RequestTimeout | Expiry::Close(CloseReason::ProxyHeaderTimeout) => {
+                Timeout::Header
+            }
+            Expiry::Close(CloseReason::SendTimeout) => Timeout::Send,
+            Expiry::Close(CloseReason::LingerTimeUp) => Timeout::Linger,
+            Expiry::Close(_) => Timeout::Idle,
+        }
+    }
+
     const ALL: [Timeout; 4] = [
         Timeout::Header,
         Timeout::Idle,
@@ -213,6 +226,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A connection closed, for `why`, having read and written so much: the
+    /// counters that follow from its reason are derived here, in one place.
+    pub fn count_close(&mut self, why: &CloseReason, bytes_in: u64, bytes_out: u64) {
+        self.closed += 1;
+        self.closed_bytes_in += bytes_in;
+        self.closed_bytes_out += bytes_out;
+        match why {
+            CloseReason::Reclaimed => self.reclaimed += 1,
+            CloseReason::GaveWayToViewer => self.stream_slots_taken_back += 1,
+            _ => {}
+        }
+    }
+
     pub fn accept_error(&mut self, kind: AcceptError) {
         self.accept_errors[kind as usize] += 1;
     }

@@ -23,15 +23,18 @@ pub mod metrics;
 pub mod trace;
 
 use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::connection::{CloseReason, Connection};
-use crate::http::Subscribe;
+use crate::connection::{CloseReason, Connection, Expiry};
+use crate::http::{Progress, Subscribe};
 use crate::sink::Sink;
+use crate::udp::UdpStats;
 use events::{Hub, Totals, MAX_SUBSCRIBERS};
-use metrics::{Figures, Gauges, Metrics};
+use metrics::{AcceptError, Figures, Gauges, Metrics, Timeout};
 use trace::{Alarm, Before, Cause, Subject, Trace};
 
 /// The live page: one static HTML file with its style and script inline,
@@ -154,9 +157,7 @@ impl Live {
     #[inline]
     pub fn closed(&mut self, key: usize, conn: &Connection, why: &CloseReason) {
         let (bytes_in, bytes_out, _) = conn.counters();
-        self.metrics.closed += 1;
-        self.metrics.closed_bytes_in += bytes_in;
-        self.metrics.closed_bytes_out += bytes_out;
+        self.metrics.count_close(why, bytes_in, bytes_out);
         if self.watched() {
             self.tell_closed(key, conn, why);
         }
@@ -177,6 +178,46 @@ impl Live {
         if let Some(t) = &mut self.trace {
             t.closed(key, conn, why);
         }
+    }
+
+    /// `accept` failed: the client gave up between its handshake and our
+    /// accept, or the server ran out of descriptors or memory.
+    pub fn accept_failed(&mut self, e: &io::Error) {
+        let kind = AcceptError::of(e);
+        self.metrics.accept_error(kind);
+        if kind != AcceptError::Aborted {
+            self.note(format_args!("accept failed: {e}"));
+        }
+    }
+
+    /// A client was refused with a 503: the server is full (`--max-conns`).
+    pub fn refused(&mut self, remote: SocketAddr) {
+        self.metrics.refused += 1;
+        self.note(format_args!(
+            "refused {remote} with a 503: the server is full"
+        ));
+    }
+
+    /// A connection began a lingering close.
+    pub fn lingering(&mut self) {
+        self.metrics.lingering += 1;
+    }
+
+    /// A connection's deadline passed (see [`Expiry`]).
+    pub fn expired(&mut self, expiry: &Expiry) {
+        self.metrics.timeout(Timeout::of(expiry));
+    }
+
+    /// A session step produced answers.
+    #[inline]
+    pub fn answered(&mut self, progress: &Progress) {
+        self.metrics
+            .answered(progress.responses, &progress.statuses);
+    }
+
+    /// The UDP socket's counters, as it reports them.
+    pub fn udp_counted(&mut self, stats: UdpStats) {
+        self.metrics.udp = Some(stats);
     }
 
     /// The reactor is about to serve `conn`; give the result to [`Live::after`].

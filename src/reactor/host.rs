@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::{Seat, Summary};
+use super::board::Seat;
+use super::Summary;
 use crate::connection::Connection;
 use crate::http::{Host, Piece, Pieces, Subscribe, TablePieces};
 use crate::live::metrics::{self, Figures, WorkerFigures};

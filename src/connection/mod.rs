@@ -8,16 +8,13 @@
 //! keep whatever it could not write and send it when the next "writable"
 //! edge comes. Miss either and the connection stalls forever.
 //!
-//! The reactor never sets a connection's state from outside. It tells the
-//! connection what happened (an event, a read, a write, the protocol's
-//! verdict, a timeout) and asks it questions: what should happen next
-//! ([`Connection::next_step`]), what is it waiting for
-//! ([`Connection::waiting_for`], which decides its deadline and what a
-//! timeout does), may it be reclaimed when the server is full, and what
-//! does the table call it. Its life has four stages ([`Stage`]): open,
-//! closing (no more requests are read; the last answers go out), lingering
-//! (our FIN is sent, the client is still sending), and streaming (its
-//! answer is the event stream, which lasts as long as the client stays).
+//! What the connection reads and what it writes are two small states (see
+//! [`state`]), changed only through two methods that log each change. The
+//! reactor tells the connection what happened (an event, a read, a write,
+//! the protocol's answers, a deadline) and acts on the [`Verdict`] it
+//! returns; everything it asks (the next step, what the connection waits
+//! for, whether it may be reclaimed, what the table calls it) is derived
+//! from those two states here, in one place.
 //!
 //! A connection owns no read buffer: it reads into the reactor's one shared
 //! buffer, and the HTTP [`Session`] keeps only the unfinished tail of a
@@ -34,7 +31,7 @@
 
 use std::io::{self, Read, Write};
 use std::mem;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use rustix::io::Errno;
@@ -46,16 +43,11 @@ use crate::proxy::{self, Origin};
 use crate::table::{ConnRow, Phase, RowState};
 use crate::timer::{Deadline, Fired, Timeouts};
 
-/// Lingering close: how long, at most, to keep reading and discarding what a
-/// client still sends after our last answer (nginx's `lingering_time`).
-pub const LINGER_TIME: Duration = Duration::from_secs(30);
-/// Lingering close: how long the client may stay silent before we close
-/// anyway (nginx's `lingering_timeout`).
-pub const LINGER_QUIET: Duration = Duration::from_secs(5);
-/// Lingering close: the most bytes thrown away before we close anyway. It
-/// bounds the CPU one lingering client can cost; a client that sends more
-/// than this after being told to go away is not waiting for an answer.
-pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+pub mod state;
+pub use state::{
+    CloseReason, Expiry, Linger, Reading, Step, Verdict, Waiting, Writing, LINGER_BYTES,
+    LINGER_QUIET, LINGER_TIME,
+};
 
 /// The kernel's send buffer of an event stream. Left alone, Linux grows a
 /// socket's send buffer up to 4 MiB for a reader that does not read, out of
@@ -79,133 +71,6 @@ pub const STREAM_SEND_BUFFER: usize = 64 * 1024;
 /// nginx's default limit is 2 MiB) and let one download take a turn as
 /// long as a pipeline's. What is not sent waits on the ready list.
 pub const FILE_PER_TURN: usize = 256 * 1024;
-
-/// Where a connection is in its life, from the server's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Reading requests and writing their answers.
-    Open,
-    /// No more requests will be read: write what is owed, then close.
-    Closing,
-    /// Everything owed is written and our FIN is sent, but the client was
-    /// still sending: read and throw its bytes away until it closes too, or
-    /// a limit is reached. Closing at once would make the kernel answer
-    /// those bytes with a reset, and a reset destroys the answers still on
-    /// their way to the client.
-    Lingering {
-        /// When lingering began: it lasts at most `LINGER_TIME` from here.
-        since: Instant,
-        /// When the client last sent something: `LINGER_QUIET` from here.
-        last_input: Instant,
-        /// Bytes thrown away so far, at most `LINGER_BYTES`.
-        discarded: u64,
-    },
-    /// Its answer is the event stream (`/_/events`): no more requests are
-    /// read, and the server writes events to it as they happen until the
-    /// client leaves. It is neither idle nor late while it waits for the
-    /// next event, so no idle timeout applies and it is never reclaimed as
-    /// idle; the send timeout still closes a client that stops reading.
-    Streaming,
-}
-
-/// Why a connection was closed. The reactor names the reason when it
-/// closes; the debug log, the trace and the event stream's `close` event
-/// all say it in the words of its `Display`, so the three cannot drift
-/// apart, and a new reason is one more variant, not one more string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Everything owed was written, and the client had nothing more to say.
-    Done,
-    /// Everything owed was written, and the client left while we lingered.
-    DoneAfterLingering,
-    /// Lingering: the client sent more than `LINGER_BYTES` after our FIN.
-    LingerByteLimit,
-    /// Lingering: `LINGER_TIME` or `LINGER_QUIET` passed.
-    LingerTimeUp,
-    /// The subscriber of an event stream went away.
-    LeftEventStream,
-    /// An event-stream subscriber gave its slot to a new viewer.
-    GaveWayToViewer,
-    /// Idle, and closed to make room at `--max-conns`.
-    Reclaimed,
-    /// The client did not read its answers in time (`--send-timeout`).
-    SendTimeout,
-    /// No next request in time (`--idle-timeout`).
-    IdleTimeout,
-    /// The PROXY header did not arrive in time.
-    ProxyHeaderTimeout,
-    /// What came first was not a PROXY header.
-    ProxyHeaderInvalid(&'static str),
-    /// The server is shutting down and the connection owed nothing.
-    Shutdown,
-    /// The shutdown grace ran out.
-    ShutdownGraceOver,
-    /// A second stop signal: everything closes at once.
-    SecondSignal,
-    /// The socket failed (a reset, most often), or a file body could not
-    /// be sent: the system's words.
-    Failed(String),
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CloseReason::Done => "done",
-            CloseReason::DoneAfterLingering => "done, after lingering",
-            CloseReason::LingerByteLimit => "lingering close: byte limit reached",
-            CloseReason::LingerTimeUp => "lingering close: time is up",
-            CloseReason::LeftEventStream => "the client left the event stream",
-            CloseReason::GaveWayToViewer => "gave its event-stream slot to a new viewer",
-            CloseReason::Reclaimed => "idle, reclaimed for a new connection (--max-conns)",
-            CloseReason::SendTimeout => "send timeout",
-            CloseReason::IdleTimeout => "idle timeout",
-            CloseReason::ProxyHeaderTimeout => "PROXY header timeout",
-            CloseReason::ProxyHeaderInvalid(why) => why,
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::ShutdownGraceOver => "shutdown grace over",
-            CloseReason::SecondSignal => "second signal",
-            CloseReason::Failed(e) => e,
-        })
-    }
-}
-
-/// What a connection waits for. It decides the connection's deadline, and
-/// what happens when that passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// The client to read the answers already written, or being written
-    /// (send timeout: closed).
-    ClientToRead,
-    /// The rest of a request that has begun (header timeout: 408).
-    RestOfRequest,
-    /// The next request on a kept-alive connection (idle timeout: closed).
-    NextRequest,
-    /// The client to close after our FIN (lingering limits: closed).
-    ClientToLeave,
-    /// An event stream, all written: the server's next event (no deadline:
-    /// nobody is late).
-    NextEvent,
-}
-
-/// What the reactor should do for a connection now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Give the protocol its next turn without reading: requests that
-    /// wait for their turn.
-    Resume,
-    /// Send the next piece of the file body (the write that ends every
-    /// step does it): the send buffer had room last time.
-    SendFile,
-    /// Read from the socket and answer what arrives.
-    Read,
-    /// Read and throw away: the connection is lingering, or streaming
-    /// events (where reading is how the server sees the client leave).
-    Discard,
-    /// Nothing until an event: output (buffered, or a file body whose last
-    /// `sendfile` found the send buffer full) waits for the client to read
-    /// it, or the socket is empty.
-    Wait,
-}
 
 /// What the bytes of a read did to a connection that expects a PROXY header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +97,28 @@ pub enum ReadOutcome {
     Failed(io::Error),
 }
 
+/// Facts about the socket that edge-triggered readiness makes the
+/// connection remember: the kernel says each of them once.
+#[derive(Debug, Clone, Copy, Default)]
+struct SocketNews {
+    /// The socket may hold bytes (or an EOF) we have not read: a readable
+    /// event came and reading stopped before `WouldBlock` or a short read.
+    /// No second event will come for those bytes, so the connection must
+    /// remember to read them.
+    unread: bool,
+    /// An event said the client closed its side (or the socket failed).
+    /// Then a short read no longer proves the socket empty: the EOF behind
+    /// the data still has to be read, and no further event will announce it.
+    hangup: bool,
+    /// The client's FIN has been read: the kernel's state for us is
+    /// CLOSE_WAIT.
+    fin_received: bool,
+    /// The last `sendfile` found the send buffer full: the file body waits
+    /// for a writable event (which the full buffer has armed), not for the
+    /// ready list.
+    send_full: bool,
+}
+
 /// One slab entry: an accepted stream and everything the server knows about it.
 #[derive(Debug)]
 pub struct Connection {
@@ -253,25 +140,15 @@ pub struct Connection {
     /// count as served only once written, so a download cut off at
     /// shutdown is not counted.
     unwritten: u64,
-    stage: Stage,
-    /// The client sent FIN: the kernel's state for us is CLOSE_WAIT.
-    peer_closed: bool,
-    /// The socket may hold bytes (or an EOF) we have not read: a readable
-    /// event came and reading stopped before `WouldBlock` or a short read.
-    /// Under edge triggering no second event will come for those bytes, so
-    /// the connection must remember to read them.
-    unread: bool,
-    /// An event said the client closed its side (or the socket failed).
-    /// Then a short read no longer proves the socket empty: the EOF behind
-    /// the data still has to be read, and no further event will announce it.
-    hangup: bool,
+    /// What it reads, and what it writes: its place in its life (see [`state`]).
+    reading: Reading,
+    writing: Writing,
+    /// What the kernel has told us about the socket, and what it implies.
+    socket: SocketNews,
     /// On the reactor's ready list, to be served again next turn.
     scheduled: bool,
     /// When the connection times out, and what that counts from.
     deadline: Deadline,
-    /// With `--proxy-protocol`, the PROXY header's bytes so far, until it is
-    /// complete: the request is not read before that.
-    preface: Option<Vec<u8>>,
     /// The original client's connection, from the PROXY header. Boxed:
     /// only connections from a load balancer have one, and every idle
     /// connection would otherwise carry the room for two addresses.
@@ -280,10 +157,6 @@ pub struct Connection {
     session: Session,
     /// Response bytes the kernel has not taken yet.
     out: Vec<u8>,
-    /// The last `sendfile` found the send buffer full: the file body waits
-    /// for a writable event (which the full buffer has armed), not for the
-    /// ready list.
-    file_blocked: bool,
     /// The reactor counts a descriptor held by this connection's body (see
     /// [`Connection::recount_descriptor`]).
     counted_descriptor: bool,
@@ -309,17 +182,21 @@ impl Connection {
             bytes_out: 0,
             requests: 0,
             unwritten: 0,
-            stage: Stage::Open,
-            peer_closed: false,
-            unread: true,
-            hangup: false,
+            reading: match expects_proxy {
+                true => Reading::ProxyHeader(Vec::new()),
+                false => Reading::Requests,
+            },
+            writing: Writing::Answers,
+            // An HTTP client sends its request as soon as it is connected.
+            socket: SocketNews {
+                unread: true,
+                ..SocketNews::default()
+            },
             scheduled: false,
             deadline: Deadline::new(now),
-            preface: expects_proxy.then(Vec::new),
             origin: None,
             session: Session::default(),
             out: Vec::new(),
-            file_blocked: false,
             counted_descriptor: false,
         }
     }
@@ -344,14 +221,14 @@ impl Connection {
 
     /// Whether the PROXY header is still awaited.
     pub fn awaits_preface(&self) -> bool {
-        self.preface.is_some()
+        matches!(self.reading, Reading::ProxyHeader(_))
     }
 
     /// Takes the bytes of a read while the PROXY header is awaited. In the
     /// common case the whole header is in one read and nothing is copied;
     /// a header in pieces is kept (at most `proxy::MAX_HEADER` bytes).
     pub fn take_preface(&mut self, bytes: &[u8]) -> Preface {
-        let Some(held) = &mut self.preface else {
+        let Reading::ProxyHeader(held) = &mut self.reading else {
             return Preface::Done(0);
         };
         let before = held.len();
@@ -369,7 +246,7 @@ impl Connection {
                 Preface::Waiting
             }
             proxy::Header::Complete(len, origin) => {
-                self.preface = None;
+                self.set_reading(Reading::Requests);
                 self.origin = origin.map(Box::new);
                 self.deadline.request_done(); // the request's clock starts at its own first byte
                 Preface::Done(len - before)
@@ -389,8 +266,46 @@ impl Connection {
 
     /// A readiness event came: there may be bytes (or an EOF) to read.
     pub fn on_event(&mut self, readable: bool, hangup: bool) {
-        self.unread |= readable || hangup;
-        self.hangup |= hangup;
+        self.socket.unread |= readable || hangup;
+        self.socket.hangup |= hangup;
+    }
+
+    /// What it reads now.
+    pub fn reading(&self) -> &Reading {
+        &self.reading
+    }
+
+    /// What it writes now.
+    pub fn writing(&self) -> Writing {
+        self.writing
+    }
+
+    /// Changes what the connection reads: the one place that does, so
+    /// every change is logged (`RUST_LOG=fivetuple=trace`).
+    fn set_reading(&mut self, to: Reading) {
+        if log::log_enabled!(log::Level::Trace) {
+            let token = self.peer.token;
+            log::trace!("token {token}: reads {} -> {to}", self.reading);
+        }
+        self.reading = to;
+    }
+
+    /// Changes what the connection writes: the one place that does.
+    fn set_writing(&mut self, to: Writing) {
+        log::trace!("token {}: writes {} -> {to}", self.peer.token, self.writing);
+        self.writing = to;
+    }
+
+    /// Whether it still reads requests (or the PROXY header before them).
+    fn reads_requests(&self) -> bool {
+        matches!(self.reading, Reading::Requests | Reading::ProxyHeader(_))
+    }
+
+    /// No more requests will be read: the last answers go out, then close.
+    fn stop_reading_requests(&mut self) {
+        if self.reads_requests() {
+            self.set_reading(Reading::Nothing);
+        }
     }
 
     /// What to do now. Output first: a connection whose answers the kernel
@@ -399,29 +314,25 @@ impl Connection {
     /// output for it at most. A file body goes before everything behind it.
     pub fn next_step(&self) -> Step {
         let sending_file = self.session.file_body().is_some();
-        match self.stage {
-            Stage::Lingering { .. } | Stage::Streaming if self.unread => Step::Discard,
-            Stage::Lingering { .. } => Step::Wait,
+        match self.reading {
+            Reading::Leftovers(_) | Reading::Goodbye if self.socket.unread => Step::Discard,
+            Reading::Leftovers(_) => Step::Wait,
             _ if !self.out.is_empty() => Step::Wait,
-            _ if sending_file && self.file_blocked => Step::Wait,
+            _ if sending_file && self.socket.send_full => Step::Wait,
             _ if sending_file => Step::SendFile,
             _ if self.session.wants_resume() => Step::Resume,
-            Stage::Open if self.unread => Step::Read,
+            Reading::Requests | Reading::ProxyHeader(_) if self.socket.unread => Step::Read,
             _ => Step::Wait,
         }
-    }
-
-    /// The connection has work that no event will announce (the rest of a
-    /// file body, requests waiting their turn, bytes left unread after this
-    /// turn's share): it needs a place on the ready list.
-    pub fn needs_another_turn(&self) -> bool {
-        self.out.is_empty() && self.next_step() != Step::Wait
     }
 
     /// Every answer owed is with the kernel and no more will be read: the
     /// connection is ready to finish.
     pub fn is_done(&self) -> bool {
-        self.stage == Stage::Closing && self.out.is_empty() && !self.has_more_to_write()
+        self.reading == Reading::Nothing
+            && self.writing == Writing::Answers
+            && self.out.is_empty()
+            && !self.has_more_to_write()
     }
 
     /// The session has more to write without reading: a file body, or
@@ -468,19 +379,19 @@ impl Connection {
         loop {
             return match self.stream.read(buf) {
                 Ok(0) => {
-                    self.unread = false;
+                    self.socket.unread = false;
                     ReadOutcome::Eof
                 }
                 Ok(n) => {
                     self.bytes_in += n as u64;
                     log::trace!("token {}: read {n} bytes", self.peer.token);
-                    if n < buf.len() && !self.hangup {
-                        self.unread = false;
+                    if n < buf.len() && !self.socket.hangup {
+                        self.socket.unread = false;
                     }
                     ReadOutcome::Data(n)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.unread = false;
+                    self.socket.unread = false;
                     ReadOutcome::WouldBlock
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -513,8 +424,8 @@ impl Connection {
             }
         }
         self.unwritten += progress.responses;
-        if progress.close && self.stage == Stage::Open {
-            self.stage = Stage::Closing;
+        if progress.close {
+            self.stop_reading_requests();
         }
     }
 
@@ -522,16 +433,20 @@ impl Connection {
     /// connection open for events instead of closing it. False if the
     /// client has closed its side already (there is nobody to stream to).
     pub fn start_streaming(&mut self) -> bool {
-        if self.stage != Stage::Closing || self.peer_closed {
+        if self.reading != Reading::Nothing
+            || self.writing != Writing::Answers
+            || self.socket.fin_received
+        {
             return false;
         }
-        self.stage = Stage::Streaming;
+        self.set_reading(Reading::Goodbye);
+        self.set_writing(Writing::Events);
         let _ = socket2::SockRef::from(&self.stream).set_send_buffer_size(STREAM_SEND_BUFFER);
         true
     }
 
     pub fn is_streaming(&self) -> bool {
-        self.stage == Stage::Streaming
+        self.writing == Writing::Events
     }
 
     /// Output bytes the kernel has not taken yet.
@@ -541,18 +456,14 @@ impl Connection {
 
     /// The client closed its side: answer what it sent, then close.
     pub fn on_peer_closed(&mut self) {
-        self.peer_closed = true;
-        if self.stage == Stage::Open {
-            self.stage = Stage::Closing;
-        }
+        self.socket.fin_received = true;
+        self.stop_reading_requests();
     }
 
-    /// No more requests: the server is shutting down, or a timeout answered.
+    /// No more requests: a timeout answered.
     pub fn stop_reading(&mut self) {
-        self.unread = false;
-        if self.stage == Stage::Open {
-            self.stage = Stage::Closing;
-        }
+        self.socket.unread = false;
+        self.stop_reading_requests();
     }
 
     /// Writes `fresh` (responses just produced, in the reactor's shared
@@ -635,19 +546,19 @@ impl Connection {
                 }
                 Ok(n) => break n,
                 Err(Errno::WOULDBLOCK) => {
+                    self.socket.send_full = true;
                     log::trace!(
                         "token {}: send buffer full, {} bytes of the file wait for a writable event",
                         self.peer.token,
                         body.remaining()
                     );
-                    self.file_blocked = true;
                     return Ok(());
                 }
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
-        self.file_blocked = false;
+        self.socket.send_full = false;
         self.bytes_out += sent as u64;
         log::trace!(
             "token {}: sent {sent} of {want} bytes from the file",
@@ -696,63 +607,127 @@ impl Connection {
         }
     }
 
-    /// Sends FIN: we will write nothing more. The descriptor stays open
-    /// until the connection is dropped. Whoever closes first keeps the
-    /// TIME_WAIT, and it belongs on the server, not on the client, whose
-    /// ephemeral ports it would hold.
-    pub fn shutdown_write(&mut self) {
+    /// After a turn of serving: what the reactor should do next. A
+    /// connection that owes nothing more finishes (see
+    /// [`finish`](Connection::finish)); one with work that no event will
+    /// announce takes another turn; the rest wait.
+    pub fn after_serving(&mut self, buf: &mut [u8], now: Instant) -> Verdict {
+        if self.is_done() {
+            self.finish(buf, now)
+        } else if self.out.is_empty() && self.next_step() != Step::Wait {
+            Verdict::AnotherTurn
+        } else {
+            Verdict::Wait
+        }
+    }
+
+    /// Every answer owed is written and the connection is to close. If the
+    /// client may still be sending, send our FIN and linger instead of
+    /// closing: a close with unread input makes the kernel send a reset,
+    /// and a reset throws away whatever of our answers the client has not
+    /// read yet. Whoever closes first keeps the TIME_WAIT, and it belongs
+    /// on the server, not on the client, whose ephemeral ports it would hold.
+    fn finish(&mut self, buf: &mut [u8], now: Instant) -> Verdict {
+        // The common end: a client sent its request (`Connection: close`,
+        // or HTTP/1.0), our last read emptied the socket, and it waits for
+        // our FIN. Nothing is unread, so `close` sends a FIN, not a reset:
+        // close at once, with no extra system call. nginx's `lingering_close
+        // on` decides the same way.
+        let refused = self.session.refused_input();
+        if !self.socket.unread && !refused {
+            return CloseReason::Done.into();
+        }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        // One read tells whether anything is still coming (and a refused
+        // request says its rest may be on the way).
+        match self.read_chunk(buf) {
+            ReadOutcome::WouldBlock if refused => {
+                log::debug!(
+                    "linger {}: a refused request may still be arriving",
+                    self.peer
+                );
+                self.start_lingering(now, 0)
+            }
+            ReadOutcome::Data(n) => {
+                log::debug!(
+                    "linger {}: the client is still sending; reading and discarding",
+                    self.peer
+                );
+                // More may follow at once: read again next turn.
+                self.socket.unread = true;
+                self.start_lingering(now, n)
+            }
+            ReadOutcome::WouldBlock | ReadOutcome::Eof => CloseReason::Done.into(),
+            ReadOutcome::Failed(e) => CloseReason::Failed(e.to_string()).into(),
+        }
     }
 
-    /// The socket may hold bytes (or an EOF) not read yet: the last read did
-    /// not empty it.
-    pub fn has_unread_input(&self) -> bool {
-        self.unread
-    }
-
-    /// The protocol refused a request whose rest may still be on its way
-    /// (a body too large, a bad request with more behind it): closing
-    /// should linger even if nothing more has arrived yet.
-    pub fn may_still_be_sending(&self) -> bool {
-        self.session.refused_input()
-    }
-
-    /// The client is still sending after our last answer: linger, having
-    /// already thrown away the `discarded` bytes that told us so.
-    pub fn start_lingering(&mut self, now: Instant, discarded: usize) {
-        self.stage = Stage::Lingering {
+    /// Our FIN is sent and the client is still sending: throw away what it
+    /// sends, having already thrown away the `discarded` bytes that told us so.
+    fn start_lingering(&mut self, now: Instant, discarded: usize) -> Verdict {
+        self.set_writing(Writing::Shut);
+        self.set_reading(Reading::Leftovers(Linger {
             since: now,
             last_input: now,
             discarded: discarded as u64,
-        };
-        self.unread = true;
+        }));
+        Verdict::Linger
     }
 
-    /// `n` more bytes were thrown away while lingering. False once more
-    /// than `LINGER_BYTES` have been: time to close anyway.
-    pub fn discarded(&mut self, n: usize, now: Instant) -> bool {
-        if let Stage::Lingering {
-            last_input,
-            discarded,
-            ..
-        } = &mut self.stage
-        {
-            *last_input = now;
-            *discarded += n as u64;
-            return *discarded <= LINGER_BYTES;
+    /// Reads and throws away what the client sends, one buffer per turn:
+    /// while lingering, until it closes its side or a limit is reached; on
+    /// an event stream, to see the client leave.
+    pub fn discard(&mut self, buf: &mut [u8], now: Instant) -> Verdict {
+        let mut budget = buf.len();
+        loop {
+            match self.read_chunk(buf) {
+                ReadOutcome::Data(n) => {
+                    if let Reading::Leftovers(linger) = &mut self.reading {
+                        linger.last_input = now;
+                        linger.discarded += n as u64;
+                        if linger.discarded > LINGER_BYTES {
+                            return CloseReason::LingerByteLimit.into();
+                        }
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return Verdict::AnotherTurn;
+                    }
+                }
+                ReadOutcome::WouldBlock => return Verdict::Wait,
+                ReadOutcome::Eof if self.is_streaming() => {
+                    return CloseReason::LeftEventStream.into()
+                }
+                ReadOutcome::Eof => return CloseReason::DoneAfterLingering.into(),
+                ReadOutcome::Failed(e) => return CloseReason::Failed(e.to_string()).into(),
+            }
         }
-        true
+    }
+
+    /// Its deadline passed: what that does depends on what it waited for.
+    /// `None`: it waits for nothing that can be late (a stale entry).
+    pub fn on_deadline(&self) -> Option<Expiry> {
+        Some(match self.waiting_for() {
+            Waiting::ClientToLeave => Expiry::Close(CloseReason::LingerTimeUp),
+            Waiting::ClientToRead => Expiry::Close(CloseReason::SendTimeout),
+            Waiting::RestOfRequest if self.awaits_preface() => {
+                Expiry::Close(CloseReason::ProxyHeaderTimeout)
+            }
+            Waiting::RestOfRequest => Expiry::RequestTimeout,
+            Waiting::NextRequest => Expiry::Close(CloseReason::IdleTimeout),
+            Waiting::NextEvent => return None,
+        })
     }
 
     /// What the connection waits for; see [`Waiting`].
     pub fn waiting_for(&self) -> Waiting {
-        if matches!(self.stage, Stage::Lingering { .. }) {
+        if matches!(self.reading, Reading::Leftovers(_)) {
             Waiting::ClientToLeave
         } else if !self.out.is_empty() || self.has_more_to_write() {
             Waiting::ClientToRead
-        } else if self.stage == Stage::Streaming {
+        } else if self.writing == Writing::Events {
             Waiting::NextEvent
-        } else if self.session.mid_request() || self.unread || self.preface.is_some() {
+        } else if self.session.mid_request() || self.socket.unread || self.awaits_preface() {
             Waiting::RestOfRequest
         } else {
             Waiting::NextRequest
@@ -763,13 +738,8 @@ impl Connection {
     /// Returns a time to push into the timer heap when the deadline moved
     /// earlier than the entry already there.
     pub fn rearm(&mut self, now: Instant, t: &Timeouts) -> Option<Instant> {
-        let due = match (self.waiting_for(), self.stage) {
-            (
-                Waiting::ClientToLeave,
-                Stage::Lingering {
-                    since, last_input, ..
-                },
-            ) => Some((since + LINGER_TIME).min(last_input + LINGER_QUIET)),
+        let due = match (self.waiting_for(), &self.reading) {
+            (Waiting::ClientToLeave, Reading::Leftovers(linger)) => Some(linger.deadline()),
             (Waiting::ClientToRead, _) => t.send.map(|d| self.deadline.last_progress() + d),
             (Waiting::RestOfRequest, _) => t.header.map(|d| self.deadline.request_started(now) + d),
             (Waiting::NextEvent, _) => None,
@@ -795,9 +765,9 @@ impl Connection {
     /// in the middle of a request or an answer, and never an event stream,
     /// whose answer is in progress for as long as it lives.
     pub fn reclaim_order(&self) -> Option<(bool, Option<Instant>)> {
-        match self.stage {
-            Stage::Lingering { .. } => Some((false, self.deadline.due())),
-            Stage::Open
+        match self.reading {
+            Reading::Leftovers(_) => Some((false, self.deadline.due())),
+            Reading::Requests
                 if self.requests > 0
                     && !self.scheduled
                     && self.waiting_for() == Waiting::NextRequest =>
@@ -813,19 +783,20 @@ impl Connection {
     /// queued stops reading and closes after them; one in the middle of a
     /// request finishes it (its answer will say `Connection: close`).
     pub fn on_shutdown(&mut self) -> bool {
-        if self.stage == Stage::Streaming {
+        if self.writing == Writing::Events {
             // An event stream has no last answer to finish: it ends here,
             // after what is already queued.
-            self.stage = Stage::Closing;
+            self.set_reading(Reading::Nothing);
+            self.set_writing(Writing::Answers);
             return self.out.is_empty();
         }
-        if self.stage != Stage::Open || self.session.mid_request() || self.unread {
+        if !self.reads_requests() || self.session.mid_request() || self.socket.unread {
             return false;
         }
         if self.out.is_empty() {
             return true;
         }
-        self.stage = Stage::Closing;
+        self.set_reading(Reading::Nothing);
         false
     }
 
@@ -855,17 +826,17 @@ impl Connection {
     /// once acknowledged; theirs come and ours not yet sent is CLOSE_WAIT),
     /// and what the server is doing with the connection.
     pub fn state_and_phase(&self) -> (TcpState, Phase) {
-        let phase = match self.stage {
-            Stage::Lingering { .. } => Phase::Linger,
-            Stage::Streaming => Phase::Stream,
+        let phase = match (&self.reading, self.writing) {
+            (Reading::Leftovers(_), _) => Phase::Linger,
+            (_, Writing::Events) => Phase::Stream,
             _ if !self.out.is_empty() => Phase::Writing,
-            Stage::Closing => Phase::Closing,
-            Stage::Open if self.preface.is_some() => Phase::Reading,
-            Stage::Open => self.session.phase(),
+            (Reading::Nothing | Reading::Goodbye, _) | (_, Writing::Shut) => Phase::Closing,
+            (Reading::ProxyHeader(_), _) => Phase::Reading,
+            (Reading::Requests, _) => self.session.phase(),
         };
-        let state = match self.stage {
-            Stage::Lingering { .. } => TcpState::FinWait2,
-            _ if self.peer_closed => TcpState::CloseWait,
+        let state = match self.reading {
+            Reading::Leftovers(_) => TcpState::FinWait2,
+            _ if self.socket.fin_received => TcpState::CloseWait,
             _ => TcpState::Established,
         };
         (state, phase)
