@@ -26,7 +26,7 @@ use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
 
-use super::report::Failure;
+use super::failure::Failure;
 use crate::udp::LONGEST_ANSWER;
 
 /// Bytes of an answer kept. A fivetuple answer is one line of at most

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 use super::datagram;
-use super::report::Failure;
+use super::failure::Failure;
 
 /// The three ways the story's client talks to a server (its `-m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
