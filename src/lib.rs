@@ -53,6 +53,9 @@
 //! `src/cli/` for `connect` and `conns`) reads the command line, calls the
 //! library, and prints what it returns.
 
+// One exception, in client/plan.rs: a setsockopt that no safe wrapper offers.
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod connection;
 pub mod error;

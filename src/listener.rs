@@ -21,6 +21,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
@@ -233,26 +234,19 @@ pub fn default_max_conns(fd_limit: Option<u64>) -> usize {
 /// Raises the soft limit on open files to the hard limit, and returns the
 /// new soft limit. Each connection uses one descriptor.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
+    // `None` is RLIM_INFINITY, all ones, as the kernel writes it.
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if soft < hard {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
         };
-        // SAFETY: setrlimit only reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
+        setrlimit(Resource::Nofile, raised)?;
+        return Ok(hard);
     }
-    Ok(limit.rlim_cur)
+    Ok(soft)
 }
 
 #[cfg(test)]
@@ -363,11 +357,7 @@ mod tests {
     #[test]
     fn the_fd_limit_is_raised_to_the_hard_limit() {
         let soft = raise_fd_limit().unwrap();
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        assert_eq!(soft, limit.rlim_max);
+        let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+        assert_eq!(soft, hard);
     }
 }

@@ -3,6 +3,8 @@
 //! can fix it by asking differently, 1 when the machine said no, 0 and no
 //! word at all when the reader of our output stopped reading).
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;

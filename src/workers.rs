@@ -137,24 +137,21 @@ impl Pool {
 /// (wrapping around), as the fastest servers do: a worker that stays on one
 /// core keeps its caches warm. Best effort: a failure is logged, not fatal.
 fn pin_to_core(index: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity and
-    // sched_setaffinity read and write only the set passed, of the size passed.
-    unsafe {
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
-            return log::warn!("--pin: cannot read this process's cores");
-        }
-        let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &allowed))
-            .collect();
-        let Some(&core) = cores.get(index % cores.len().max(1)) else {
-            return;
-        };
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut one);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-            return log::warn!("--pin: cannot pin worker {index} to core {core}");
-        }
-        log::debug!("worker {index} pinned to core {core}");
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    // `None`: the calling thread (pid 0), not the whole process.
+    let Ok(allowed) = sched_getaffinity(None) else {
+        return log::warn!("--pin: cannot read this process's cores");
+    };
+    let cores: Vec<usize> = (0..CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    let Some(&core) = cores.get(index % cores.len().max(1)) else {
+        return;
+    };
+    let mut one = CpuSet::new();
+    one.set(core);
+    if sched_setaffinity(None, &one).is_err() {
+        return log::warn!("--pin: cannot pin worker {index} to core {core}");
     }
+    log::debug!("worker {index} pinned to core {core}");
 }

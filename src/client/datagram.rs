@@ -20,13 +20,13 @@
 //! 1,200 bytes so that a server may answer it. The server counts the
 //! padding with the rest: it says what it saw, the whole datagram.
 
+use mio::net::UdpSocket;
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 
-use mio::net::UdpSocket;
-
-use super::report::Failure;
+use super::failure::Failure;
 use crate::udp::LONGEST_ANSWER;
 
 /// Bytes of an answer kept. A fivetuple answer is one line of at most
@@ -115,27 +115,11 @@ pub(super) struct Datagram {
 /// cut is seen.
 pub(super) fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
     loop {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`, a live,
-        // exclusively borrowed buffer; the descriptor is the socket's own.
-        let n = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-            )
-        };
-        if let Ok(len) = usize::try_from(n) {
-            return Ok(Some(Datagram {
-                kept: len.min(buf.len()),
-                len,
-            }));
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(e),
+        match rustix::net::recv(socket, &mut *buf, RecvFlags::TRUNC) {
+            Ok((kept, len)) => return Ok(Some(Datagram { kept, len })),
+            Err(Errno::INTR) => continue,
+            Err(Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -43,8 +43,9 @@ use crate::timer::Timers;
 
 use super::answer::{first_line, judge_datagram, judge_whoami, shortened, Verdict};
 use super::datagram;
+use super::failure::Failure;
 use super::plan::{Mode, Plan, Targets};
-use super::report::{display_reply, Failure, Outcome};
+use super::report::{display_reply, Outcome};
 use super::stream::{self, Reading};
 use super::{Observer, Underway};
 

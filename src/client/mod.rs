@@ -27,6 +27,7 @@
 //!   socket), deadlines in the server's timer heap, bounded turns;
 //! - `stream` and `datagram`: the socket calls of TCP and of UDP;
 //! - [`answer`]: recognising what the server says it saw;
+//! - [`failure`]: why a socket failed, in kinds a user can act on;
 //! - [`report`]: the outcomes, and the words for them.
 //!
 //! The library prints nothing: [`run`] returns a [`Report`], and the binary
@@ -36,6 +37,7 @@
 pub mod answer;
 mod datagram;
 mod event_loop;
+pub mod failure;
 pub mod plan;
 pub mod report;
 mod stream;
@@ -45,8 +47,9 @@ use std::time::Duration;
 
 use crate::error::Result;
 
+pub use failure::Failure;
 pub use plan::{unescape, ConnectOptions, Mode};
-pub use report::{duration_text, summarize, Failure, Outcome, Report, TextStyle, Totals};
+pub use report::{duration_text, summarize, Outcome, Report, TextStyle, Totals};
 
 /// How a run is going, for a progress line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

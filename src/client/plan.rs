@@ -6,12 +6,13 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::Once;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
 use super::datagram;
-use super::report::Failure;
+use super::failure::Failure;
 
 /// The three ways the story's client talks to a server (its `-m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,18 +408,46 @@ fn check_fd_limit(count: usize) -> Result<()> {
 /// `--source` address picks the port before the destination is known, and
 /// each port is then taken for every destination; with it, the kernel
 /// picks the port at connect time, per (source, destination).
+///
+/// Best effort: a kernel before 4.2, or a sandbox that emulates the
+/// socket calls, may not know the option (`ENOPROTOOPT`). Every connection
+/// still works then, only the ports run out sooner (and a socket that
+/// finds none says so, as [`Failure::NoPorts`]); so the refusal is said
+/// once in the debug log, not once per socket, and the run goes on.
 pub(super) fn set_bind_address_no_port(socket: &socket2::Socket) {
+    static SAID: Once = Once::new();
+    if let Err(e) = bind_address_no_port(socket) {
+        SAID.call_once(|| {
+            log::debug!(
+                "IP_BIND_ADDRESS_NO_PORT not set ({e}): bind picks each --source port \
+                 for every destination at once"
+            )
+        });
+    }
+}
+
+/// `setsockopt(IP_BIND_ADDRESS_NO_PORT, 1)`: the crate's one unsafe block,
+/// because neither rustix nor socket2 wraps this option.
+#[allow(unsafe_code)]
+fn bind_address_no_port(socket: &socket2::Socket) -> std::io::Result<()> {
     let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int and its size.
-    unsafe {
+    // SAFETY: the descriptor is borrowed from a live socket for the call;
+    // the option value is a pointer to `one`, a live c_int on this stack,
+    // with its exact size, and setsockopt only reads it. Nothing else is
+    // shared with the kernel, and the result is checked below.
+    let status = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_BIND_ADDRESS_NO_PORT,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
+    };
+    if status != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 #[cfg(test)]

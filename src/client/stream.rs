@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 
+use super::failure::Failure;
 use super::plan::set_bind_address_no_port;
-use super::report::Failure;
 
 /// Reads from one connection per turn of the loop, at most (of the loop's
 /// 64 KiB buffer: 1 MiB). A server that streams without pause gets this
