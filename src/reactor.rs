@@ -65,35 +65,43 @@
 //! never-reused serial number instead.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read, Write};
+
 use std::mem;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, trace, warn};
-use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
+
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::connection::{CloseReason, Connection, Expiry, Preface, ReadOutcome, Step, Verdict};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, AccessLog, Ctx, Endpoints, Progress};
-use crate::listener::ListenOptions;
+use crate::http::{self, response::Clock, AccessLog, Ctx, Progress};
+
 use crate::live::trace::{Alarm, Cause, Subject};
 use crate::live::Live;
-use crate::sink::Output;
+
 use crate::sys;
 use crate::table::DEFAULT_ROWS;
 pub use crate::timer::Timeouts;
 use crate::timer::{Fired, Timers};
 
+mod accept;
 pub mod board;
+mod config;
 mod datagrams;
 mod host;
+mod readiness;
 mod shutdown;
 mod sockets;
+
+pub use accept::ACCEPTS_PER_TURN;
+use accept::ACCEPT_RETRY;
+pub use config::{ServerConfig, Summary};
+use readiness::{subject, Readiness};
 
 use board::{Board, News, Seat};
 use datagrams::Datagrams;
@@ -119,15 +127,6 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
 
-/// Connections accepted per turn of the loop, at most. Accepting "until
-/// `WouldBlock`" never ends when clients reconnect as fast as they are
-/// served: the backlog refills while we drain it, and every connection
-/// already open waits behind it. 32 keeps a turn short (each accept also
-/// reads and often answers its request at once, a few microseconds each)
-/// while costing one extra `epoll_wait` per 32 connections. nginx takes one
-/// per event unless `multi_accept`; h2o caps accepts per wake-up the same way.
-pub const ACCEPTS_PER_TURN: usize = 32;
-
 /// Input read from one connection per turn, at most: one full buffer. A
 /// client that sends without pause (a flood of bytes, a huge body) gets this
 /// much parsed per turn, and then the others get theirs.
@@ -147,37 +146,6 @@ const PIECES_PER_TURN: usize = 1024;
 /// close, a few microseconds. The rest stay due in the heap, so the next
 /// `epoll_wait` does not sleep, and other clients are served in between.
 const TIMEOUTS_PER_TURN: usize = 128;
-
-/// How long to wait before trying `accept` again after running out of file
-/// descriptors, if no connection has closed meanwhile.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// Everything `fivetuple serve` can be told.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub listen: ListenOptions,
-    pub http: http::Config,
-    /// Most connections held at once; one more is closed as soon as accepted.
-    pub max_conns: usize,
-    /// After SIGINT/SIGTERM, how long in-flight requests get to finish.
-    pub shutdown_grace: Duration,
-    pub timeouts: Timeouts,
-    /// Also serve UDP on the listener's address and port number (`--udp`).
-    pub udp: bool,
-    /// Every connection starts with a PROXY protocol header from a load
-    /// balancer (`--proxy-protocol`).
-    pub proxy_protocol: bool,
-    /// Where the log, the access log and the trace go (`crate::sink`):
-    /// never written from the loop, only handed over.
-    pub output: Output,
-}
-
-/// What a run of the server did, printed when it stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub accepted: u64,
-    pub served: u64,
-}
 
 /// The single-threaded event loop and everything it owns.
 pub struct Reactor {
@@ -384,49 +352,6 @@ impl Reactor {
         .min_by_key(|(when, _)| *when)
     }
 
-    /// Accepts connections waiting in the backlog, at most
-    /// [`ACCEPTS_PER_TURN`]. Edge-triggered: one readable event may stand
-    /// for many connections and no other event comes for those already
-    /// waiting, so if the budget runs out before `WouldBlock`, the listener
-    /// goes on the ready list and gets another turn after everyone else.
-    fn accept_some(&mut self) {
-        self.listener_ready = false;
-        for _ in 0..ACCEPTS_PER_TURN {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, remote)) => self.admit(stream, remote),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return self.live.note("accept would block: the backlog is empty");
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The client gave up between its handshake and our accept.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
-                    self.live.accept_failed(&e);
-                    continue;
-                }
-                Err(e) => {
-                    self.live.accept_failed(&e);
-                    // Out of descriptors (EMFILE, ENFILE) or kernel memory:
-                    // retry when a connection closes or after ACCEPT_RETRY.
-                    if !self.accept_paused {
-                        warn!(
-                            "accept: {e}; {} connections open; pausing accept until one closes",
-                            self.conns.len()
-                        );
-                    }
-                    self.accept_paused = true;
-                    return;
-                }
-            }
-        }
-        self.live
-            .note("accept budget spent: the listener waits on the ready list");
-        trace!("accept budget of {ACCEPTS_PER_TURN} spent: the listener waits on the ready list");
-        self.listener_ready = true;
-    }
-
     /// Reads and answers the datagrams waiting on the UDP socket (see
     /// [`Datagrams::on_readable`]).
     fn on_datagrams(&mut self) {
@@ -434,106 +359,6 @@ impl Reactor {
             let stats = d.on_readable(&mut self.read_buf, self.now);
             self.live.udp_counted(stats);
         }
-    }
-
-    /// Descriptors the server holds for clients: one socket per connection,
-    /// plus one per file body being sent. `--max-conns` caps this sum, so the
-    /// server refuses or reclaims before the kernel says EMFILE.
-    fn descriptors_in_use(&self) -> usize {
-        self.conns.len() + self.bodies_held
-    }
-
-    /// Puts a newly accepted stream in the slab and registers it under its key.
-    fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
-        self.accept_paused = false;
-        let in_use = self.descriptors_in_use();
-        if in_use >= self.config.max_conns {
-            // At the cap: make room by closing the connection that owes
-            // nothing and has waited longest; never one in the middle of something.
-            match self.idlest_reclaimable() {
-                Some(key) => self.close(key, CloseReason::Reclaimed),
-                None => {
-                    self.live.refused(remote);
-                    info!(
-                        "refusing {remote}: {in_use} descriptors in use, all connections busy (--max-conns)"
-                    );
-                    return self.refuse(stream);
-                }
-            }
-        }
-        // The local address of an accepted socket is the address the client
-        // reached. A listener bound to one address (127.0.0.1:500) is only
-        // reached there; on the wildcard (0.0.0.0, ::) it can be any of the
-        // machine's addresses, and only the kernel knows which (getsockname).
-        let local = if self.local_addr.ip().is_unspecified() {
-            match stream.local_addr() {
-                Ok(local) => local,
-                Err(e) => return debug!("dropping {remote}: getsockname: {e}"),
-            }
-        } else {
-            self.local_addr
-        };
-        // Responses leave in one write each; don't let Nagle hold them back.
-        let _ = stream.set_nodelay(true);
-        let open = self.conns.len() + 1;
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        // Interested in both directions, once, for the connection's whole
-        // life: with edge triggering a writable event only comes after a
-        // write found the buffer full, so there is no need to re-register.
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            return warn!("dropping {remote}: register: {e}");
-        }
-        self.stats.accepted += 1;
-        let peer = Endpoints {
-            token: key,
-            local,
-            remote,
-        };
-        debug!("accept {peer}, token {key}; {open} open");
-        let conn = entry.insert(Connection::new(
-            stream,
-            peer,
-            self.stats.accepted,
-            self.now,
-            self.config.proxy_protocol,
-        ));
-        self.live.accepted(conn, self.now);
-        // An HTTP client sends its request as soon as it is connected, so
-        // the request is often here before we accept. Try a read now rather
-        // than one turn of the loop later; if nothing has come, it costs
-        // one `WouldBlock`, and the registration reports the data when it comes.
-        trace!("token {key}: reading its request right at accept");
-        self.serve(key);
-    }
-
-    /// Tells a client the server is full, instead of leaving it to wait in
-    /// silence: one read to take the request that is usually there already
-    /// (so the close is not a reset that destroys the answer, and a HEAD
-    /// gets no body), a 503 written straight into the empty send buffer (it
-    /// always fits), our FIN, and the socket is closed when `stream` is
-    /// dropped.
-    fn refuse(&mut self, mut stream: TcpStream) {
-        let n = stream.read(&mut self.read_buf).unwrap_or_default();
-        let mut page = Vec::new();
-        http::session::write_full(&self.read_buf[..n], self.clock.http_date(), &mut page);
-        let _ = stream.write(&page);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-    }
-
-    /// The connection to close when the server is full (see
-    /// [`Connection::reclaim_order`]). A scan, but it runs only when the
-    /// server is full.
-    fn idlest_reclaimable(&self) -> Option<usize> {
-        self.conns
-            .iter()
-            .filter_map(|(key, c)| c.reclaim_order().map(|order| (order, key)))
-            .min()
-            .map(|(_, key)| key)
     }
 
     /// Step 2 for a connection: note what the event says, then serve it.
@@ -1014,230 +839,5 @@ impl Reactor {
     }
 }
 
-/// What an event says about a connection: the two facts the reactor uses,
-/// and what the trace shows.
-#[derive(Debug, Clone, Copy)]
-struct Readiness {
-    /// There may be bytes to read.
-    readable: bool,
-    /// The client closed its side, or the socket failed: read until the end.
-    hangup: bool,
-    /// Room in the send buffer (only for the trace: the reactor writes
-    /// whenever it has output, and a full buffer keeps it in `out`).
-    writable: bool,
-    /// The socket failed (only for the trace: `hangup` covers it).
-    error: bool,
-}
-
-impl Readiness {
-    fn cause(self) -> Cause {
-        Cause::Event {
-            readable: self.readable,
-            writable: self.writable,
-            hangup: self.hangup && !self.error,
-            error: self.error,
-        }
-    }
-}
-
-impl From<&Event> for Readiness {
-    fn from(event: &Event) -> Readiness {
-        Readiness {
-            readable: event.is_readable(),
-            hangup: event.is_read_closed() || event.is_error(),
-            writable: event.is_writable(),
-            error: event.is_error(),
-        }
-    }
-}
-
-/// What a token names, for the trace.
-fn subject(token: Token) -> Subject {
-    match token {
-        LISTENER => Subject::Listener,
-        SIGNALS => Subject::Signals,
-        UDP => Subject::Udp,
-        WAKER => Subject::Waker,
-        Token(key) => Subject::Conn(key),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn reactor() -> Reactor {
-        Reactor::bind(ServerConfig {
-            listen: ListenOptions {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                backlog: 128,
-                ipv6_only: false,
-                reuse_port: false,
-            },
-            http: http::Config::default(),
-            max_conns: 100,
-            shutdown_grace: Duration::from_secs(1),
-            timeouts: Timeouts::default(),
-            udp: false,
-            proxy_protocol: false,
-            output: Output::default(),
-        })
-        .unwrap()
-    }
-
-    /// Accepts until the slab holds `n` entries (the client's connect may
-    /// return a moment before the kernel queues the connection for accept).
-    fn accept_until(r: &mut Reactor, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.conns.len() < n {
-            assert!(Instant::now() < deadline, "connection not accepted");
-            r.accept_some();
-        }
-    }
-
-    fn key_of(r: &Reactor, client: &std::net::TcpStream) -> usize {
-        let me = client.local_addr().unwrap();
-        r.conns
-            .iter()
-            .find(|(_, c)| c.peer().remote == me)
-            .map(|(k, _)| k)
-            .unwrap()
-    }
-
-    /// What `wait` does between two batches of events, without waiting.
-    fn next_turn(r: &mut Reactor) {
-        r.turn += 1;
-        r.now = Instant::now();
-    }
-
-    #[test]
-    fn an_event_for_a_closed_token_never_reaches_the_connection_after_it() {
-        let mut r = reactor();
-        let a = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        accept_until(&mut r, 1);
-        let key_a = key_of(&r, &a);
-        // Something earlier in this turn closed A, which frees its key at once...
-        r.close(key_a, CloseReason::Done);
-        assert!(
-            r.conns.get(key_a).is_none(),
-            "closing releases the slot now"
-        );
-        // ...and then the listener's event accepted B in the same turn.
-        let mut b = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        accept_until(&mut r, 1);
-        let key_b = key_of(&r, &b);
-        assert_eq!(key_a, key_b, "the slab hands the freed key to B");
-        // B's request is in B's socket, waiting for B's own event.
-        b.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        // A's event, still queued in this turn, arrives now: it must not touch B.
-        let stale = Readiness {
-            readable: true,
-            hangup: true,
-            writable: true,
-            error: false,
-        };
-        r.on_connection_event(key_a, stale);
-        assert_eq!(
-            r.conns[key_b].counters(),
-            (0, 0, 0),
-            "a stale event read B's socket"
-        );
-        // In the next turn, events for that key are B's own, and reach B.
-        next_turn(&mut r);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.conns[key_b].counters().2 == 0 {
-            assert!(Instant::now() < deadline, "B's request was not answered");
-            r.on_connection_event(
-                key_b,
-                Readiness {
-                    readable: true,
-                    hangup: false,
-                    writable: false,
-                    error: false,
-                },
-            );
-        }
-        assert_eq!(r.conns[key_b].counters().2, 1);
-        drop(a);
-    }
-
-    #[test]
-    fn the_ready_list_skips_a_key_reused_by_a_newer_connection() {
-        let mut r = reactor();
-        let a = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        accept_until(&mut r, 1);
-        let key = key_of(&r, &a);
-        r.schedule(key);
-        r.close(key, CloseReason::Done);
-        let b = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        accept_until(&mut r, 1);
-        assert_eq!(key_of(&r, &b), key);
-        r.run_ready();
-        assert!(
-            r.ready.is_empty(),
-            "A's entry was dropped, and B was never scheduled"
-        );
-        assert!(r.conns[key].schedule(), "B was not on the ready list");
-    }
-
-    #[test]
-    fn accepts_stop_at_the_budget_and_the_listener_waits_on_the_ready_list() {
-        let mut r = reactor();
-        let clients: Vec<_> = (0..ACCEPTS_PER_TURN + 5)
-            .map(|_| std::net::TcpStream::connect(r.local_addr()).unwrap())
-            .collect();
-        // A connect returns once the handshake is done, and the kernel has
-        // then queued the connection for accept: all of them wait now.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        r.accept_some();
-        assert_eq!(
-            r.conns.len(),
-            ACCEPTS_PER_TURN,
-            "one turn took more (or less) than its budget"
-        );
-        assert!(r.listener_ready, "the rest must wait on the ready list");
-        while r.conns.len() < clients.len() {
-            assert!(
-                Instant::now() < deadline,
-                "the ready list did not accept the rest"
-            );
-            r.run_ready();
-        }
-    }
-
-    #[test]
-    fn with_nobody_watching_connections_come_and_go_without_the_event_machinery() {
-        let mut r = reactor();
-        for _ in 0..100 {
-            let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
-            accept_until(&mut r, 1);
-            let key = key_of(&r, &c);
-            r.close(key, CloseReason::Done);
-            r.publish();
-        }
-        assert!(
-            !r.live.watched(),
-            "an event hub or a trace exists for nobody"
-        );
-        assert_eq!(r.live.next_tick(), None, "the loop wakes for nobody");
-    }
-
-    #[test]
-    fn the_timer_heap_stays_proportional_to_the_open_connections() {
-        let mut r = reactor();
-        for _ in 0..3000 {
-            let c = std::net::TcpStream::connect(r.local_addr()).unwrap();
-            accept_until(&mut r, 1);
-            let key = key_of(&r, &c);
-            r.close(key, CloseReason::Done);
-            r.tick();
-        }
-        assert!(
-            r.timers.len() <= 1024 + 1,
-            "{} timer entries for no connection",
-            r.timers.len()
-        );
-    }
-}
+mod tests;
