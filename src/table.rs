@@ -6,13 +6,17 @@
 //! remote address, which is the whole point of the project: the kernel tells
 //! connections apart by the 5-tuple, so one port can carry any number of
 //! them. The snapshot is plain data, so the same rendering serves the mio
-//! reactor, the tokio version used in benchmarks, and the tests.
+//! reactor, the tokio version used in benchmarks, and the tests. With
+//! `serve --udp` it also holds the UDP socket's counts ([`UdpStats`]).
+
+mod udp_stats;
 
 use serde::Serialize;
 
+pub use udp_stats::{Refusal, Refused, UdpStats};
+
 use crate::procnet::TcpState;
 use crate::proxy::Origin;
-use crate::udp::{Refusal, UdpStats};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;

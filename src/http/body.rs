@@ -15,9 +15,10 @@
 //! with it the file's descriptor, the moment the last byte is out.
 //!
 //! Holding a file is holding a descriptor besides the connection's own,
-//! which a cap that counts connections cannot see. So every `FileRange`
-//! counts itself while it lives ([`files_held`]), and the reactor adds the
-//! count to its connections before it accepts more.
+//! which a cap that counts connections cannot see. So a session says
+//! whether its body holds one (`Session::holds_descriptor`: a `FileRange`,
+//! or [`Pieces::holds_descriptor`]), and the reactor counts its
+//! connections' bodies from that before it accepts more.
 //!
 //! A body whose size the client chooses is the other kind: the whole
 //! connection table (`/_/conns?all` over 15,000 connections is 1.6 MB),
@@ -32,21 +33,6 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// File ranges alive in the whole process. Only [`FileRange::new`] adds and
-/// only its `Drop` takes away, so the count follows the ranges exactly.
-static FILES_HELD: AtomicUsize = AtomicUsize::new(0);
-
-/// Unit tests that make file bodies take turns with this lock, so that the
-/// one that checks the process-wide count sees only its own.
-#[cfg(test)]
-pub(crate) static TEST_TURNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// How many descriptors file bodies still to be sent hold right now.
-pub fn files_held() -> usize {
-    FILES_HELD.load(Ordering::Relaxed)
-}
 
 /// `remaining` bytes of `file` from `offset`: the rest of a body whose head
 /// (with its `Content-Length`) has already been written. The file's own
@@ -64,7 +50,6 @@ pub struct FileRange {
 impl FileRange {
     /// The range that starts at `offset` and holds `len` bytes of `file`.
     pub fn new(file: File, offset: u64, len: u64) -> FileRange {
-        FILES_HELD.fetch_add(1, Ordering::Relaxed);
         FileRange {
             file,
             offset,
@@ -137,12 +122,6 @@ pub fn shrank() -> io::Error {
         io::ErrorKind::UnexpectedEof,
         "the file shrank while it was being sent",
     )
-}
-
-impl Drop for FileRange {
-    fn drop(&mut self) {
-        FILES_HELD.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// A body made a piece at a time: the protocol asks for the next piece on

@@ -1,18 +1,38 @@
 //! HTTP/1.1 without sockets ("sans-IO").
 //!
 //! This module turns bytes that arrived on a connection into the bytes of
-//! the responses, and nothing else: it never reads, writes, polls or sleeps.
-//! The reactor owns the sockets and hands bytes in; a [`Session`] keeps what
-//! one connection has said so far and appends each answer to an output
-//! buffer. Because no socket is in here, the same code runs under the mio
-//! reactor, under the tokio version in the benchmarks, in unit tests that
-//! split a request at every byte, and in a fuzzer.
+//! the responses. It never touches a socket, polls or sleeps: the reactor
+//! owns the sockets and hands bytes in; a [`Session`] keeps what one
+//! connection has said so far and appends each answer to an output buffer.
+//! Because no socket is in here, the same code runs under the mio reactor,
+//! under the tokio version in the benchmarks, in unit tests that split a
+//! request at every byte, and in a fuzzer.
+//!
+//! Files are the one thing it does read, and on purpose. With `--dir`,
+//! the route table asks a [`FileService`] to answer for the served
+//! directory, and the service opens files and reads directories while the
+//! protocol runs (short calls for local files). It lives outside, behind
+//! that trait (`crate::files`, which builds on this module), so nothing
+//! here depends on a module that depends on it. What the answer for an
+//! open file says is protocol, and is written here ([`file_answer`],
+//! [`conditional`], [`range`]): a small body is read (`pread`, with
+//! [`FileRange::copy_into`]) and copied behind its head; a large one does
+//! not pass through the output buffer at all: the answer names it as a
+//! [`FileRange`], an open file that the I/O layer sends itself.
 //!
 //! - [`session`]: one connection's protocol state machine, [`Session`].
 //! - [`parse`]: where a request head ends, what frames its body, and the limits.
 //! - [`decode`]: a chunked body, byte by byte.
 //! - [`response`]: status lines and headers written into a reused buffer.
+//! - [`reply`]: what answering one request produced, [`Reply`].
 //! - [`routes`]: what each URL answers.
+//! - [`pages`]: the server's own documents (the live page, the about page,
+//!   `robots.txt`).
+//! - [`file_answer`]: the answer for a file the file service opened:
+//!   validators, conditions, a range, the body copied or named.
+//! - [`conditional`]: `If-None-Match`, `If-Modified-Since`, `If-Match`,
+//!   `If-Unmodified-Since` and `If-Range`, in RFC 9110's order.
+//! - [`range`]: `Range: bytes=…`, a part of a file.
 //! - [`access`]: the access log (Combined Log Format, gathered per turn),
 //!   and bytes shown safely in a log line.
 //! - [`body`]: a body that is not in the output buffer, [`FileRange`]: a
@@ -25,8 +45,13 @@
 
 pub mod access;
 pub mod body;
+pub mod conditional;
 pub mod decode;
+pub mod file_answer;
+pub mod pages;
 pub mod parse;
+pub mod range;
+pub mod reply;
 pub mod response;
 pub mod routes;
 pub mod session;
@@ -36,6 +61,7 @@ use std::net::SocketAddr;
 
 pub use access::{AccessLog, Escaped};
 pub use body::{FileRange, Piece, Pieces, Streamed};
+pub use reply::Reply;
 pub use session::Session;
 
 use parse::Limits;
@@ -166,13 +192,7 @@ pub enum Subscribe {
 /// itself, which builds on this module's types: the dependency runs one way.
 pub trait FileService: fmt::Debug + Send + Sync {
     /// Answers a GET or HEAD for `req`.
-    fn respond(
-        &self,
-        req: &FileRequest,
-        answer: &Answer,
-        date: &str,
-        out: &mut Vec<u8>,
-    ) -> routes::Reply;
+    fn respond(&self, req: &FileRequest, answer: &Answer, date: &str, out: &mut Vec<u8>) -> Reply;
 }
 
 /// The parts of a file request that are kept from its head.
@@ -183,7 +203,7 @@ pub struct FileRequest {
     /// The query string (without `?`), kept for redirects.
     pub query: Option<String>,
     /// The conditional headers (RFC 9110 §13.1), evaluated in §13.2.2's
-    /// order by the file service.
+    /// order ([`conditional::preconditions`]).
     pub if_match: Option<String>,
     pub if_unmodified_since: Option<String>,
     pub if_none_match: Option<String>,

@@ -21,64 +21,12 @@
 //! a mirror. A served directory may bring its own `robots.txt`, which then
 //! wins; without one, the server's is served there too.
 
+use super::pages::{self, ROBOTS};
 use super::parse::RequestHead;
 use super::response::SERVER;
-use super::response::{
-    html_escape_into, write_error, write_response, write_streamed_head, Answer, Canned, Status,
-};
-use super::FileRequest;
-use super::{Ctx, FileRange, Pieces, Streamed, Subscribe};
+use super::response::{write_error, write_response, Answer, Canned, Status};
+use super::{Ctx, FileRequest, Reply, Subscribe};
 use crate::table::{Format, DEFAULT_ROWS, ROWS_AT_ONCE};
-
-/// What answering a request produced.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: Status,
-    /// Body bytes written (or promised, for a file body), for the log.
-    pub body_bytes: u64,
-    /// The body, when it is (the rest of) a file that the I/O layer sends
-    /// after the output buffer. `None` when the body is all in `out`.
-    pub file: Option<FileRange>,
-    /// The body, when it is made a piece at a time after the head (see
-    /// [`super::body::Pieces`]).
-    pub streamed: Option<Streamed>,
-    /// The connection must close after this answer (a body that its close
-    /// ends, for an HTTP/1.0 client).
-    pub close: bool,
-}
-
-impl Reply {
-    /// A reply whose body (if any) is already in the output.
-    pub fn written(status: Status, body_bytes: u64) -> Reply {
-        Reply {
-            status,
-            body_bytes,
-            file: None,
-            streamed: None,
-            close: false,
-        }
-    }
-
-    /// A 200 whose body `pieces` makes after the head, which is written
-    /// now; for a HEAD, the head alone.
-    pub fn streamed(
-        out: &mut Vec<u8>,
-        answer: &Answer,
-        date: &str,
-        content_type: &str,
-        extra: &[(&str, &str)],
-        pieces: Box<dyn Pieces>,
-    ) -> Reply {
-        let chunked = write_streamed_head(out, answer, Status::OK, date, content_type, extra);
-        Reply {
-            status: Status::OK,
-            body_bytes: 0,
-            file: None,
-            streamed: (!answer.head_only).then_some(Streamed { pieces, chunked }),
-            close: !chunked,
-        }
-    }
-}
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,18 +75,6 @@ static HELLO: Canned = Canned::new(Status::OK, "text/plain", b"Hello, World!");
 
 /// Where crawlers look for the rules of a site (RFC 9309).
 const ROBOTS_PATH: &str = "/robots.txt";
-
-/// The server's `robots.txt`: nothing under `/_/` is worth a crawl, and
-/// `/_/events` would hold a crawler forever.
-static ROBOTS: Canned = Canned::new(
-    Status::OK,
-    "text/plain; charset=utf-8",
-    b"# fivetuple: the pages under /_/ are this server's own and live (the\n\
-      # connection table of the moment, and an event stream that never ends):\n\
-      # nothing there for a crawler, a mirror or a link checker.\n\
-      User-agent: *\n\
-      Disallow: /_/\n",
-);
 
 /// The methods every route answers, for `Allow`.
 const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
@@ -404,13 +340,13 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
             out,
             "text/html; charset=utf-8",
             &[NO_CACHE],
-            crate::live::PAGE.as_bytes(),
+            pages::LIVE.as_bytes(),
         ),
         Route::About => ok(
             out,
             "text/html; charset=utf-8",
             &[],
-            about_page(ctx).as_bytes(),
+            pages::about(&ctx.peer).as_bytes(),
         ),
         Route::Metrics => {
             let mut body = Vec::new();
@@ -506,38 +442,6 @@ fn error(
 ) -> Reply {
     let n = write_error(out, answer, status, ctx.date, extra, reason);
     Reply::written(status, n)
-}
-
-fn about_page(ctx: &Ctx<'_>) -> String {
-    let mut you = String::new();
-    html_escape_into(
-        &mut you,
-        &format!("tcp {} <- {}", ctx.peer.local, ctx.peer.remote),
-    );
-    format!(
-        r#"<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>fivetuple</title></head>
-<body>
-<h1>fivetuple</h1>
-<p>One listening port, many connections. The kernel tells TCP connections apart
-by their 5-tuple (protocol, local address, local port, remote address, remote port),
-and every client brings its own ephemeral source port, so all of them can share
-this server's one port.</p>
-<p>Your connection, as this server sees it: <code>{you}</code></p>
-<ul>
-<li><a href="/_/">/_/</a>: the live page, every connection as it comes and goes</li>
-<li><a href="/_/conns">/_/conns</a>: every connection this server holds, one row each
-(<a href="/_/conns.json">as JSON</a>)</li>
-<li><code>/_/events</code>: the event stream behind the live page, which never ends
-(<code>curl -N</code> shows it as it comes; it is no link here, so that a crawler
-does not open it and wait forever)</li>
-<li><a href="/_/metrics">/_/metrics</a>: counters, in the Prometheus text format</li>
-<li><a href="/_/whoami">/_/whoami</a>: your own 5-tuple</li>
-<li><a href="/_/hello">/_/hello</a>: 13 bytes of text, for benchmarks</li>
-</ul>
-</body></html>
-"#
-    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::decode::ChunkedDecoder;
 use super::parse::{self, BodyKind, Limits, Parsed, Reject, RequestHead};
 use super::response::{self, write_error, Answer};
 use super::routes::{self, Route};
-use super::{Ctx, FileRange, Piece, Progress, Streamed, TURN_OUTPUT, TURN_RESPONSES};
+use super::{Ctx, FileRange, Piece, Progress, Reply, Streamed, TURN_OUTPUT, TURN_RESPONSES};
 use crate::table::Phase;
 
 /// The protocol state of one connection.
@@ -458,7 +458,7 @@ impl Session {
     }
 
     #[inline]
-    fn account(&mut self, reply: routes::Reply, answer: Answer, progress: &mut Progress) {
+    fn account(&mut self, reply: Reply, answer: Answer, progress: &mut Progress) {
         progress.responses += 1;
         progress.statuses.count(reply.status);
         progress.close |= answer.close || reply.close;

@@ -8,8 +8,9 @@
 //!   which exists only while someone subscribes;
 //! - [`trace`]: `serve --trace`, each turn of the loop as a block of text.
 //!
-//! And the page itself ([`PAGE`], served at `/_/`): it draws the connection
-//! table from `/_/conns.json` and keeps it current from the event stream.
+//! The page itself, served at `/_/`, is one of the protocol's own pages
+//! (`crate::http::pages`): it draws the connection table from
+//! `/_/conns.json` and keeps it current from the event stream.
 //!
 //! The reactor owns one [`Live`] and calls it at a few places: a turn
 //! begins ([`Live::woke`]) and ends ([`Live::end_turn`], [`Live::deliver`],
@@ -36,10 +37,6 @@ use crate::udp::UdpStats;
 use events::{Hub, Totals, MAX_SUBSCRIBERS};
 use metrics::{AcceptError, Figures, Gauges, Metrics, Timeout};
 use trace::{Alarm, Before, Cause, Subject, Trace};
-
-/// The live page: one static HTML file with its style and script inline,
-/// so the server needs no other asset and the page works offline.
-pub const PAGE: &str = include_str!("page.html");
 
 /// The reactor's window onto itself.
 #[derive(Debug)]
