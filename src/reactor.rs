@@ -202,6 +202,9 @@ pub struct Reactor {
     /// This turn's access-log lines, handed to the access log's sink at
     /// the end of the turn (`None` with `--quiet`).
     access_log: Option<AccessLog>,
+    /// An event-stream subscriber that gives its slot to a newcomer (all
+    /// were taken), closed once the newcomer's answer is written.
+    giving_way: Option<(usize, u64)>,
 }
 
 impl Reactor {
@@ -248,6 +251,7 @@ impl Reactor {
             stats: Summary::default(),
             seat: None,
             bodies_held: 0,
+            giving_way: None,
         })
     }
 
@@ -386,7 +390,7 @@ impl Reactor {
         // A new subscriber to the event stream took a slot from another
         // (all were taken): that one closes now, once the newcomer's answer
         // has left the shared output buffer.
-        if let Some((victim, serial)) = self.live.take_giving_way() {
+        if let Some((victim, serial)) = self.giving_way.take() {
             if self.conns.get(victim).is_some_and(|c| c.serial() == serial) {
                 self.close(victim, CloseReason::GaveWayToViewer);
             }
@@ -505,14 +509,24 @@ impl Reactor {
         let progress = step(&mut session, &ctx, &self.read_buf, &mut out);
         self.write_buf = out;
         self.live.answered(&progress);
-        let conn = &mut self.conns[key];
-        conn.put_session(session, progress);
-        if self.live.join(conn, self.now) {
-            debug!(
-                "{}, token {key}: subscribed to the event stream",
-                conn.peer()
-            );
+        let events = progress.events;
+        self.conns[key].put_session(session, progress);
+        if events {
+            self.start_streaming(key);
         }
+    }
+
+    /// The answer just produced is the event stream's head: the connection
+    /// stays open for events, as a subscriber. If all the slots were taken,
+    /// the subscriber that gives way is closed by `serve`, once the
+    /// newcomer's answer has left the shared output buffer.
+    fn start_streaming(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.start_streaming() {
+            return; // the client closed its side meanwhile: nobody to stream to
+        }
+        debug!("{}: subscribed to the event stream", conn.peer());
+        self.giving_way = self.live.join(conn, self.now);
     }
 
     /// The client closed its side: answer what it sent, then close.

@@ -156,11 +156,11 @@ pub trait Host {
         false
     }
 
-    /// May connection `me` become a subscriber of the event stream
-    /// (`/_/events`)? Unless `dry_run` (a HEAD, which only asks), `Yes`
-    /// books it: once its answer's head is written, the server keeps the
-    /// connection open and writes events to it.
-    fn subscribe(&self, _me: usize, _dry_run: bool) -> Subscribe {
+    /// May a connection become a subscriber of the event stream
+    /// (`/_/events`)? Only a question: the answer that says yes comes back
+    /// in [`Progress::events`], and the server makes the connection a
+    /// subscriber then (as hyper hands an upgrade back to its caller).
+    fn subscribe(&self) -> Subscribe {
         Subscribe::NotHere
     }
 }
@@ -244,6 +244,10 @@ pub struct Progress {
     pub responses: u64,
     /// Close the connection once the output has been written.
     pub close: bool,
+    /// The last answer is the event stream's head: instead of closing
+    /// after it, the connection stays open and the server writes events
+    /// to it as they happen, for as long as the client stays.
+    pub events: bool,
     /// The responses other than `200 OK`, by status class, for the metrics
     /// (the 200s are the rest of `responses`).
     pub statuses: StatusClasses,

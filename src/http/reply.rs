@@ -31,6 +31,9 @@ pub struct Reply {
     /// The connection must close after this answer (a body that its close
     /// ends, for an HTTP/1.0 client).
     pub close: bool,
+    /// This is the event stream's head: the body is the events the server
+    /// writes from now on, ended by the connection's close.
+    pub events: bool,
 }
 
 impl Reply {
@@ -42,6 +45,7 @@ impl Reply {
             file: None,
             streamed: None,
             close: false,
+            events: false,
         }
     }
 
@@ -62,6 +66,7 @@ impl Reply {
             file: None,
             streamed: (!answer.head_only).then_some(Streamed { pieces, chunked }),
             close: !chunked,
+            events: false,
         }
     }
 }

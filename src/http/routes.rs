@@ -111,7 +111,10 @@ fn event_stream(out: &mut Vec<u8>, answer: &Answer, ctx: &Ctx<'_>) -> Reply {
         p.token, p.local, p.remote
     );
     out.extend_from_slice(hello.as_bytes());
-    Reply::written(Status::OK, hello.len() as u64)
+    Reply {
+        events: true,
+        ..Reply::written(Status::OK, hello.len() as u64)
+    }
 }
 
 /// Picks the route for a request head. `files`: a directory is served.
@@ -358,7 +361,7 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
         Route::Events => {
             let offer = match ctx.shutting_down {
                 true => Subscribe::Full,
-                false => ctx.host.subscribe(ctx.peer.token, answer.head_only),
+                false => ctx.host.subscribe(),
             };
             match offer {
                 Subscribe::Yes => event_stream(out, answer, ctx),

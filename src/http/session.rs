@@ -462,6 +462,7 @@ impl Session {
         progress.responses += 1;
         progress.statuses.count(reply.status);
         progress.close |= answer.close || reply.close;
+        progress.events = reply.events;
         // A range with nothing left (an empty one) is no body to wait for.
         self.file = reply.file.filter(|f| f.remaining() > 0).map(Box::new);
         self.streamed = reply.streamed.map(Box::new);

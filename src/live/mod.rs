@@ -23,7 +23,6 @@ pub mod events;
 pub mod metrics;
 pub mod trace;
 
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,13 +46,6 @@ pub struct Live {
     totals: Totals,
     /// `None` unless `serve --trace`.
     trace: Option<Box<Trace>>,
-    /// A connection whose request for `/_/events` was just answered: set by
-    /// the protocol (through [`crate::http::Host::subscribe`]) during a
-    /// session step, taken by [`Live::join`] right after it.
-    asked: Cell<Option<usize>>,
-    /// A subscriber that is to give its slot to the one in `asked` (all
-    /// slots were taken): the reactor closes it right after.
-    giving_way: Cell<Option<(usize, u64)>>,
     max_conns: usize,
     /// This reactor's worker number with `--workers N`, which the event
     /// stream's `counters` name: each worker's stream carries its own
@@ -69,8 +61,6 @@ impl Live {
             hub: None,
             totals: Totals::default(),
             trace: trace.map(|sink| Box::new(Trace::new(sink))),
-            asked: Cell::new(None),
-            giving_way: Cell::new(None),
             max_conns,
             worker: None,
         }
@@ -257,59 +247,35 @@ impl Live {
         }
     }
 
-    /// For the protocol: may connection `me` become an event-stream
-    /// subscriber? Unless `dry_run` (a HEAD), the answer `Yes` books it,
-    /// and [`Live::join`] makes it one once its answer is produced.
-    pub fn subscribe(&self, me: usize, dry_run: bool) -> Subscribe {
-        if let Some(hub) = &self.hub {
-            if hub.len() >= MAX_SUBSCRIBERS {
-                // Full: a slot is taken back for the newcomer (see
-                // `Hub::give_way`); only a hub with no one to give way is full.
-                let Some(victim) = hub.give_way() else {
-                    return Subscribe::Full;
-                };
-                if !dry_run {
-                    self.giving_way.set(Some(victim));
-                }
+    /// For the protocol: may a connection become an event-stream
+    /// subscriber? Only a hub with every slot taken and no one to give way
+    /// says no (see `Hub::give_way`).
+    pub fn subscribe(&self) -> Subscribe {
+        match &self.hub {
+            Some(hub) if hub.len() >= MAX_SUBSCRIBERS && hub.give_way().is_none() => {
+                Subscribe::Full
             }
+            _ => Subscribe::Yes,
         }
-        if !dry_run {
-            self.asked.set(Some(me));
-        }
-        Subscribe::Yes
     }
 
-    /// The subscriber that gives its slot to the one that just joined, if
-    /// all were taken: the reactor closes it.
-    pub fn take_giving_way(&self) -> Option<(usize, u64)> {
-        self.giving_way.take()
-    }
-
-    /// After a session step on `conn`: if its request asked for the event
-    /// stream, it becomes a subscriber. Returns true if it did.
-    #[inline(always)]
-    pub fn join(&mut self, conn: &mut Connection, now: Instant) -> bool {
-        self.asked.get().is_some() && self.subscribe_now(conn, now)
-    }
-
+    /// `conn` now streams events (its answer was the event stream's head):
+    /// it becomes a subscriber. If every slot was taken, the subscriber
+    /// that gives its slot up is returned, for the reactor to close once
+    /// the newcomer's answer is out.
     #[cold]
     #[inline(never)]
-    fn subscribe_now(&mut self, conn: &mut Connection, now: Instant) -> bool {
-        if self.asked.get() != Some(conn.peer().token) {
-            return false;
-        }
-        self.asked.set(None);
-        if !conn.start_streaming() {
-            return false; // the client closed its side meanwhile
-        }
-        self.hub
-            .get_or_insert_with(|| Box::new(Hub::new(now)))
-            .join(
-                conn.peer().token,
-                conn.serial(),
-                conn.http_peer().remote.ip(),
-            );
-        true
+    pub fn join(&mut self, conn: &Connection, now: Instant) -> Option<(usize, u64)> {
+        let hub = self.hub.get_or_insert_with(|| Box::new(Hub::new(now)));
+        let victim = (hub.len() >= MAX_SUBSCRIBERS)
+            .then(|| hub.give_way())
+            .flatten();
+        hub.join(
+            conn.peer().token,
+            conn.serial(),
+            conn.http_peer().remote.ip(),
+        );
+        victim
     }
 
     /// When the event stream's next tick is due, if anyone subscribes.

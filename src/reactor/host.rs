@@ -306,7 +306,7 @@ impl Host for SlabView<'_> {
         true
     }
 
-    fn subscribe(&self, me: usize, dry_run: bool) -> Subscribe {
-        self.live.subscribe(me, dry_run)
+    fn subscribe(&self) -> Subscribe {
+        self.live.subscribe()
     }
 }
