@@ -95,6 +95,7 @@ mod config;
 mod datagrams;
 mod host;
 mod readiness;
+mod reclaim;
 mod shutdown;
 mod sockets;
 
@@ -102,6 +103,7 @@ pub use accept::ACCEPTS_PER_TURN;
 use accept::ACCEPT_RETRY;
 pub use config::{ServerConfig, Summary};
 use readiness::{subject, Readiness};
+use reclaim::Reclaim;
 
 use board::{Board, News, Seat};
 use datagrams::Datagrams;
@@ -205,6 +207,8 @@ pub struct Reactor {
     /// An event-stream subscriber that gives its slot to a newcomer (all
     /// were taken), closed once the newcomer's answer is written.
     giving_way: Option<(usize, u64)>,
+    /// While the server is full: the connections it may close to make room.
+    reclaim: Reclaim,
 }
 
 impl Reactor {
@@ -252,6 +256,7 @@ impl Reactor {
             seat: None,
             bodies_held: 0,
             giving_way: None,
+            reclaim: Reclaim::default(),
         })
     }
 
@@ -427,6 +432,7 @@ impl Reactor {
         }
         self.recount_descriptor(key);
         self.rearm(key);
+        self.reclaim.offer(key, &self.conns[key]);
     }
 
     /// Reads until the socket is empty or this turn's share of input
@@ -700,6 +706,8 @@ impl Reactor {
                 .get(key)
                 .is_some_and(|c| c.serial() == serial && c.is_armed_at(when))
         });
+        let in_use = self.descriptors_in_use();
+        self.reclaim.tick(&self.conns, in_use, self.config.max_conns);
         if self.accept_paused && !self.listener_ready {
             self.live.handling(|| (Subject::Listener, Cause::Timer));
             self.accept_some();

@@ -97,8 +97,9 @@ impl Reactor {
         let in_use = self.descriptors_in_use();
         if in_use >= self.config.max_conns {
             // At the cap: make room by closing the connection that owes
-            // nothing and has waited longest; never one in the middle of something.
-            match self.idlest_reclaimable() {
+            // nothing and has waited longest; never one in the middle of
+            // something (see `reclaim`).
+            match self.reclaim.pick(&self.conns) {
                 Some(key) => self.close(key, CloseReason::Reclaimed),
                 None => {
                     self.live.refused(remote);
@@ -173,14 +174,4 @@ impl Reactor {
         let _ = stream.shutdown(std::net::Shutdown::Write);
     }
 
-    /// The connection to close when the server is full (see
-    /// [`Connection::reclaim_order`]). A scan, but it runs only when the
-    /// server is full.
-    pub(super) fn idlest_reclaimable(&self) -> Option<usize> {
-        self.conns
-            .iter()
-            .filter_map(|(key, c)| c.reclaim_order().map(|order| (order, key)))
-            .min()
-            .map(|(_, key)| key)
-    }
 }

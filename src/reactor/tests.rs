@@ -1,6 +1,6 @@
 //! The loop's own rules, tested on a reactor driven by hand: events for
 //! closed keys, the ready list, the accept budget, the timer heap, and
-//! the lingering count.
+//! the lingering count, reclaiming at the cap.
 
 use super::*;
 use crate::listener::ListenOptions;
@@ -9,6 +9,10 @@ use std::io::Write;
 use std::time::Duration;
 
 fn reactor() -> Reactor {
+    reactor_holding(100)
+}
+
+fn reactor_holding(max_conns: usize) -> Reactor {
     Reactor::bind(ServerConfig {
         listen: ListenOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -17,7 +21,7 @@ fn reactor() -> Reactor {
             reuse_port: false,
         },
         http: http::Config::default(),
-        max_conns: 100,
+        max_conns,
         shutdown_grace: Duration::from_secs(1),
         timeouts: Timeouts::default(),
         udp: false,
@@ -235,4 +239,46 @@ fn both_ways_into_a_lingering_close_are_counted() {
         r.live.metrics.lingering, 2,
         "the chatty way was not counted"
     );
+}
+
+/// At `--max-conns`, each newcomer takes the place of the connection that
+/// has been idle longest, through the queue that exists only while the
+/// server is full; and the queue stays proportional to the connections.
+#[test]
+fn at_the_cap_the_idlest_connection_makes_room_for_a_newcomer() {
+    const CAP: usize = 4;
+    let mut r = reactor_holding(CAP);
+    let mut clients: Vec<(std::net::TcpStream, usize)> = Vec::new();
+    let mut ask = |r: &mut Reactor, clients: &mut Vec<(std::net::TcpStream, usize)>| {
+        let mut c = std::net::TcpStream::connect(r.local_addr()).unwrap();
+        c.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let open = r.conns.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // At the cap the slab keeps its size: one out, one in.
+        while !r.conns.iter().any(|(_, conn)| conn.peer().remote == c.local_addr().unwrap()) {
+            assert!(Instant::now() < deadline, "connection not accepted");
+            r.accept_some();
+        }
+        assert!(r.conns.len() <= CAP && r.conns.len() >= open.min(CAP));
+        let key = key_of(r, &c);
+        serve_until(r, key, |r| r.conns[key].counters().2 == 1);
+        next_turn(r);
+        clients.push((c, key));
+    };
+    for _ in 0..CAP {
+        ask(&mut r, &mut clients);
+    }
+    assert_eq!(r.reclaim.len(), 0, "no queue while there is room");
+    for round in 0..200 {
+        ask(&mut r, &mut clients);
+        // The oldest of the idle clients was closed to make room.
+        let (oldest, key) = &clients[round];
+        let peer = oldest.local_addr().unwrap();
+        assert!(
+            r.conns.get(*key).is_none_or(|c| c.peer().remote != peer),
+            "round {round}: the idlest connection is still open"
+        );
+        r.tick();
+        assert!(r.reclaim.len() <= 2 * CAP + 1024);
+    }
 }
