@@ -317,10 +317,10 @@ impl Reactor {
             self.live
                 .turn_done(asleep.saturating_duration_since(self.now));
         }
-        sys::poll_until(&mut self.poll, events, alarm.map(|(d, _)| d))?;
+        sys::poll_until(&mut self.poll, events, alarm.map(|(d, _)| d), asleep)?;
         self.turn += 1;
         self.now = Instant::now();
-        self.clock.refresh();
+        self.clock.refresh_at(self.now);
         let count = events.iter().count();
         let slept = self.now.saturating_duration_since(asleep);
         self.live
@@ -707,7 +707,8 @@ impl Reactor {
                 .is_some_and(|c| c.serial() == serial && c.is_armed_at(when))
         });
         let in_use = self.descriptors_in_use();
-        self.reclaim.tick(&self.conns, in_use, self.config.max_conns);
+        self.reclaim
+            .tick(&self.conns, in_use, self.config.max_conns);
         if self.accept_paused && !self.listener_ready {
             self.live.handling(|| (Subject::Listener, Cause::Timer));
             self.accept_some();

@@ -36,15 +36,21 @@ pub fn poll_with_signals(signals: &[libc::c_int], token: Token) -> Result<(Poll,
 }
 
 /// Waits in `epoll_wait` until something is ready or `deadline` passes
-/// (`None`: until something is ready). A signal that interrupts the wait
-/// starts it again for the time that is left: the signal itself is then
-/// ready on its pipe, and the loop sees it as an event.
-pub fn poll_until(poll: &mut Poll, events: &mut Events, deadline: Option<Instant>) -> Result<()> {
+/// (`None`: until something is ready). `now` is the time just read by the
+/// caller, so the wait costs no clock read of its own. A signal that
+/// interrupts the wait starts it again for the time that is left: the
+/// signal itself is then ready on its pipe, and the loop sees it as an event.
+pub fn poll_until(
+    poll: &mut Poll,
+    events: &mut Events,
+    deadline: Option<Instant>,
+    mut now: Instant,
+) -> Result<()> {
     loop {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = deadline.map(|d| d.saturating_duration_since(now));
         match poll.poll(events, timeout) {
             Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => now = Instant::now(),
             Err(e) => return Err(Error::io("waiting for events", e)),
         }
     }
@@ -98,7 +104,7 @@ mod tests {
         let (mut poll, _signals) = poll_with_signals(&[libc::SIGUSR2], Token(usize::MAX)).unwrap();
         let mut events = Events::with_capacity(4);
         let deadline = Instant::now() + Duration::from_millis(20);
-        poll_until(&mut poll, &mut events, Some(deadline)).unwrap();
+        poll_until(&mut poll, &mut events, Some(deadline), Instant::now()).unwrap();
         assert!(Instant::now() >= deadline);
         assert!(events.is_empty());
     }

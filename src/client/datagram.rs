@@ -144,7 +144,7 @@ mod tests {
                 return Ok(d);
             }
             assert!(Instant::now() < deadline, "nothing arrived");
-            crate::sys::poll_until(&mut poll, &mut events, Some(deadline)).unwrap();
+            crate::sys::poll_until(&mut poll, &mut events, Some(deadline), Instant::now()).unwrap();
         }
     }
 

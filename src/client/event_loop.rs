@@ -207,7 +207,7 @@ impl<'a> Client<'a> {
                 break;
             }
             let deadline = self.next_deadline();
-            sys::poll_until(&mut self.poll, &mut events, deadline)?;
+            sys::poll_until(&mut self.poll, &mut events, deadline, Instant::now())?;
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signal(),

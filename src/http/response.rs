@@ -12,7 +12,7 @@
 //! before the date, the date, and the bytes after it.
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// An HTTP status code with its reason phrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub const SERVER: &str = concat!("fivetuple/", env!("CARGO_PKG_VERSION"));
 pub struct Clock {
     second: u64,
     text: String,
+    /// When the wall clock's next second begins, on the monotonic clock
+    /// ([`Clock::refresh_at`]): until then the text cannot change.
+    next_second: Option<Instant>,
 }
 
 impl Default for Clock {
@@ -63,6 +66,7 @@ impl Default for Clock {
         let mut clock = Clock {
             second: u64::MAX,
             text: String::new(),
+            next_second: None,
         };
         clock.refresh();
         clock
@@ -71,16 +75,26 @@ impl Default for Clock {
 
 impl Clock {
     /// Reads the wall clock; reformats the header only if a second has passed.
-    /// The reactor calls this once per loop iteration.
     pub fn refresh(&mut self) {
         let now = SystemTime::now();
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        if second != self.second {
-            self.second = second;
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        if since_epoch.as_secs() != self.second {
+            self.second = since_epoch.as_secs();
             self.text = httpdate::fmt_http_date(now);
+        }
+        let left = Duration::from_secs(1)
+            .saturating_sub(Duration::from_nanos(since_epoch.subsec_nanos().into()));
+        self.next_second = Some(Instant::now() + left);
+    }
+
+    /// The reactor's once-a-turn refresh, given the time the turn began
+    /// (already read, for the deadlines): the wall clock is read only once
+    /// its next second may have begun, so a busy server reads it about
+    /// once a second rather than once a turn.
+    #[inline]
+    pub fn refresh_at(&mut self, now: Instant) {
+        if self.next_second.is_none_or(|next| now >= next) {
+            self.refresh();
         }
     }
 

@@ -173,5 +173,4 @@ impl Reactor {
         let _ = stream.write(&page);
         let _ = stream.shutdown(std::net::Shutdown::Write);
     }
-
 }

@@ -249,13 +249,18 @@ fn at_the_cap_the_idlest_connection_makes_room_for_a_newcomer() {
     const CAP: usize = 4;
     let mut r = reactor_holding(CAP);
     let mut clients: Vec<(std::net::TcpStream, usize)> = Vec::new();
-    let mut ask = |r: &mut Reactor, clients: &mut Vec<(std::net::TcpStream, usize)>| {
+    let ask = |r: &mut Reactor, clients: &mut Vec<(std::net::TcpStream, usize)>| {
         let mut c = std::net::TcpStream::connect(r.local_addr()).unwrap();
-        c.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.write_all(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let open = r.conns.len();
         let deadline = Instant::now() + Duration::from_secs(10);
         // At the cap the slab keeps its size: one out, one in.
-        while !r.conns.iter().any(|(_, conn)| conn.peer().remote == c.local_addr().unwrap()) {
+        while !r
+            .conns
+            .iter()
+            .any(|(_, conn)| conn.peer().remote == c.local_addr().unwrap())
+        {
             assert!(Instant::now() < deadline, "connection not accepted");
             r.accept_some();
         }
