@@ -13,12 +13,20 @@
 //! # Layout
 //!
 //! - [`reactor`]: the event loop. One thread, one `mio::Poll`, a
-//!   `Slab<Connection>` indexed by token; accept, read, answer, write, close.
-//!   Beside it, `reactor/host.rs`: the server as the protocol sees it.
+//!   `Slab<Connection>` indexed by token; accept, read, answer, write, and
+//!   act on what each connection decides. Beside the loop, each thing it
+//!   owns in a file of its own that the loop asks for its alarm and gives
+//!   its tick: `accept.rs` (the budget and the cap), `reclaim.rs` (the
+//!   queue of connections to close when full), `shutdown.rs` (signals and
+//!   the grace), `board.rs` (the workers' board), `datagrams.rs` (the UDP
+//!   socket), `sockets.rs` (where the sockets come from), `host.rs` (the
+//!   server as the protocol sees it).
 //! - [`listener`]: the listening socket built by hand with socket2
 //!   (SO_REUSEADDR, backlog, dual-stack), and the open-files limit.
-//! - [`connection`]: one accepted stream: its 5-tuple, its counters, and
-//!   edge-triggered reading and writing.
+//! - [`connection`]: one accepted stream: its 5-tuple, its counters,
+//!   edge-triggered reading and writing, and its life as two small states,
+//!   what it reads and what it writes ([`connection::state`]), from which
+//!   it decides what becomes of it.
 //! - [`http`]: HTTP/1.1 as bytes in, bytes out, with no socket in sight
 //!   (parsing and framing, responses, routes, the server's own pages,
 //!   conditional requests and ranges), so the same code runs under the
@@ -38,8 +46,9 @@
 //!   the original client's addresses (`serve --proxy-protocol`).
 //! - [`udp`]: `serve --udp`, a UDP socket on the listener's port number:
 //!   one socket for every peer, told apart by each datagram's source.
-//! - [`workers`]: `serve --workers N`, several reactors on one port
-//!   (SO_REUSEPORT), sharing nothing but a board of posted tables.
+//! - [`workers`]: `serve --workers N`, the pool that binds several
+//!   reactors on one port (SO_REUSEPORT) and runs each on its own thread;
+//!   they share nothing but the board (`reactor/board.rs`).
 //! - [`live`]: watching the loop: the live page (`/_/`) and its event
 //!   stream (`/_/events`), metrics (`/_/metrics`), and `serve --trace`.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
@@ -55,8 +64,7 @@
 //! its own. `http` uses nothing of the server but the plain data of
 //! `table`; the server reaches it, and it reaches the server only through
 //! its traits. A test (`src/import_map.rs`) reads every file under `src/`
-//! and fails naming any circle but one it lists as known (`reactor` and
-//! `workers`, still to be taken apart).
+//! and fails naming any circle.
 //!
 //! The library prints nothing itself. The binary (`src/main.rs`, with
 //! `src/cli/` for `connect` and `conns`) reads the command line, calls the
