@@ -77,19 +77,19 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::connection::{CloseReason, Connection, Expiry, Preface, ReadOutcome, Step, Verdict};
+use crate::connection::{CloseReason, Connection, Expiry, ReadOutcome, Step, Verdict};
 use crate::error::{Error, Result};
-use crate::http::{self, response::Clock, AccessLog, Ctx, Progress};
+use crate::http::{response::Clock, AccessLog};
 
 use crate::live::trace::{Alarm, Cause, Subject};
 use crate::live::Live;
 
 use crate::sys;
-use crate::table::DEFAULT_ROWS;
 pub use crate::timer::Timeouts;
 use crate::timer::{Fired, Timers};
 
 mod accept;
+mod answer;
 pub mod board;
 mod config;
 mod datagrams;
@@ -105,7 +105,7 @@ pub use config::{ServerConfig, Summary};
 use readiness::{subject, Readiness};
 use reclaim::Reclaim;
 
-use board::{Board, News, Seat};
+use board::{Board, Seat};
 use datagrams::Datagrams;
 use host::{SlabView, TableCache};
 use shutdown::{Shutdown, Stop};
@@ -461,89 +461,6 @@ impl Reactor {
         }
     }
 
-    /// Hands `n` bytes from the read buffer to the connection's HTTP
-    /// session, which appends the responses to `write_buf`; with
-    /// `--proxy-protocol`, only what follows the PROXY header.
-    fn answer(&mut self, key: usize, n: usize) -> std::result::Result<(), CloseReason> {
-        let start = match self.conns[key].take_preface(&self.read_buf[..n]) {
-            Preface::Waiting => return Ok(()),
-            Preface::Done(start) => start,
-            Preface::Invalid(why) => {
-                info!("{}: {why}; closing", self.conns[key].peer().remote);
-                return Err(CloseReason::ProxyHeaderInvalid(why));
-            }
-        };
-        if start < n {
-            self.with_session(key, |session, ctx, read_buf, write_buf| {
-                session.feed(&read_buf[start..n], ctx, write_buf)
-            });
-        }
-        Ok(())
-    }
-
-    /// Gives the connection's session its next turn without reading.
-    fn resume(&mut self, key: usize) {
-        self.with_session(key, |session, ctx, _, write_buf| {
-            session.resume(ctx, write_buf)
-        });
-    }
-
-    /// Runs `step` on a connection's HTTP session with a context built from
-    /// the reactor, then books the responses it produced.
-    fn with_session(
-        &mut self,
-        key: usize,
-        step: impl FnOnce(&mut http::Session, &Ctx<'_>, &[u8], &mut Vec<u8>) -> Progress,
-    ) {
-        // The session is taken out of the slab for the call, so that
-        // `/_/conns` can look at the whole slab while this entry is in use.
-        let conn = &mut self.conns[key];
-        let mut session = conn.take_session();
-        let peer = conn.http_peer();
-        // The output buffer is taken out too (an empty Vec costs nothing),
-        // so that the rest of the reactor can be lent to the context whole.
-        let mut out = mem::take(&mut self.write_buf);
-        let view = self.view();
-        let ctx = Ctx {
-            peer,
-            host: &view,
-            date: self.clock.http_date(),
-            config: &self.config.http,
-            shutting_down: self.shutdown.begun(),
-            access: self.access_log.as_ref(),
-        };
-        let progress = step(&mut session, &ctx, &self.read_buf, &mut out);
-        self.write_buf = out;
-        self.live.answered(&progress);
-        let events = progress.events;
-        self.conns[key].put_session(session, progress);
-        if events {
-            self.start_streaming(key);
-        }
-    }
-
-    /// The answer just produced is the event stream's head: the connection
-    /// stays open for events, as a subscriber. If all the slots were taken,
-    /// the subscriber that gives way is closed by `serve`, once the
-    /// newcomer's answer has left the shared output buffer.
-    fn start_streaming(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.start_streaming() {
-            return; // the client closed its side meanwhile: nobody to stream to
-        }
-        debug!("{}: subscribed to the event stream", conn.peer());
-        self.giving_way = self.live.join(conn, self.now);
-    }
-
-    /// The client closed its side: answer what it sent, then close.
-    fn on_peer_closed(&mut self, key: usize) {
-        self.with_session(key, |session, ctx, _, _| {
-            session.on_eof(ctx);
-            Progress::default()
-        });
-        self.conns[key].on_peer_closed();
-    }
-
     /// Writes what was produced (and anything left from before), and counts
     /// the answers that are now wholly with the kernel.
     fn flush(&mut self, key: usize) -> std::result::Result<(), CloseReason> {
@@ -816,29 +733,6 @@ impl Reactor {
         for key in keys {
             self.close(key, why.clone());
         }
-    }
-
-    /// This worker's post on the board: its table and its figures.
-    fn post_on_board(&mut self) {
-        let table = self.view().snapshot(DEFAULT_ROWS);
-        let (accepted, served) = (self.stats.accepted, self.stats.served);
-        let figures = self.live.figures(&self.conns, accepted, served);
-        let news = self.news();
-        if let Some(seat) = &mut self.seat {
-            seat.post(table, figures, news, self.now);
-        }
-    }
-
-    /// What changes when this worker has news for the board (see [`News`]).
-    fn news(&self) -> News {
-        let m = &self.live.metrics;
-        [
-            self.stats.accepted,
-            m.closed,
-            m.responses,
-            self.stats.served,
-            m.udp.map_or(0, |u| u.datagrams_in),
-        ]
     }
 
     /// The slab as the HTTP code sees it.

@@ -23,6 +23,7 @@ use mio::Waker;
 
 use crate::live::metrics::Figures;
 use crate::table::ConnTable;
+use crate::table::DEFAULT_ROWS;
 
 /// How often a worker posts its table when nobody has asked lately.
 pub const PUBLISH_QUIET: Duration = Duration::from_secs(1);
@@ -197,6 +198,32 @@ impl Seat {
         self.board.post(self.index, table, figures, now);
         self.posted_at = now;
         self.posted = Some(news);
+    }
+}
+
+/// The reactor's side of its seat: what it posts, and what counts as news.
+impl super::Reactor {
+    /// This worker's post on the board: its table and its figures.
+    pub(super) fn post_on_board(&mut self) {
+        let table = self.view().snapshot(DEFAULT_ROWS);
+        let (accepted, served) = (self.stats.accepted, self.stats.served);
+        let figures = self.live.figures(&self.conns, accepted, served);
+        let news = self.news();
+        if let Some(seat) = &mut self.seat {
+            seat.post(table, figures, news, self.now);
+        }
+    }
+
+    /// What changes when this worker has news for the board (see [`News`]).
+    pub(super) fn news(&self) -> News {
+        let m = &self.live.metrics;
+        [
+            self.stats.accepted,
+            m.closed,
+            m.responses,
+            self.stats.served,
+            m.udp.map_or(0, |u| u.datagrams_in),
+        ]
     }
 }
 

@@ -3,6 +3,7 @@
 //! the lingering count, reclaiming at the cap.
 
 use super::*;
+use crate::http;
 use crate::listener::ListenOptions;
 use crate::sink::Output;
 use std::io::Write;
