@@ -426,7 +426,9 @@ impl Session {
         let next = match body {
             BodyKind::None => {
                 let reply = routes::respond(&route, &answer, ctx, out);
-                access_log(ctx, &Request::of(head), reply.status, reply.body_bytes);
+                if access_log_on(ctx) {
+                    access_log(ctx, &Request::of(head), reply.status, reply.body_bytes);
+                }
                 self.account(reply, answer, progress);
                 return;
             }
