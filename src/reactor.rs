@@ -420,19 +420,28 @@ impl Reactor {
 
     /// Acts on what a connection decided: the one place where a connection
     /// that was served closes, lingers, waits or takes another turn.
+    #[inline]
     fn act(&mut self, key: usize, verdict: Verdict) {
         match verdict {
             Verdict::Close(why) => return self.close(key, why),
-            Verdict::Linger => self.live.lingering(),
             Verdict::AnotherTurn => self.schedule(key),
             Verdict::Wait => {}
+            Verdict::Linger => {
+                self.live.lingering();
+                if self.conns[key].next_step() == Step::Discard {
+                    self.schedule(key); // the client is still sending: read more next turn
+                }
+            }
         }
-        if verdict == Verdict::Linger && self.conns[key].next_step() == Step::Discard {
-            self.schedule(key); // the client is still sending: read more next turn
+        // What it holds (its body may have opened a file or a directory, or
+        // let it go), when it is due, and whether it may make room.
+        let conn = &mut self.conns[key];
+        let change = conn.recount_descriptor();
+        self.bodies_held = self.bodies_held.saturating_add_signed(change);
+        if let Some(when) = conn.rearm(self.now, &self.config.timeouts) {
+            self.timers.push(when, key, conn.serial());
         }
-        self.recount_descriptor(key);
-        self.rearm(key);
-        self.reclaim.offer(key, &self.conns[key]);
+        self.reclaim.offer(key, conn);
     }
 
     /// Reads until the socket is empty or this turn's share of input
@@ -469,13 +478,6 @@ impl Reactor {
             .map_err(|e| CloseReason::Failed(e.to_string()))?;
         self.stats.served += served;
         Ok(())
-    }
-
-    /// Keeps [`Reactor::bodies_held`] true after a connection was served:
-    /// its body may have opened a file or a directory, or let it go.
-    fn recount_descriptor(&mut self, key: usize) {
-        let change = self.conns[key].recount_descriptor();
-        self.bodies_held = self.bodies_held.saturating_add_signed(change);
     }
 
     /// Puts a connection on the ready list: it has work that needs no event

@@ -611,6 +611,7 @@ impl Connection {
     /// connection that owes nothing more finishes (see
     /// [`finish`](Connection::finish)); one with work that no event will
     /// announce takes another turn; the rest wait.
+    #[inline]
     pub fn after_serving(&mut self, buf: &mut [u8], now: Instant) -> Verdict {
         if self.is_done() {
             self.finish(buf, now)
