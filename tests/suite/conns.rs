@@ -1,15 +1,14 @@
 //! `fivetuple conns`, black-box: the kernel's table agrees with the sockets
 //! the test itself opened.
 
-mod common;
-mod privilege;
-
 use std::collections::HashSet;
 use std::net::{TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_until, Server};
+use crate::common::{wait_until, Server};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
 fn conns(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(common::bin())
@@ -359,10 +358,7 @@ fn comparable(row: &str) -> Vec<String> {
 #[test]
 fn the_table_matches_the_real_netstat() {
     if Command::new("netstat").arg("--version").output().is_err() {
-        privilege::skip(
-            "conns::the_table_matches_the_real_netstat",
-            "netstat (apt-get install net-tools)",
-        );
+        privilege::skip(this_test!(), "netstat (apt-get install net-tools)");
         return;
     }
     // An IPv6 socket bound to an IPv4-mapped address: loopback only, and
@@ -434,10 +430,7 @@ fn processes_of_other_users_show_a_dash_and_a_note_as_in_netstat() {
     let mut cmd = match privilege::as_unprivileged_user(common::bin()) {
         Ok(cmd) => cmd,
         Err(need) => {
-            privilege::skip(
-                "conns::processes_of_other_users_show_a_dash_and_a_note_as_in_netstat",
-                &need,
-            );
+            privilege::skip(this_test!(), &need);
             return;
         }
     };
