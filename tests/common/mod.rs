@@ -126,11 +126,10 @@ impl Server {
         with_timeouts(socket.into())
     }
 
-    /// A connection with a cramped receive buffer (4 KiB asked; the
-    /// kernel's minimum where that is more): what the server writes to it
-    /// piles up on the server's side as soon as the test stops reading, so
-    /// a big answer is sent over many turns, each when the test has made
-    /// room.
+    /// A connection with a cramped receive buffer (4 KiB asked, which the
+    /// kernel doubles): what the server writes to it piles up on the
+    /// server's side as soon as the test stops reading, so a big answer is
+    /// sent over many turns, each when the test has made room.
     pub fn connect_cramped(&self) -> TcpStream {
         self.connect_with_receive_buffer(4096)
     }

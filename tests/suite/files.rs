@@ -744,8 +744,8 @@ fn a_small_file_behind_a_big_one_waits_its_turn() {
     let site = sample_site("behind");
     let whole = fs::read(site.join("big.bin")).unwrap();
     let server = serve(&site, &[]);
-    // A slow reader, so that the big body is sent over many turns while
-    // the small request waits behind it.
+    // A cramped receive buffer, so that the big body is sent over many
+    // turns while the small request waits behind it.
     let mut s = server.connect_cramped();
     s.write_all(
         b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n\
