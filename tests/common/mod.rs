@@ -34,6 +34,9 @@ pub struct Server {
     pub addr: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads that collect stdout and stderr, line by line; each ends
+    /// when the server has exited and its last line is in.
+    readers: [thread::JoinHandle<()>; 2],
 }
 
 impl Server {
@@ -63,7 +66,7 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let out = BufReader::new(child.stdout.take().expect("stdout"));
         let out_lines = stdout.clone();
-        thread::spawn(move || {
+        let out_reader = thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("listening on ") {
                     // `ADDR`, or `ADDR (tcp and udp)` with --udp.
@@ -75,7 +78,7 @@ impl Server {
         });
         let err = BufReader::new(child.stderr.take().expect("stderr"));
         let err_lines = stderr.clone();
-        thread::spawn(move || {
+        let err_reader = thread::spawn(move || {
             for line in err.lines().map_while(Result::ok) {
                 err_lines.lock().unwrap().push(line);
             }
@@ -95,6 +98,7 @@ impl Server {
             addr,
             stdout,
             stderr,
+            readers: [out_reader, err_reader],
         }
     }
 
@@ -158,11 +162,20 @@ impl Server {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
-    /// Waits for the server to exit, failing the test after `limit`.
+    /// Waits for the server to exit, and for all it printed to be read
+    /// ([`stdout`](Self::stdout) then holds its last line), failing the
+    /// test after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let read = poll_until(deadline.saturating_duration_since(Instant::now()), || {
+                    self.readers.iter().all(thread::JoinHandle::is_finished)
+                });
+                assert!(
+                    read,
+                    "server exited, but its output did not end within {limit:?}"
+                );
                 return status;
             }
             assert!(
