@@ -91,7 +91,8 @@ install: built
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/fivetuple
 
-# Every test, in every test file: a failing file does not stop the others
+# Every test, in every test binary (the unit tests; tests/suite, all the
+# integration tests; the soak): a failing binary does not stop the others
 # (--no-fail-fast). Tests that need what this user or machine lacks skip
 # themselves; the totals at the end count them apart and name them, so no
 # skip goes unseen. The exit status is cargo's: non-zero if any failed.

@@ -5,6 +5,14 @@
 //!
 //! `make test` runs it for a few seconds; `make soak` for minutes
 //! (FIVETUPLE_SOAK_SECS sets the length).
+//!
+//! A test binary of its own, not a module of tests/suite, because it must
+//! run alone. Its threads keep both cores of a small machine busy for the
+//! whole run: beside it, the suite's tests that bound how long something
+//! takes (an answer within 250 ms while others flood the server) would
+//! measure the soak rather than the server; and `make soak` runs it by
+//! name for minutes (`cargo test --test soak`). Cargo runs test binaries
+//! one after another, so this one never overlaps the suite.
 
 mod common;
 

@@ -34,6 +34,9 @@ pub struct Server {
     pub addr: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads that collect stdout and stderr, line by line; each ends
+    /// when the server has exited and its last line is in.
+    readers: [thread::JoinHandle<()>; 2],
 }
 
 impl Server {
@@ -63,7 +66,7 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let out = BufReader::new(child.stdout.take().expect("stdout"));
         let out_lines = stdout.clone();
-        thread::spawn(move || {
+        let out_reader = thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("listening on ") {
                     // `ADDR`, or `ADDR (tcp and udp)` with --udp.
@@ -75,7 +78,7 @@ impl Server {
         });
         let err = BufReader::new(child.stderr.take().expect("stderr"));
         let err_lines = stderr.clone();
-        thread::spawn(move || {
+        let err_reader = thread::spawn(move || {
             for line in err.lines().map_while(Result::ok) {
                 err_lines.lock().unwrap().push(line);
             }
@@ -95,6 +98,7 @@ impl Server {
             addr,
             stdout,
             stderr,
+            readers: [out_reader, err_reader],
         }
     }
 
@@ -126,6 +130,21 @@ impl Server {
         with_timeouts(socket.into())
     }
 
+    /// A connection with a cramped receive buffer (4 KiB asked, which the
+    /// kernel doubles): what the server writes to it piles up on the
+    /// server's side as soon as the test stops reading, so a big answer is
+    /// sent over many turns, each when the test has made room.
+    pub fn connect_cramped(&self) -> TcpStream {
+        self.connect_with_receive_buffer(4096)
+    }
+
+    /// A connection with a roomy receive buffer (4 MiB asked, as far as
+    /// `net.core.rmem_max` allows): an answer of a few hundred KiB fits in
+    /// it whole, so the server finishes writing before the test reads.
+    pub fn connect_roomy(&self) -> TcpStream {
+        self.connect_with_receive_buffer(4 << 20)
+    }
+
     /// One GET on a fresh connection.
     pub fn get(&self, path: &str) -> Response {
         let mut s = self.connect();
@@ -143,11 +162,20 @@ impl Server {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
-    /// Waits for the server to exit, failing the test after `limit`.
+    /// Waits for the server to exit, and for all it printed to be read
+    /// ([`stdout`](Self::stdout) then holds its last line), failing the
+    /// test after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let read = poll_until(deadline.saturating_duration_since(Instant::now()), || {
+                    self.readers.iter().all(thread::JoinHandle::is_finished)
+                });
+                assert!(
+                    read,
+                    "server exited, but its output did not end within {limit:?}"
+                );
                 return status;
             }
             assert!(
@@ -282,19 +310,51 @@ pub fn raise_fd_limit() -> u64 {
     })
 }
 
-/// Descriptors this process keeps back from [`Descriptors::lend`]: the
-/// harness's own, the servers' pipes, and the tests that open a handful
-/// of connections each while a big one runs beside them.
-const FD_SPARE: usize = 256;
+/// Descriptors this process keeps back from [`Descriptors::lend`] for
+/// itself: the harness's own, and the pipes to the servers' output.
+const FD_SPARE_HARNESS: usize = 64;
+
+/// Descriptors kept back for each test that may run beside a borrower:
+/// tests that borrow none still open up to a couple of hundred sockets
+/// (a hundred clients of a download, two hundred UDP sources).
+const FD_SPARE_PER_TEST: usize = 256;
 
 /// How long a test waits for descriptors that other tests in this process
 /// hold, before it fails: longer than any of them holds theirs.
 const FD_WAIT: Duration = Duration::from_secs(300);
 
+/// How many tests the harness runs at once: `--test-threads N`, else
+/// `RUST_TEST_THREADS`, else one per core, as libtest decides.
+pub fn test_threads() -> usize {
+    let mut args = std::env::args();
+    let mut from_args = None;
+    while let Some(arg) = args.next() {
+        if arg == "--test-threads" {
+            from_args = args.next();
+        } else if let Some(n) = arg.strip_prefix("--test-threads=") {
+            from_args = Some(n.to_string());
+        }
+    }
+    from_args
+        .or_else(|| std::env::var("RUST_TEST_THREADS").ok())
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// What [`Descriptors::lend`] keeps back of `limit`: the harness's share,
+/// and one per test that may run beside a borrower, so that those tests
+/// find room whatever the borrower holds; never more than half the limit,
+/// so that a small limit still leaves the borrowers something.
+fn fd_spare(limit: usize, threads: usize) -> usize {
+    let beside = threads.saturating_sub(1);
+    (FD_SPARE_HARNESS + beside * FD_SPARE_PER_TEST).min(limit / 2)
+}
+
 /// The descriptors of this process that are lent out, and a way to wait
 /// for some to come back.
 struct FdPool {
-    /// All that can be lent: the soft limit, raised, less [`FD_SPARE`].
+    /// All that can be lent: the soft limit, raised, less [`fd_spare`].
     total: usize,
     lent: Mutex<usize>,
     returned: Condvar,
@@ -302,22 +362,23 @@ struct FdPool {
 
 fn fd_pool() -> &'static FdPool {
     static POOL: OnceLock<FdPool> = OnceLock::new();
-    POOL.get_or_init(|| FdPool {
-        total: usize::try_from(raise_fd_limit())
-            .unwrap_or(usize::MAX)
-            .saturating_sub(FD_SPARE),
-        lent: Mutex::new(0),
-        returned: Condvar::new(),
+    POOL.get_or_init(|| {
+        let limit = usize::try_from(raise_fd_limit()).unwrap_or(usize::MAX);
+        FdPool {
+            total: limit - fd_spare(limit, test_threads()),
+            lent: Mutex::new(0),
+            returned: Condvar::new(),
+        }
     })
 }
 
 /// A share of this process's open-files limit, held by one test that opens
-/// many connections at once, and given back when dropped. Tests in one
-/// file run in parallel threads of one process, under one limit: two that
-/// each hold a thousand connections do not fit under a soft limit of 1024,
-/// and under a small hard limit even one may not. Lending makes each take
-/// its share in turn, so every test gets the same number whatever runs
-/// beside it.
+/// many connections at once, and given back when dropped. Every module of
+/// the suite runs in parallel threads of one process, under one limit: two
+/// tests that each hold a thousand connections, from the same module or
+/// two, do not fit under a soft limit of 1024, and under a small hard limit
+/// even one may not. Lending makes each take its share in turn, so every
+/// test gets the same number whatever runs beside it.
 pub struct Descriptors {
     count: usize,
 }
@@ -693,9 +754,9 @@ pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     all
 }
 
-/// Open file descriptors of a process (0 once it is gone).
+/// How many descriptors a process has open (0 once it is gone).
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+    open_fds(pid).len()
 }
 
 /// The descriptor numbers a process has open, in order (none once it is gone).

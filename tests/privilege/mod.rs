@@ -24,8 +24,8 @@
 //! smaller instead, and notes it the same way in `smaller-tests.txt`
 //! (`SMALLER <test>: ...`); that is not a failure under
 //! `FIVETUPLE_NO_SKIP`. The descriptors themselves are lent by
-//! `common::Descriptors`, so every test file that uses this module also
-//! declares `mod common;`.
+//! `common::Descriptors`, so a test binary that declares this module
+//! declares `mod common;` beside it (tests/suite/main.rs).
 
 #![allow(dead_code)]
 
@@ -42,14 +42,17 @@ pub const SKIP_LOG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.
 /// `make test` reads it too.
 pub const SMALLER_LOG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/smaller-tests.txt");
 
-/// The name of the test function it is used in, as `file::function`: the
-/// name the skip and note lines give.
+/// The name of the test function it is used in, as `module::function`:
+/// the name the test harness gives it, and the skip and note lines too.
+/// (The path of `here` starts with the test binary's own name, `suite::`,
+/// which the harness leaves out.)
 #[allow(unused_macros)]
 macro_rules! this_test {
     () => {{
         fn here() {}
         let name = std::any::type_name_of_val(&here);
-        name.strip_suffix("::here").unwrap_or(name)
+        let name = name.strip_suffix("::here").unwrap_or(name);
+        name.split_once("::").map_or(name, |(_binary, test)| test)
     }};
 }
 #[allow(unused_imports)]

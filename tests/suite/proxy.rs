@@ -4,16 +4,14 @@
 //! The last test puts a real HAProxy in front of two fivetuple instances
 //! (it skips where HAProxy is not installed).
 
-mod common;
-mod privilege;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{read_response, read_to_close, wait_until, Server, TempDir};
-use privilege::this_test;
+use crate::common::{read_response, read_to_close, wait_until, Server, TempDir};
+use crate::privilege;
+use crate::privilege::this_test;
 
 const WHOAMI: &[u8] = b"GET /_/whoami HTTP/1.1\r\nHost: x\r\n\r\n";
 

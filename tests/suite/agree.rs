@@ -2,14 +2,13 @@
 //! kernel's table (`fivetuple conns`), and what each client saw
 //! (`fivetuple connect`) name the same set of (local, remote) pairs.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{read_response, wait_until, Server};
+use crate::common;
+use crate::common::{read_response, wait_until, Server};
 
 type Pairs = BTreeSet<(String, String)>;
 

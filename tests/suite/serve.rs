@@ -1,18 +1,16 @@
 //! `fivetuple serve`, black-box: the real binary on 127.0.0.1:0, raw bytes
 //! on real sockets, the server's own table read back over HTTP.
 
-mod common;
-mod privilege;
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{read_response, read_response_to, read_to_close, wait_until, Server};
-use privilege::this_test;
+use crate::common::{read_response, read_response_to, read_to_close, wait_until, Server};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -134,6 +132,46 @@ fn a_hundred_pipelined_requests_in_one_write_are_answered_in_order() {
     }
 }
 
+/// At most this many bytes in each read of a [`SlowReader`].
+const SLOW_READ_BYTES: usize = 4096;
+
+/// A reader that takes its time, as a client on a slow link does: it
+/// pauses before each read and takes at most [`SLOW_READ_BYTES`] at once.
+/// (The pause is what is being tested, not a wait for something to
+/// happen.) It is slow for `slow_for`, then reads at full speed, so that a
+/// test reading megabytes through it ends in bounded time whatever the
+/// machine's socket buffers hold.
+struct SlowReader {
+    socket: TcpStream,
+    pause: Duration,
+    slow_until: Instant,
+    /// How many reads it has made with a pause before them.
+    slow_reads: usize,
+}
+
+impl SlowReader {
+    fn new(socket: TcpStream, pause: Duration, slow_for: Duration) -> SlowReader {
+        SlowReader {
+            socket,
+            pause,
+            slow_until: Instant::now() + slow_for,
+            slow_reads: 0,
+        }
+    }
+}
+
+impl Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() >= self.slow_until {
+            return self.socket.read(buf);
+        }
+        std::thread::sleep(self.pause);
+        self.slow_reads += 1;
+        let n = buf.len().min(SLOW_READ_BYTES);
+        self.socket.read(&mut buf[..n])
+    }
+}
+
 #[test]
 fn thousands_of_pipelined_requests_to_a_slow_reader_all_arrive() {
     // More output than the socket buffers hold: the server must keep what the
@@ -146,11 +184,16 @@ fn thousands_of_pipelined_requests_to_a_slow_reader_all_arrive() {
         .and_then(|v| v.split_whitespace().nth(2)?.parse::<usize>().ok())
         .unwrap_or(4 << 20);
     let n = (send_max + (1 << 20)) / 100;
+    // Every other request asks for a page that is not there, so that the
+    // order of the answers shows: 200, 404, 200, ...
+    let pair = [HELLO, b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n"].concat();
+    let requests = pair.repeat(n.div_ceil(2));
+    let n = n.div_ceil(2) * 2;
     let server = Server::start(&["--quiet"]);
-    let s = server.connect_with_receive_buffer(4096);
+    let s = server.connect_cramped();
     let writer = {
         let mut w = s.try_clone().unwrap();
-        std::thread::spawn(move || w.write_all(&HELLO.repeat(n)).unwrap())
+        std::thread::spawn(move || w.write_all(&requests).unwrap())
     };
     // The slow reader reads nothing until the server holds answers that the
     // kernel would not take: its row in the table says "writing" (and stays
@@ -167,13 +210,25 @@ fn thousands_of_pipelined_requests_to_a_slow_reader_all_arrive() {
     });
     let answered = row["requests"].as_u64().unwrap();
     assert!(answered < n as u64, "{row}");
-    // Then everything arrives, in order.
-    let mut s = BufReader::new(s);
+    // Then it reads, slowly: a millisecond's pause before each read of at
+    // most 4 KiB, so the server sends the rest over many turns, each when
+    // the reader has made a little room. Two seconds of that, a couple of
+    // thousand reads, is most of the answers; whatever is left then is
+    // read at full speed, so that the test ends in bounded time. Everything
+    // arrives, in order.
+    let slow = SlowReader::new(s, Duration::from_millis(1), Duration::from_secs(2));
+    let mut s = BufReader::with_capacity(SLOW_READ_BYTES, slow);
     for i in 0..n {
         let r = read_response(&mut s).unwrap_or_else(|| panic!("response {i} of {n}"));
-        assert_eq!(r.body, b"Hello, World!", "response {i}");
+        let want = if i % 2 == 0 { 200 } else { 404 };
+        assert_eq!(r.status, want, "response {i} of {n}");
     }
     writer.join().unwrap();
+    let slow_reads = s.get_ref().slow_reads;
+    assert!(
+        slow_reads >= 100,
+        "only {slow_reads} reads were slow: the reader was not slow"
+    );
 }
 
 #[test]

@@ -8,9 +8,6 @@
 //! its backlog, what a thousand table requests cost everyone else, and what
 //! happens when streamed files bring the server to its descriptor limit.
 
-mod common;
-mod privilege;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -19,8 +16,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{fd_count, read_response, read_response_to, wait_until, Server, TempDir};
-use privilege::this_test;
+use crate::common::{fd_count, read_response, read_response_to, wait_until, Server, TempDir};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
 const HELLO: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: x\r\n\r\n";
 const HELLO_CLOSE: &[u8] = b"GET /_/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";

@@ -3,9 +3,8 @@
 //! three different remote addresses on one local port. It needs root to
 //! create namespaces, and skips with one line where it cannot.
 
-mod common;
-mod privilege;
-
+use crate::privilege::this_test;
+use crate::{common, privilege};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -58,7 +57,7 @@ fn can_make_namespaces(test: &str) -> bool {
 fn three_client_hosts_show_three_remote_addresses_on_one_port() {
     if !can_make_namespaces("three") {
         return privilege::skip(
-            "three_client_hosts_show_three_remote_addresses_on_one_port",
+            this_test!(),
             "root, to make network namespaces (ip netns add)",
         );
     }
@@ -100,7 +99,7 @@ fn three_client_hosts_show_three_remote_addresses_on_one_port() {
 fn ctrl_c_leaves_no_host_behind() {
     if !can_make_namespaces("ctrl_c") {
         return privilege::skip(
-            "ctrl_c_leaves_no_host_behind",
+            this_test!(),
             "root, to make network namespaces (ip netns add)",
         );
     }

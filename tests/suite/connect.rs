@@ -1,8 +1,5 @@
 //! `fivetuple connect`, black-box: what a user types, what they see.
 
-mod common;
-mod privilege;
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -10,7 +7,11 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{run_connect as connect, stdout_and_stderr as text, wait_until, Server};
+use crate::common::{
+    run_connect as connect, stdout_and_stderr as text, wait_until, Server, TempDir,
+};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
 /// Splits `tcp A:p -> B:q connected in 120 µs, sent 13 B, received 0 B`.
 fn parse_line(line: &str) -> Option<(String, String, String)> {
@@ -457,20 +458,15 @@ echo "$LO $((LO + 9))" > /proc/sys/net/ipv4/ip_local_port_range
 
 #[test]
 fn running_out_of_ports_says_so_and_more_sources_go_past_it() {
-    let dir = std::env::temp_dir().join(format!("fivetuple-ports-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("ports");
     let script = format!(
         "cd {}\n{START_SERVER}\n\
          \"$BIN\" connect \"$ADDR\" -n 20 --hold 0.2 > one.txt || echo \"exit $?\" >> one.txt\n\
          \"$BIN\" connect \"$ADDR\" -n 20 --hold 0.2 --source 127.0.0.2,127.0.0.3 > two.txt || echo \"exit $?\" >> two.txt\n\
          kill $SERVER\ncat one.txt; echo ===; cat two.txt",
-        dir.display()
+        dir.arg()
     );
-    let out = in_own_namespace(
-        "connect::running_out_of_ports_says_so_and_more_sources_go_past_it",
-        &script,
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    let out = in_own_namespace(this_test!(), &script);
     let Some(out) = out else { return };
     let (one, two) = out.split_once("===\n").unwrap();
     assert_eq!(

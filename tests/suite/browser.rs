@@ -11,11 +11,8 @@
 //! driver. Where Chromium is missing or cannot start, the test skips
 //! (tests/privilege); `scripts/install-test-tools` installs it.
 //!
-//! `FIVETUPLE_SCREENSHOT=docs/live.png cargo test --release --test browser`
+//! `FIVETUPLE_SCREENSHOT=docs/live.png cargo test --release --test suite browser::`
 //! also saves what the browser shows once the five rows are in.
-
-mod common;
-mod privilege;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -27,8 +24,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Server, TempDir};
-use privilege::this_test;
+use crate::common::{wait_until, Server, TempDir};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 use serde_json::{json, Value};
 
 /// A headless Chromium and the pipes of its DevTools protocol.

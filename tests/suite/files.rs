@@ -1,64 +1,48 @@
 //! `fivetuple serve --dir`: parity with `python3 -m http.server` where it is
 //! right, and the safe answer where it is not.
 
-mod common;
-mod privilege;
-
 use std::fs;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{read_response, read_response_to, rss_kib, Response, Server};
+use crate::common::{
+    fd_count, open_fds, read_response, read_response_to, rss_kib, Response, Server, TempDir,
+};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
-/// A generated site in a temp dir, removed on drop.
-struct Site {
-    dir: PathBuf,
+/// A generated site in a directory of its own, removed when dropped.
+fn sample_site(name: &str) -> TempDir {
+    let site = TempDir::new(name);
+    let dir = site.path();
+    fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    fs::create_dir_all(dir.join("with space")).unwrap();
+    fs::write(dir.join("a.txt"), "hello\n").unwrap();
+    fs::write(dir.join("sub/index.html"), "<h1>sub</h1>\n").unwrap();
+    fs::write(dir.join("sub/deeper/data.json"), "{\"x\": 1}\n").unwrap();
+    fs::write(dir.join("with space/été.txt"), "été\n").unwrap();
+    fs::write(dir.join("<b>&.txt"), "angle\n").unwrap();
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs::write(dir.join("big.bin"), big).unwrap();
+    std::os::unix::fs::symlink("a.txt", dir.join("link-in")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link-out")).unwrap();
+    // Links that stay inside, written the ways people write them.
+    std::os::unix::fs::symlink(dir.join("a.txt"), dir.join("link-abs-in")).unwrap();
+    std::os::unix::fs::symlink(dir.join("sub"), dir.join("dir-abs-in")).unwrap();
+    let own_name = dir.file_name().unwrap().to_str().unwrap();
+    let back_in = format!("../{own_name}/a.txt");
+    std::os::unix::fs::symlink(back_in, dir.join("out-and-back")).unwrap();
+    site
 }
 
-impl Site {
-    fn new(name: &str) -> Site {
-        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("sub/deeper")).unwrap();
-        fs::create_dir_all(dir.join("with space")).unwrap();
-        fs::write(dir.join("a.txt"), "hello\n").unwrap();
-        fs::write(dir.join("sub/index.html"), "<h1>sub</h1>\n").unwrap();
-        fs::write(dir.join("sub/deeper/data.json"), "{\"x\": 1}\n").unwrap();
-        fs::write(dir.join("with space/été.txt"), "été\n").unwrap();
-        fs::write(dir.join("<b>&.txt"), "angle\n").unwrap();
-        let big: Vec<u8> = (0..5_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        fs::write(dir.join("big.bin"), big).unwrap();
-        std::os::unix::fs::symlink("a.txt", dir.join("link-in")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", dir.join("link-out")).unwrap();
-        // Links that stay inside, written the ways people write them.
-        std::os::unix::fs::symlink(dir.join("a.txt"), dir.join("link-abs-in")).unwrap();
-        std::os::unix::fs::symlink(dir.join("sub"), dir.join("dir-abs-in")).unwrap();
-        let own_name = dir.file_name().unwrap().to_str().unwrap();
-        let back_in = format!("../{own_name}/a.txt");
-        std::os::unix::fs::symlink(back_in, dir.join("out-and-back")).unwrap();
-        Site { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn serve(site: &Site, extra: &[&str]) -> Server {
-    let dir = site.dir.to_str().unwrap();
-    Server::start(&[&["--dir", dir, "--quiet"], extra].concat())
+fn serve(site: &TempDir, extra: &[&str]) -> Server {
+    Server::start(&[&["--dir", site.arg(), "--quiet"], extra].concat())
 }
 
 /// One raw request (the path exactly as given) on a fresh connection.
@@ -140,9 +124,9 @@ fn essence(r: &Response) -> String {
 
 #[test]
 fn same_answers_as_pythons_http_server_where_python_is_right() {
-    let site = Site::new("diff");
+    let site = sample_site("diff");
     let ours = serve(&site, &[]);
-    let python = Python::start(&site.dir);
+    let python = Python::start(site.path());
     // (method, path, compare Content-Length too)
     let same = [
         ("GET", "/", false),
@@ -215,7 +199,7 @@ fn same_answers_as_pythons_http_server_where_python_is_right() {
 
 #[test]
 fn traversal_in_every_spelling_is_refused() {
-    let site = Site::new("traversal");
+    let site = sample_site("traversal");
     let server = serve(&site, &[]);
     let cases = [
         ("/..", 400),
@@ -246,7 +230,7 @@ fn traversal_in_every_spelling_is_refused() {
 
 #[test]
 fn symlinks_out_need_follow_symlinks() {
-    let site = Site::new("links");
+    let site = sample_site("links");
     let strict = serve(&site, &[]);
     for inside in ["/link-in", "/link-abs-in", "/out-and-back"] {
         assert_eq!(get(&strict, inside).body, b"hello\n", "{inside}");
@@ -260,8 +244,8 @@ fn symlinks_out_need_follow_symlinks() {
 
 #[test]
 fn redirects_never_start_with_two_slashes() {
-    let site = Site::new("redirect");
-    fs::create_dir_all(site.path("evil.example")).unwrap();
+    let site = sample_site("redirect");
+    fs::create_dir_all(site.join("evil.example")).unwrap();
     let server = serve(&site, &[]);
     for path in [
         "//evil.example",
@@ -333,7 +317,7 @@ fn rows(page: &str) -> Vec<&str> {
 
 #[test]
 fn listings_escape_names_and_show_size_and_time() {
-    let site = Site::new("listing");
+    let site = sample_site("listing");
     let server = serve(&site, &[]);
     let page = get(&server, "/").text();
     assert!(page.contains("&lt;b&gt;&amp;.txt"), "{page}");
@@ -389,9 +373,9 @@ fn listings_escape_names_and_show_size_and_time() {
 
 #[test]
 fn listings_are_in_pythons_order() {
-    let site = Site::new("order");
+    let site = sample_site("order");
     for dir in ["binutils", "binutils-common", "Zeta", "tree/b-c", "tree/b"] {
-        fs::create_dir_all(site.path(dir)).unwrap();
+        fs::create_dir_all(site.join(dir)).unwrap();
     }
     for file in [
         "B.txt",
@@ -402,10 +386,10 @@ fn listings_are_in_pythons_order() {
         "tree/B.md",
         "tree/a",
     ] {
-        fs::write(site.path(file), "x").unwrap();
+        fs::write(site.join(file), "x").unwrap();
     }
     let ours = serve(&site, &[]);
-    let python = Python::start(&site.dir);
+    let python = Python::start(site.path());
     for path in ["/", "/tree/"] {
         let a = get(&ours, path);
         let b = raw(python.addr, "GET", path, "");
@@ -423,9 +407,9 @@ fn listings_are_in_pythons_order() {
 
 #[test]
 fn ranges_and_conditionals() {
-    let site = Site::new("ranges");
+    let site = sample_site("ranges");
     let server = serve(&site, &[]);
-    let whole = fs::read(site.path("big.bin")).unwrap();
+    let whole = fs::read(site.join("big.bin")).unwrap();
     let r = raw(server.addr, "GET", "/big.bin", "Range: bytes=100-199\r\n");
     assert_eq!(r.status, 206);
     assert_eq!(r.header("Content-Range"), Some("bytes 100-199/5000000"));
@@ -490,7 +474,7 @@ fn ranges_and_conditionals() {
 
 #[test]
 fn if_match_and_if_unmodified_since_refuse_a_changed_file_with_412() {
-    let site = Site::new("preconditions");
+    let site = sample_site("preconditions");
     let server = serve(&site, &[]);
     let first = get(&server, "/a.txt");
     let etag = first.header("ETag").unwrap().to_string();
@@ -557,7 +541,7 @@ fn if_match_and_if_unmodified_since_refuse_a_changed_file_with_412() {
 
 #[test]
 fn text_says_it_is_utf8() {
-    let site = Site::new("charset");
+    let site = sample_site("charset");
     let server = serve(&site, &[]);
     let cases = [
         ("/a.txt", "text/plain; charset=utf-8"),
@@ -580,7 +564,7 @@ fn text_says_it_is_utf8() {
 
 #[test]
 fn keep_alive_across_files_and_methods() {
-    let site = Site::new("keepalive");
+    let site = sample_site("keepalive");
     let server = serve(&site, &[]);
     let mut s = server.connect();
     for _ in 0..3 {
@@ -598,20 +582,20 @@ fn keep_alive_across_files_and_methods() {
 
 #[test]
 fn unreadable_files_get_403() {
-    let site = Site::new("forbidden");
-    fs::write(site.path("secret.txt"), "secret\n").unwrap();
+    let site = sample_site("forbidden");
+    fs::write(site.join("secret.txt"), "secret\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(site.path("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(site.join("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
     for dir in [
-        site.dir.clone(),
-        site.path("sub"),
-        site.path("sub/deeper"),
-        site.path("with space"),
+        site.path().to_path_buf(),
+        site.join("sub"),
+        site.join("sub/deeper"),
+        site.join("with space"),
     ] {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
     for f in ["a.txt", "big.bin", "sub/index.html"] {
-        fs::set_permissions(site.path(f), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(site.join(f), fs::Permissions::from_mode(0o644)).unwrap();
     }
     // SAFETY: geteuid only reads the process's credentials.
     let server = if unsafe { libc::geteuid() } == 0 {
@@ -624,7 +608,7 @@ fn unreadable_files_get_403() {
             common::bin(),
         ])
         .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&site.dir);
+        .arg(site.path());
         Server::spawn(cmd, &[])
     } else {
         // Anyone else is already refused by mode 000.
@@ -632,19 +616,6 @@ fn unreadable_files_get_403() {
     };
     assert_eq!(get(&server, "/secret.txt").status, 403);
     assert_eq!(get(&server, "/a.txt").status, 200);
-}
-
-/// A connection whose receive buffer is tiny (set before connecting: set
-/// after, it makes the kernel fall back on slow zero-window probes), so
-/// that the server has most of a big body still to send while we do not
-/// read.
-fn slow_reader(server: &Server) -> std::net::TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let s: std::net::TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
 }
 
 /// Reads a response head byte by byte; its Content-Length.
@@ -664,11 +635,11 @@ fn read_head_length(s: &mut std::net::TcpStream) -> usize {
 
 #[test]
 fn a_file_that_shrinks_mid_transfer_ends_the_connection_cleanly() {
-    let site = Site::new("shrink");
-    let whole = fs::read(site.path("big.bin")).unwrap();
+    let site = sample_site("shrink");
+    let whole = fs::read(site.join("big.bin")).unwrap();
     let server = serve(&site, &[]);
     let baseline = open_fds(server.pid());
-    let mut s = slow_reader(&server);
+    let mut s = server.connect_cramped();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     assert_eq!(read_head_length(&mut s), 5_000_000);
@@ -677,7 +648,7 @@ fn a_file_that_shrinks_mid_transfer_ends_the_connection_cleanly() {
     // The server is now blocked on our slow reading; cut the file short.
     fs::OpenOptions::new()
         .write(true)
-        .open(site.path("big.bin"))
+        .open(site.join("big.bin"))
         .unwrap()
         .set_len(100_000)
         .unwrap();
@@ -701,7 +672,7 @@ fn a_file_that_shrinks_mid_transfer_ends_the_connection_cleanly() {
         open_fds(server.pid()) == baseline
     });
     assert_eq!(get(&server, "/a.txt").status, 200);
-    fs::remove_file(site.path("a.txt")).unwrap();
+    fs::remove_file(site.join("a.txt")).unwrap();
     assert_eq!(get(&server, "/a.txt").status, 404);
 }
 
@@ -714,10 +685,10 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn downloads_are_exact_from_an_empty_file_to_a_megabyte() {
-    let site = Site::new("exact");
+    let site = sample_site("exact");
     let sizes = [0, 1, 4096, 8192, 8193, 65_536, 1_048_576 + 7];
     for n in sizes {
-        fs::write(site.path(&format!("f{n}")), pattern(n)).unwrap();
+        fs::write(site.join(&format!("f{n}")), pattern(n)).unwrap();
     }
     let server = serve(&site, &[]);
     let baseline = open_fds(server.pid());
@@ -770,12 +741,12 @@ fn downloads_are_exact_from_an_empty_file_to_a_megabyte() {
 
 #[test]
 fn a_small_file_behind_a_big_one_waits_its_turn() {
-    let site = Site::new("behind");
-    let whole = fs::read(site.path("big.bin")).unwrap();
+    let site = sample_site("behind");
+    let whole = fs::read(site.join("big.bin")).unwrap();
     let server = serve(&site, &[]);
-    // A slow reader, so that the big body is sent over many turns while
-    // the small request waits behind it.
-    let mut s = slow_reader(&server);
+    // A cramped receive buffer, so that the big body is sent over many
+    // turns while the small request waits behind it.
+    let mut s = server.connect_cramped();
     s.write_all(
         b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n\
           GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -796,35 +767,35 @@ fn a_small_file_behind_a_big_one_waits_its_turn() {
 
 #[test]
 fn a_file_is_closed_the_moment_its_body_is_sent() {
-    let site = Site::new("released");
+    let site = sample_site("released");
     let server = serve(&site, &[]);
-    let baseline = open_fds(server.pid()).len();
-    let mut s = slow_reader(&server);
+    let baseline = fd_count(server.pid());
+    let mut s = server.connect_cramped();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     assert_eq!(read_head_length(&mut s), 5_000_000);
     // Mid-body: the connection's socket and the file.
     common::wait_until(Duration::from_secs(10), || {
-        open_fds(server.pid()).len() == baseline + 2
+        fd_count(server.pid()) == baseline + 2
     });
     let mut body = vec![0u8; 5_000_000];
     s.read_exact(&mut body).unwrap();
     // The body is sent, the connection stays open (keep-alive): only the
     // socket is left.
     common::wait_until(Duration::from_secs(10), || {
-        open_fds(server.pid()).len() == baseline + 1
+        fd_count(server.pid()) == baseline + 1
     });
     drop(s);
     common::wait_until(Duration::from_secs(10), || {
-        open_fds(server.pid()).len() == baseline
+        fd_count(server.pid()) == baseline
     });
 }
 
 #[test]
 fn a_hundred_clients_download_five_megabytes_with_bounded_memory() {
-    let site = Site::new("hundred");
+    let site = sample_site("hundred");
     let server = serve(&site, &[]);
-    let whole = std::sync::Arc::new(fs::read(site.path("big.bin")).unwrap());
+    let whole = std::sync::Arc::new(fs::read(site.join("big.bin")).unwrap());
     let base = rss_kib(server.pid());
     let pid = server.pid();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base));
@@ -887,8 +858,8 @@ fn a_missing_directory_is_one_line_and_exit_2() {
 
 #[test]
 fn control_characters_in_request_lines_are_escaped_in_the_log() {
-    let site = Site::new("log");
-    let server = Server::start(&["--dir", site.dir.to_str().unwrap()]);
+    let site = sample_site("log");
+    let server = Server::start(&["--dir", site.arg()]);
     let mut s = server.connect();
     s.write_all(b"GET /\x1b[31mred\x07 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
@@ -901,46 +872,26 @@ fn control_characters_in_request_lines_are_escaped_in_the_log() {
     );
 }
 
-/// A directory beside the served one, removed on drop.
-struct Outside {
-    dir: PathBuf,
-}
-
-impl Outside {
-    fn new(name: &str) -> Outside {
-        let dir = std::env::temp_dir().join(format!("fivetuple-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Outside { dir }
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn a_file_swapped_for_a_link_out_never_serves_the_secret() {
     // The served tree and, beside it, a secret. A writer in the tree swaps
     // race.txt between a plain file and a link to ../outside/secret.txt,
     // as fast as it can, while clients ask for race.txt.
-    let site = Site::new("race");
-    let outside = Outside::new("race-outside");
+    let site = sample_site("race");
+    let outside = TempDir::new("race-outside");
     let secret = format!("TOP-SECRET-{}", std::process::id());
-    fs::write(outside.dir.join("secret.txt"), &secret).unwrap();
+    fs::write(outside.join("secret.txt"), &secret).unwrap();
     let target = format!(
         "../{}/secret.txt",
-        outside.dir.file_name().unwrap().to_str().unwrap()
+        outside.path().file_name().unwrap().to_str().unwrap()
     );
-    fs::write(site.path("race.txt"), "just a file\n").unwrap();
+    fs::write(site.join("race.txt"), "just a file\n").unwrap();
     let server = serve(&site, &[]);
     assert_eq!(get(&server, "/race.txt").body, b"just a file\n");
 
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
-        let (dir, stop) = (site.dir.clone(), stop.clone());
+        let (dir, stop) = (site.path().to_path_buf(), stop.clone());
         std::thread::spawn(move || {
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -1001,11 +952,11 @@ fn a_file_swapped_for_a_link_out_never_serves_the_secret() {
 
 #[test]
 fn what_the_client_asks_wrongly_is_4xx_not_500() {
-    let site = Site::new("mistakes");
-    std::os::unix::fs::symlink("loop-b", site.path("loop-a")).unwrap();
-    std::os::unix::fs::symlink("loop-a", site.path("loop-b")).unwrap();
+    let site = sample_site("mistakes");
+    std::os::unix::fs::symlink("loop-b", site.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", site.join("loop-b")).unwrap();
     let long_name = "n".repeat(255);
-    fs::write(site.path(&long_name), "long\n").unwrap();
+    fs::write(site.join(&long_name), "long\n").unwrap();
     for extra in [&[][..], &["--follow-symlinks"][..]] {
         let server = serve(&site, extra);
         let cases = [
@@ -1032,16 +983,6 @@ fn what_the_client_asks_wrongly_is_4xx_not_500() {
         assert_eq!(r.body, b"he");
         assert_eq!(r.header("Content-Range"), Some("bytes 0-1/6"));
     }
-}
-
-/// The descriptor numbers a process has open, in order.
-fn open_fds(pid: u32) -> Vec<i32> {
-    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    fds.sort_unstable();
-    fds
 }
 
 /// Sets the soft open-files limit of process `pid`; returns the old limits.
@@ -1074,7 +1015,7 @@ fn set_fd_limit(pid: u32, soft: u64) -> libc::rlimit {
 
 #[test]
 fn out_of_descriptors_is_503_with_retry_after() {
-    let site = Site::new("emfile");
+    let site = sample_site("emfile");
     let server = serve(&site, &[]);
     let open = open_fds(server.pid());
     assert_eq!(get(&server, "/a.txt").status, 200);
@@ -1111,13 +1052,13 @@ fn resolve_href(base: &str, href: &str) -> String {
 
 #[test]
 fn every_link_in_a_listing_opens_and_what_cannot_is_marked() {
-    let site = Site::new("clickable");
-    fs::write(site.path("back\\slash.txt"), "x\n").unwrap();
-    std::os::unix::fs::symlink("nothing", site.path("dangling")).unwrap();
-    std::os::unix::fs::symlink("loop-b", site.path("loop-a")).unwrap();
-    std::os::unix::fs::symlink("loop-a", site.path("loop-b")).unwrap();
-    std::os::unix::fs::symlink("../../..", site.path("sub/way-up")).unwrap();
-    let fifo = std::ffi::CString::new(site.path("fifo").to_str().unwrap()).unwrap();
+    let site = sample_site("clickable");
+    fs::write(site.join("back\\slash.txt"), "x\n").unwrap();
+    std::os::unix::fs::symlink("nothing", site.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("loop-b", site.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", site.join("loop-b")).unwrap();
+    std::os::unix::fs::symlink("../../..", site.join("sub/way-up")).unwrap();
+    let fifo = std::ffi::CString::new(site.join("fifo").to_str().unwrap()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path that lives through the call.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let server = serve(&site, &[]);
@@ -1181,12 +1122,12 @@ fn every_link_in_a_listing_opens_and_what_cannot_is_marked() {
 
 #[test]
 fn a_folder_named_underscore_is_named_at_start_and_in_the_listing() {
-    let site = Site::new("underscore");
-    fs::create_dir_all(site.path("_")).unwrap();
-    fs::write(site.path("_/notes.txt"), "notes\n").unwrap();
+    let site = sample_site("underscore");
+    fs::create_dir_all(site.join("_")).unwrap();
+    fs::write(site.join("_/notes.txt"), "notes\n").unwrap();
     // Only a directory at the root is hidden: a file `_`, or `_` below, is not.
-    fs::create_dir_all(site.path("with space/_")).unwrap();
-    fs::write(site.path("with space/_/deep.txt"), "deep\n").unwrap();
+    fs::create_dir_all(site.join("with space/_")).unwrap();
+    fs::write(site.join("with space/_/deep.txt"), "deep\n").unwrap();
     let server = serve(&site, &[]);
     let line = server.wait_for_log("is not served", Duration::from_secs(10));
     assert!(line.contains("WARN") && line.contains("/_/"), "{line}");
@@ -1201,7 +1142,7 @@ fn a_folder_named_underscore_is_named_at_start_and_in_the_listing() {
     assert_eq!(get(&server, "/_/notes.txt").status, 404);
     assert_eq!(get(&server, "/with%20space/_/deep.txt").body, b"deep\n");
     // Without such a folder, no warning.
-    let plain = Site::new("no-underscore");
+    let plain = sample_site("no-underscore");
     let server = serve(&plain, &[]);
     server.wait_for_log("files are opened", Duration::from_secs(10));
     assert!(!server.stderr().iter().any(|l| l.contains("is not served")));
@@ -1210,7 +1151,7 @@ fn a_folder_named_underscore_is_named_at_start_and_in_the_listing() {
 #[test]
 fn robots_txt_keeps_crawlers_out_of_the_live_pages() {
     let bare = Server::start(&["--quiet"]);
-    let site = Site::new("robots");
+    let site = sample_site("robots");
     let served = serve(&site, &[]);
     for server in [&bare, &served] {
         let r = server.get("/robots.txt");
@@ -1235,18 +1176,17 @@ fn robots_txt_keeps_crawlers_out_of_the_live_pages() {
         assert!(!page.contains("href=\"/_/events\""), "{path}: {page}");
     }
     // A directory's own robots.txt wins.
-    fs::write(site.path("robots.txt"), "User-agent: *\nAllow: /\n").unwrap();
+    fs::write(site.join("robots.txt"), "User-agent: *\nAllow: /\n").unwrap();
     assert_eq!(served.get("/robots.txt").body, b"User-agent: *\nAllow: /\n");
 }
 
 #[test]
 fn a_mirror_of_the_server_finishes() {
-    let test = "a_mirror_of_the_server_finishes";
     if Command::new("wget").arg("--version").output().is_err() {
-        return privilege::skip(test, "wget (apt-get install wget)");
+        return privilege::skip(this_test!(), "wget (apt-get install wget)");
     }
-    let site = Site::new("mirror");
-    fs::remove_file(site.path("big.bin")).unwrap();
+    let site = sample_site("mirror");
+    fs::remove_file(site.join("big.bin")).unwrap();
     let bare = Server::start(&["--quiet"]);
     let served = serve(&site, &[]);
     let runs = [
@@ -1257,14 +1197,14 @@ fn a_mirror_of_the_server_finishes() {
         (&served, "robots=off"),
     ];
     for (i, (server, robots)) in runs.into_iter().enumerate() {
-        let into = Outside::new(&format!("mirror-{i}"));
+        let into = TempDir::new(&format!("mirror-{i}"));
         let url = format!("http://{}/", server.addr);
         // `timeout` ends a crawl that hangs, as one on the event stream did.
         let out = Command::new("timeout")
             .args([
                 "60", "wget", "-q", "-r", "-np", "-l", "2", "-e", robots, "-P",
             ])
-            .arg(&into.dir)
+            .arg(into.path())
             .arg(&url)
             .output()
             .expect("timeout and wget");
@@ -1273,7 +1213,7 @@ fn a_mirror_of_the_server_finishes() {
             code.is_some() && code != Some(124),
             "{url} with {robots}: the mirror did not finish ({code:?})"
         );
-        let mirrored = into.dir.join(server.addr.to_string());
+        let mirrored = into.join(&server.addr.to_string());
         assert!(mirrored.join("index.html").is_file(), "{robots}");
         assert!(
             !mirrored.join("_/events").exists(),

@@ -5,17 +5,15 @@
 //! answers; an event stream names its worker; `--pin` pins each worker to
 //! one of the cores it was given; a signal stops them all.
 
-mod common;
-mod privilege;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{read_response, wait_until, Server};
-use privilege::this_test;
+use crate::common::{read_response, wait_until, Server};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
 const WHOAMI: &[u8] = b"GET /_/whoami HTTP/1.1\r\nHost: x\r\n\r\n";
 const METRICS: &[u8] = b"GET /_/metrics HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -40,7 +38,7 @@ fn hold_on_both_workers(server: &Server) -> Vec<TcpStream> {
 }
 
 /// The samples of a scrape, `name{labels}` → value (the strict parser's
-/// test is in tests/live.rs).
+/// test is in tests/suite/live.rs).
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -383,7 +381,7 @@ fn one_workers_downloads_do_not_fill_another_workers_share() {
         if !downloads.is_empty() {
             break;
         }
-        let mut c = server.connect_with_receive_buffer(4096);
+        let mut c = server.connect_cramped();
         if whoami(&mut c) == Some(0) {
             c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();

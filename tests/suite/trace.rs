@@ -5,13 +5,11 @@
 //! once numbers (ports, sizes, durations) are set aside. So the page cannot
 //! go stale when the trace or the reactor changes.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{read_response, wait_until, Server};
+use crate::common::{read_response, wait_until, Server};
 
 /// The lines of every ```trace block of the page, in order, blank lines included.
 fn doc_trace() -> Vec<String> {

@@ -1,14 +1,13 @@
 //! Hostile and broken clients, one rule at a time: the exact bytes on the
 //! wire and the exact answer expected.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common;
+use crate::common::{
     cpu_ticks, fd_count, read_response, read_response_to, read_to_close, rss_kib, wait_until,
     Server, TempDir,
 };

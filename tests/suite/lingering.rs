@@ -9,14 +9,12 @@
 //! late, after the server has decided to close, and check that every answer
 //! arrives whole and the stream ends with a clean EOF.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{read_response, wait_until, Server, TempDir};
+use crate::common::{read_response, wait_until, Server, TempDir};
 
 /// The file whose answer must survive. Larger than one turn's output (so it
 /// streams) and small enough to sit whole in the client's receive buffer
@@ -45,12 +43,6 @@ fn phase_of(server: &Server, client: &TcpStream) -> Option<String> {
         .map(|r| r["phase"].as_str().unwrap_or("").to_string())
 }
 
-/// A client whose receive buffer is large enough to hold the whole answer
-/// unread, so that the server gets to its close before we read.
-fn roomy_client(server: &Server) -> TcpStream {
-    server.connect_with_receive_buffer(4 << 20)
-}
-
 /// Reads the answers owed, then expects a clean end of stream, not a reset.
 fn read_owed_answers(client: &mut TcpStream, second_status: u16) {
     client
@@ -72,7 +64,7 @@ fn read_owed_answers(client: &mut TcpStream, second_status: u16) {
 fn a_bad_request_behind_a_download_does_not_reset_the_download() {
     let site = site("linger-bad");
     let server = Server::start(&["--quiet", "--dir", site.arg()]);
-    let mut client = roomy_client(&server);
+    let mut client = server.connect_roomy();
     let mut bytes = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\nBAD LINE HERE\r\n".to_vec();
     bytes.extend(std::iter::repeat_n(b'x', 64 * 1024));
     client.write_all(&bytes).unwrap();
@@ -88,7 +80,7 @@ fn a_bad_request_behind_a_download_does_not_reset_the_download() {
 fn a_refused_body_still_being_sent_does_not_reset_the_answers_before_it() {
     let site = site("linger-body");
     let server = Server::start(&["--quiet", "--dir", site.arg()]);
-    let mut client = roomy_client(&server);
+    let mut client = server.connect_roomy();
     client
         .write_all(
             b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n\

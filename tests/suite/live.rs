@@ -8,9 +8,6 @@
 //! it comes; the test reads events from those bytes while the stream is
 //! open, and the checker has the last word once the server closes it.
 
-mod common;
-mod privilege;
-
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -19,8 +16,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{read_response, read_response_to, rss_kib, wait_until, Response, Server, TempDir};
-use privilege::this_test;
+use crate::common::{
+    read_response, read_response_to, rss_kib, wait_until, Response, Server, TempDir,
+};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 use serde_json::Value;
 
 const EVENTS: &[u8] = b"GET /_/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n";
@@ -194,15 +194,6 @@ fn churn(server: &Server, n: usize) {
     }
 }
 
-/// A socket whose receive buffer is small from the start, so that what the
-/// server writes to it piles up on the server once the client stops reading.
-fn slow_socket(server: &Server) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    socket.into()
-}
-
 #[test]
 fn the_live_page_is_at_slash_underscore_and_the_intro_at_about() {
     let server = Server::start(&["--quiet"]);
@@ -324,7 +315,7 @@ fn a_head_request_or_a_pipelined_one_does_not_become_part_of_a_stream() {
 #[test]
 fn a_slow_reader_is_told_to_resync_and_costs_the_server_a_bounded_queue() {
     let server = Server::start(&["--quiet"]);
-    let mut slow = slow_socket(&server);
+    let mut slow = server.connect_cramped();
     slow.write_all(EVENTS).unwrap();
     wait_until(Duration::from_secs(10), || {
         metric(&server, "fivetuple_event_subscribers") == 1.0
@@ -351,7 +342,7 @@ fn a_slow_reader_is_told_to_resync_and_costs_the_server_a_bounded_queue() {
 #[test]
 fn a_subscriber_that_stops_reading_is_closed_by_the_send_timeout() {
     let server = Server::start(&["--quiet", "--send-timeout", "1"]);
-    let mut slow = slow_socket(&server);
+    let mut slow = server.connect_cramped();
     slow.write_all(EVENTS).unwrap();
     wait_until(Duration::from_secs(10), || {
         metric(&server, "fivetuple_event_subscribers") == 1.0

@@ -2,15 +2,13 @@
 //! whole connection table (`/_/conns?all`) comes in chunks, complete and
 //! well framed, and clients asking for it never hold up anyone else.
 
-mod common;
-mod privilege;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{read_response_to, Server};
-use privilege::this_test;
+use crate::common::{read_response_to, Server};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 
 /// `n` idle connections, once the server holds them all.
 fn hold(server: &Server, n: usize) -> Vec<TcpStream> {

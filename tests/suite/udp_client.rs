@@ -6,15 +6,14 @@
 //! Most tests answer from a small responder thread of their own, so that
 //! they can also answer wrongly; one runs against `fivetuple serve --udp`.
 
-mod common;
-mod privilege;
-
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{run_connect as connect, stdout_and_stderr as text, Server};
+use crate::common::{run_connect as connect, stdout_and_stderr as text, Server, TempDir};
+use crate::privilege;
+use crate::privilege::this_test;
 use fivetuple::udp::LONGEST_ANSWER;
 
 /// fivetuple's answer to a datagram of `n` bytes from `peer`, received on `local`.
@@ -97,7 +96,7 @@ fn each_socket_has_its_own_port_and_the_server_names_it() {
 fn ipv6_works_the_same() {
     let Ok(probe) = UdpSocket::bind("[::1]:0") else {
         return privilege::skip(
-            privilege::this_test!(),
+            this_test!(),
             "an IPv6 loopback address (::1), which this machine lacks",
         );
     };
@@ -235,8 +234,8 @@ fn no_answer_ends_at_the_timeout() {
 
 #[test]
 fn bad_udp_arguments_are_one_line_and_exit_2() {
-    let big = std::env::temp_dir().join(format!("fivetuple-big-{}", std::process::id()));
-    std::fs::write(&big, vec![b'x'; 70_000]).unwrap();
+    let dir = TempDir::new("big-payload");
+    let big = dir.write("big", vec![b'x'; 70_000]);
     let big_path = big.to_str().unwrap();
     for args in [
         &["-m", "udp", "-t", "127.0.0.1:9", "--payload-file", big_path][..],
@@ -252,5 +251,4 @@ fn bad_udp_arguments_are_one_line_and_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
-    std::fs::remove_file(&big).unwrap();
 }

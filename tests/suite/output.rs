@@ -3,14 +3,13 @@
 //! line that gets out), never a client's answer. And the access log is a
 //! format log tools read.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, read_response, wait_until, Server};
+use crate::common;
+use crate::common::{bin, read_response, wait_until, Server, TempDir};
 
 /// A server whose stdout and stderr are pipes that nobody reads (after its
 /// `listening on` line), as with `fivetuple serve 2>&1 | less` left alone.
@@ -172,9 +171,7 @@ fn a_reader_of_the_trace_that_stops_cannot_stop_the_server() {
 
 #[test]
 fn the_access_log_is_the_combined_log_format_with_the_connection() {
-    let dir = std::env::temp_dir().join(format!("fivetuple-access-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("access");
     let path = dir.join("access.log");
     let server = Server::start(&["--access-log", path.to_str().unwrap()]);
     let mut s = server.connect();
@@ -231,6 +228,4 @@ fn the_access_log_is_the_combined_log_format_with_the_connection() {
         !server.stderr().iter().any(|l| l.contains("GET /_/hello")),
         "the access log went to stderr too"
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

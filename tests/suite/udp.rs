@@ -10,16 +10,14 @@
 //! network namespace of their own (the test runs itself again there, see
 //! [`forging`]); where neither is possible the test skips (tests/privilege).
 
-mod common;
-mod privilege;
-
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{rss_kib, run_connect, wait_until, Server};
+use crate::common::{rss_kib, run_connect, wait_until, Server};
+use crate::privilege;
 use fivetuple::udp::{LONGEST_ANSWER, MAX_FLOWS};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -378,10 +376,11 @@ fn packet(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
 const IN_OWN_NAMESPACE: &str = "FIVETUPLE_TEST_IN_OWN_NAMESPACE";
 
 /// Runs `body` with a [`Forger`]: here if this process may open a raw
-/// socket (root); otherwise the test (`name`, a function of this file)
-/// runs again, whole, in a network namespace of its own where this user
-/// may (`unshare --user --map-root-user --net`), and passes if it passes
-/// there; where neither is allowed, it skips.
+/// socket (root); otherwise the test (`name`, a function of this module)
+/// runs again, whole and alone (`udp::NAME --exact`), in a network
+/// namespace of its own where this user may (`unshare --user
+/// --map-root-user --net`), and passes if it passes there; where neither
+/// is allowed, it skips.
 fn forging(name: &str, body: impl FnOnce(Forger)) {
     let here = Forger::new();
     if std::env::var_os(IN_OWN_NAMESPACE).is_some() {
@@ -403,7 +402,7 @@ fn forging(name: &str, body: impl FnOnce(Forger)) {
         .args(&unshare[1..])
         .args(["sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
         .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([&test, "--exact", "--nocapture", "--test-threads=1"])
         .env(IN_OWN_NAMESPACE, "1")
         .output()
         .expect("unshare (util-linux) runs the test in its own network namespace");

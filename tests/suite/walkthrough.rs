@@ -18,14 +18,14 @@
 //! neither is to be had, that one step is skipped (visibly, see
 //! `tests/privilege`) and the rest of the page still runs.
 
-mod common;
-mod privilege;
-
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{wait_until, Server};
+use crate::common::{wait_until, Server};
+use crate::privilege::this_test;
+use crate::{common, privilege};
 use fivetuple::procnet::{self, Protocols, TcpState};
 
 struct Step {
@@ -146,7 +146,7 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut server: Option<Server> = None;
-    let mut background: Vec<Child> = Vec::new();
+    let mut background: Vec<Background> = Vec::new();
     // A port no server of this test listens on yet, for the first step.
     let free_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -196,8 +196,10 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
                 Ok(prefix) => prefix,
                 Err(need) => {
                     privilege::skip(
-                        "walkthrough::every_command_in_the_walkthrough_prints_what_the_page_shows \
-                         (only its step `unshare --net sh docs/run-out-of-ports.sh`)",
+                        &format!(
+                            "{} (only its step `unshare --net sh docs/run-out-of-ports.sh`)",
+                            this_test!()
+                        ),
                         &need,
                     );
                     continue;
@@ -212,7 +214,7 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
         if command.ends_with('&') {
             let server = server.as_ref().expect("a server for background clients");
             let before = open_connections(server);
-            background.push(sh.stdout(Stdio::null()).spawn().unwrap());
+            background.push(Background::spawn(sh));
             wait_until(Duration::from_secs(20), || {
                 open_connections(server) > before
             });
@@ -220,7 +222,18 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
         }
         let out = sh.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let actual: Vec<String> = stdout.lines().map(str::to_string).collect();
+        // Other tests start and stop servers all the while, and the kernel
+        // may give this test's server a port that one of theirs had a
+        // moment ago: that one's clients, in TIME_WAIT for a minute, name
+        // the port too, and `conns --port` lists them. This test leaves no
+        // TIME_WAIT of its own (see `open_connections`), so where the page
+        // shows none, such rows are another test's.
+        let page_shows_time_wait = step.expected.iter().any(|l| l.contains("TIME_WAIT"));
+        let actual: Vec<String> = stdout
+            .lines()
+            .filter(|l| page_shows_time_wait || !l.contains("TIME_WAIT"))
+            .map(str::to_string)
+            .collect();
         assert_eq!(
             shapes(&actual),
             shapes(&step.expected),
@@ -228,9 +241,28 @@ fn every_command_in_the_walkthrough_prints_what_the_page_shows() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for mut child in background {
-        let _ = child.kill();
-        let _ = child.wait();
+}
+
+/// A command of the page run in the background (`... &`), in a process
+/// group of its own, all of which is killed when this is dropped, also
+/// when the test fails: `sh` may run the client as a child rather than
+/// become it, and a client left holding the test's stderr for the rest of
+/// its `--hold` keeps `cargo test` waiting after the tests have ended.
+struct Background(Child);
+
+impl Background {
+    fn spawn(mut sh: Command) -> Background {
+        sh.process_group(0).stdout(Stdio::null());
+        Background(sh.spawn().expect("sh runs the page's command"))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group of a child we spawned as its
+        // leader and have not reaped, so the group is still ours.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
     }
 }
 
