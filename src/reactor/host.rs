@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use slab::Slab;
 
 use super::board::Seat;
@@ -103,58 +104,66 @@ impl Host for SlabView<'_> {
         };
         let now = Instant::now();
         seat.board.ask(seat.index, now);
-        if format == Format::Json {
-            out.extend_from_slice(b"{\"workers\":[\n");
-        }
+        let mut workers = Vec::with_capacity(seat.board.len());
         for index in 0..seat.board.len() {
-            let (age, table) = match index == seat.index {
-                true => (Duration::ZERO, None),
-                false => match seat.board.latest(index) {
-                    Some((at, table)) => (now.saturating_duration_since(at), Some(table)),
-                    None => (Duration::ZERO, None),
-                },
+            // Each table as its own rendering (this worker's live, with the
+            // requester's row marked; the others' as last posted).
+            let (age, table) = if index == seat.index {
+                let mut mine = Vec::new();
+                self.write_table(me, format, rows, &mut mine);
+                (Some(Duration::ZERO), Some(mine))
+            } else {
+                match seat.board.latest(index) {
+                    Some((at, table)) => {
+                        let mut theirs = Vec::new();
+                        table.render(format).write_for(None, &mut theirs);
+                        (Some(now.saturating_duration_since(at)), Some(theirs))
+                    }
+                    None => (None, None),
+                }
             };
-            match format {
-                Format::Text => {
-                    let _ = writeln!(
-                        ByteString(out),
-                        "--- worker {index}{}",
-                        match (index == seat.index, &table) {
-                            (true, _) => " (yours, live)".to_string(),
-                            (false, Some(_)) => format!(" (as of {} ms ago)", age.as_millis()),
-                            (false, None) => " (no table posted yet: ask again)".to_string(),
-                        }
-                    );
-                }
-                Format::Json => {
-                    let _ = write!(
-                        ByteString(out),
-                        "{}{{\"worker\":{index},\"age_ms\":{},\"table\":",
-                        if index > 0 { ",\n" } else { "" },
-                        age.as_millis()
-                    );
+            workers.push((index, age, table));
+        }
+        match format {
+            Format::Text => {
+                for (index, age, table) in workers {
+                    let said = match (index == seat.index, age) {
+                        (true, _) => " (yours, live)".to_string(),
+                        (false, Some(age)) => format!(" (as of {} ms ago)", age.as_millis()),
+                        (false, None) => " (no table posted yet: ask again)".to_string(),
+                    };
+                    let _ = writeln!(ByteString(out), "--- worker {index}{said}");
+                    out.extend_from_slice(table.as_deref().unwrap_or_default());
+                    out.push(b'\n');
                 }
             }
-            if index == seat.index {
-                self.write_table(me, format, rows, out);
-            } else if let Some(table) = table {
-                table.render(format).write_for(None, out);
-            } else if format == Format::Json {
-                out.extend_from_slice(b"null");
-            }
-            if format == Format::Json {
-                // The table ends with a newline; the object closes after it.
-                if out.last() == Some(&b'\n') {
-                    out.pop();
+            Format::Json => {
+                // The tables are JSON already (rendered by serde in
+                // `crate::table`): they go in as they are, and serde writes
+                // what holds them.
+                #[derive(serde::Serialize)]
+                struct Worker {
+                    worker: usize,
+                    age_ms: u64,
+                    table: Option<Box<RawValue>>,
                 }
-                out.push(b'}');
-            }
-            if format == Format::Text {
+                #[derive(serde::Serialize)]
+                struct Workers {
+                    workers: Vec<Worker>,
+                }
+                let workers = workers
+                    .into_iter()
+                    .map(|(index, age, table)| Worker {
+                        worker: index,
+                        age_ms: age.unwrap_or_default().as_millis() as u64,
+                        table: table
+                            .and_then(|t| String::from_utf8(t).ok())
+                            .and_then(|t| RawValue::from_string(t.trim_end().to_string()).ok()),
+                    })
+                    .collect();
+                let _ = serde_json::to_writer(&mut *out, &Workers { workers });
                 out.push(b'\n');
             }
-        }
-        if format == Format::Json {
-            out.extend_from_slice(b"]}\n");
         }
     }
 
