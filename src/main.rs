@@ -442,6 +442,8 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>, activation: Activation) -> Resu
     // To systemd (Type=notify), or to the previous copy, which then stops accepting.
     restart::notify_ready();
     let summary = reactor.run()?;
+    // A new copy that a SIGTERM interrupted is stopped before this one exits.
+    restart::wait_until_settled(restart::SETTLE);
     if let Some(pid) = summary.handed_over_to {
         let finished = summary.open_at_handover - summary.cut_after_handover;
         stdout.write(

@@ -830,7 +830,11 @@ impl Reactor {
         // for a key closed now is dropped (see `freed_in_turn`).
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            if self.conns[key].on_shutdown() {
+            // In a handover, a connection whose first request has not come
+            // yet is kept for it: its client connected to ask something,
+            // and closing now would turn a restart into a reset for it.
+            let fresh = self.stats.handed_over_to.is_some() && self.conns[key].counters().0 == 0;
+            if self.conns[key].on_shutdown() && !fresh {
                 self.close(key, CloseReason::Shutdown);
             }
         }

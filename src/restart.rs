@@ -39,7 +39,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,10 @@ const CHILD_CHECK: Duration = Duration::from_millis(50);
 /// SIGTERM before it is killed.
 const STOP_CHILD: Duration = Duration::from_secs(1);
 
+/// How long a process that stops waits for a restart under way to settle:
+/// the restart thread's own turn to see the signal, and [`STOP_CHILD`].
+pub const SETTLE: Duration = Duration::from_secs(3);
+
 /// Where this process stands in the line of restarts, read from the
 /// environment at the start of `main` (see [`Lineage::take_from_env`]).
 #[derive(Debug)]
@@ -88,6 +92,26 @@ pub struct Lineage {
 }
 
 static LINEAGE: OnceLock<Lineage> = OnceLock::new();
+
+/// Whether a new copy is being started and watched (true) or not; the
+/// process waits for `false` before it exits ([`wait_until_settled`]), so
+/// that a new copy it started is never left behind unwatched.
+static UNDER_WAY: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+fn set_under_way(on: bool) {
+    let (lock, changed) = &UNDER_WAY;
+    *lock.lock().unwrap_or_else(|e| e.into_inner()) = on;
+    changed.notify_all();
+}
+
+/// Waits (at most `limit`) until no restart is under way: one that a
+/// SIGTERM interrupted has stopped its new copy, one that succeeded has
+/// handed over. Called by `main` before the process exits.
+pub fn wait_until_settled(limit: Duration) {
+    let (lock, changed) = &UNDER_WAY;
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = changed.wait_timeout_while(guard, limit, |under_way| *under_way);
+}
 
 /// Restarts that this process tried and that failed (the new copy did
 /// not start, exited, or was not ready in time); for `/_/metrics`.
@@ -327,6 +351,7 @@ impl RestartThread {
                     self.handover.ready_timeout
                 );
                 self.attempt = Some(attempt);
+                set_under_way(true);
             }
             Err(why) => {
                 FAILED.fetch_add(1, Ordering::Relaxed);
@@ -346,6 +371,7 @@ impl RestartThread {
                 "signal {signal} during a restart: stopped the new copy (pid {pid}) before it \
                  took over; shutting down"
             );
+            set_under_way(false);
         }
         self.handover.sockets.clear();
         self.stopping = true;
@@ -361,11 +387,13 @@ impl RestartThread {
                 let pid = attempt.child.id();
                 self.attempt = None;
                 self.hand_over(pid);
+                set_under_way(false);
             }
             Outcome::Failed(why) => {
                 self.attempt = None;
                 FAILED.fetch_add(1, Ordering::Relaxed);
                 warn!("SIGHUP: restart failed: {why}; still serving");
+                set_under_way(false);
             }
         }
     }
