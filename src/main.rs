@@ -379,6 +379,7 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>, activation: Activation) -> Resu
         proxy_protocol: args.proxy_protocol,
         output,
     };
+    let inherited_sockets = inherited.is_some();
     let reactor = match inherited {
         Some(inherited) => Pool::bind_or_take(config, args.workers, args.pin, Some(inherited))?,
         None => bind_first(&spec, &candidates, config, args.workers, args.pin)?,
@@ -412,7 +413,13 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>, activation: Activation) -> Resu
         grace: shutdown_grace,
     })?;
     let addr = reactor.local_addr();
-    if reactor.workers() > 1 {
+    if reactor.workers() > 1 && inherited_sockets {
+        log::info!(
+            "{} workers on {addr}, sharing the sockets they were given (one accept queue \
+             per socket)",
+            reactor.workers()
+        );
+    } else if reactor.workers() > 1 {
         log::info!(
             "{} workers, each with its own listening socket on {addr} (SO_REUSEPORT)",
             reactor.workers()
