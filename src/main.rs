@@ -455,8 +455,8 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>, activation: Activation) -> Resu
         let finished = summary.open_at_handover - summary.cut_after_handover;
         stdout.write(
             format!(
-                "handed over to pid {pid}: finished {finished} of the {} open then, \
-                 {} cut at the end of the grace\n",
+                "handed over to pid {pid}: finished {finished} of the {} open then; \
+                 {} still open (idle, or unfinished) when the grace ran out\n",
                 count(summary.open_at_handover, "connection"),
                 summary.cut_after_handover
             )

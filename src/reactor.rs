@@ -830,11 +830,14 @@ impl Reactor {
         // for a key closed now is dropped (see `freed_in_turn`).
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            // In a handover, a connection whose first request has not come
-            // yet is kept for it: its client connected to ask something,
-            // and closing now would turn a restart into a reset for it.
-            let fresh = self.stats.handed_over_to.is_some() && self.conns[key].counters().0 == 0;
-            if self.conns[key].on_shutdown() && !fresh {
+            // In a handover no connection is closed here, not even an idle
+            // one: its client may be sending its next request this very
+            // moment, and a close would turn the restart into a reset for
+            // it. Each gets its next answer, marked `Connection: close`,
+            // and closes after it; what is still idle when the grace ends
+            // is closed then.
+            let handing_over = self.stats.handed_over_to.is_some();
+            if self.conns[key].on_shutdown() && !handing_over {
                 self.close(key, CloseReason::Shutdown);
             }
         }

@@ -219,12 +219,16 @@ impl Takeover {
     }
 }
 
+/// Copies of listening sockets to pass on, with their names for
+/// `LISTEN_FDNAMES` (`tcp`, `udp`), in the order the new copy gets them.
+pub type Sockets = Vec<(OwnedFd, &'static str)>;
+
 /// What the restart thread needs: copies of every listening socket (in
 /// the order the new copy gets them: each worker's listener, then the UDP
 /// socket), a line to each reactor, and the bounds.
 pub struct Handover {
     /// The sockets and their names for `LISTEN_FDNAMES` (`tcp`, `udp`).
-    pub sockets: Vec<(OwnedFd, &'static str)>,
+    pub sockets: Sockets,
     pub takeovers: Vec<Takeover>,
     /// How long the new copy gets to say it is ready.
     pub ready_timeout: Duration,

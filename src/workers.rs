@@ -36,7 +36,6 @@
 //! new copy takes over exactly the queues the old one had.
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread;
 
@@ -44,7 +43,7 @@ use crate::activation::Inherited;
 use crate::error::{Error, Result};
 use crate::reactor::board::Board;
 use crate::reactor::{Given, Reactor, ServerConfig, Summary};
-use crate::restart::Takeover;
+use crate::restart::{Sockets, Takeover};
 
 /// The reactors of `serve`, bound and ready to run: one, or one per worker.
 pub struct Pool {
@@ -165,7 +164,7 @@ impl Pool {
     /// Copies of every listening socket, in the order a restart passes
     /// them on (each worker's listener, then the UDP socket), and a line
     /// to each reactor to tell it that the new copy took over.
-    pub fn handover(&self) -> std::io::Result<(Vec<(OwnedFd, &'static str)>, Vec<Takeover>)> {
+    pub fn handover(&self) -> std::io::Result<(Sockets, Vec<Takeover>)> {
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         for reactor in &self.reactors {

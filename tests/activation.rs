@@ -31,7 +31,10 @@ fn whoami(addr: SocketAddr) -> Option<String> {
 #[test]
 fn systemd_socket_activate_starts_a_server_that_binds_nothing() {
     let Ok(activate) = tool("systemd-socket-activate", "systemd") else {
-        return skip(this_test!(), "systemd-socket-activate (Debian package systemd)");
+        return skip(
+            this_test!(),
+            "systemd-socket-activate (Debian package systemd)",
+        );
     };
     // The port is picked free, then given to systemd-socket-activate; if
     // someone takes it in between, it cannot bind and exits: try another.
@@ -39,7 +42,15 @@ fn systemd_socket_activate_starts_a_server_that_binds_nothing() {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut child = Command::new(&activate)
-            .args(["-l", &addr.to_string(), bin(), "serve", "--quiet", "--workers", "2"])
+            .args([
+                "-l",
+                &addr.to_string(),
+                bin(),
+                "serve",
+                "--quiet",
+                "--workers",
+                "2",
+            ])
             // --listen is left at its default, 0.0.0.0:500: never bound here.
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -63,10 +74,7 @@ fn systemd_socket_activate_starts_a_server_that_binds_nothing() {
             let _ = child.wait();
             continue;
         };
-        assert!(
-            answer.starts_with(&format!("tcp {addr} <- ")),
-            "{answer}"
-        );
+        assert!(answer.starts_with(&format!("tcp {addr} <- ")), "{answer}");
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let first = stdout.lines().next().unwrap().unwrap();
         assert_eq!(first, format!("listening on {addr}"));
@@ -147,20 +155,32 @@ fn variables_meant_for_another_process_are_left_alone() {
 #[test]
 fn a_user_that_does_not_exist_is_refused_before_serving() {
     let out = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--user", "no-such-user-5tuple"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "no-such-user-5tuple",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--user no-such-user-5tuple: no such user"), "{err}");
+    assert!(
+        err.contains("--user no-such-user-5tuple: no such user"),
+        "{err}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
 
 /// The `Uid:`, `Gid:` and `Groups:` lines of every thread of `pid`.
 fn credentials(pid: u32) -> Vec<String> {
     let mut lines = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         for line in status.lines() {
             if line.starts_with("Uid:") || line.starts_with("Gid:") || line.starts_with("Groups:") {
@@ -186,7 +206,10 @@ fn user_drops_root_in_every_thread_before_the_first_accept() {
         .unwrap()
         .to_string();
     let lines = credentials(server.pid());
-    assert!(lines.len() >= 9, "a main thread, two workers, sinks: {lines:?}");
+    assert!(
+        lines.len() >= 9,
+        "a main thread, two workers, sinks: {lines:?}"
+    );
     for line in &lines {
         let want = match line.split(' ').next() {
             Some("Uid:") => "Uid: 65534 65534 65534 65534".to_string(),
@@ -198,7 +221,10 @@ fn user_drops_root_in_every_thread_before_the_first_accept() {
     // It serves, as nobody.
     assert_eq!(server.get("/_/hello").status, 200);
     // No warning about serving as root.
-    assert!(!server.stderr().iter().any(|l| l.contains("serving as root")));
+    assert!(!server
+        .stderr()
+        .iter()
+        .any(|l| l.contains("serving as root")));
 }
 
 #[test]
@@ -209,6 +235,10 @@ fn started_as_root_without_user_it_says_so_once() {
     let server = Server::start(&["--quiet"]);
     server.wait_for_log("serving as root", Duration::from_secs(10));
     assert_eq!(server.get("/_/hello").status, 200);
-    let warned = server.stderr().iter().filter(|l| l.contains("serving as root")).count();
+    let warned = server
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("serving as root"))
+        .count();
     assert_eq!(warned, 1);
 }

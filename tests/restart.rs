@@ -3,8 +3,6 @@
 //! And when the new copy cannot take over, the old one goes on serving.
 
 mod common;
-#[allow(dead_code)]
-mod privilege;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{bin, fd_count, poll_until, rss_kib, wait_until, Server, TempDir};
 
@@ -33,8 +31,13 @@ impl Drop for Reap {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -134,7 +137,10 @@ fn keep_alive_client(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>)
         let mut reused = false;
         while !stop.load(Ordering::Relaxed) {
             let sent = s.write_all(HELLO_REQUEST);
-            match sent.map_err(|e| (0, e.to_string())).and_then(|()| read_hello(&mut s)) {
+            match sent
+                .map_err(|e| (0, e.to_string()))
+                .and_then(|()| read_hello(&mut s))
+            {
                 Ok(keep) => {
                     tally.answers.fetch_add(1, Ordering::Relaxed);
                     reused = true;
@@ -234,7 +240,10 @@ fn restarts_under_load_lose_no_connection_and_no_answer() {
     }
     // The first process said how many connections it finished after the handover.
     assert!(
-        server.stdout().iter().any(|l| l.starts_with("handed over to pid ")),
+        server
+            .stdout()
+            .iter()
+            .any(|l| l.starts_with("handed over to pid ")),
         "{:?}",
         server.stdout()
     );
@@ -298,11 +307,8 @@ fn a_new_binary_that_is_missing_crashes_or_never_says_ready_leaves_the_old_one_s
     assert!(line.contains("stopped it"), "{line}");
     still_serves(&server);
     // Nothing leaked: no child left, no notification directory left.
-    let children = std::fs::read_to_string(format!(
-        "/proc/{0}/task/{0}/children",
-        server.pid()
-    ))
-    .unwrap_or_default();
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.pid()))
+        .unwrap_or_default();
     assert_eq!(children.trim(), "", "children left: {children}");
     let leftover = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
@@ -353,7 +359,10 @@ fn sigterm_during_a_handover_stops_the_new_copy_and_exits_cleanly() {
     let mut server = start_own(&path, &["--restart-timeout", "20"]);
     replace_with_script(&path, "exec sleep 60");
     server.signal(libc::SIGHUP);
-    let line = server.wait_for_log("(generation 2) with the listening sockets", Duration::from_secs(10));
+    let line = server.wait_for_log(
+        "(generation 2) with the listening sockets",
+        Duration::from_secs(10),
+    );
     let child: u32 = line
         .split("started pid ")
         .nth(1)
@@ -361,7 +370,10 @@ fn sigterm_during_a_handover_stops_the_new_copy_and_exits_cleanly() {
         .and_then(|p| p.parse().ok())
         .unwrap();
     server.signal(libc::SIGTERM);
-    let line = server.wait_for_log("during a restart: stopped the new copy", Duration::from_secs(10));
+    let line = server.wait_for_log(
+        "during a restart: stopped the new copy",
+        Duration::from_secs(10),
+    );
     assert!(line.contains(&format!("pid {child}")), "{line}");
     assert!(server.wait_exit(Duration::from_secs(10)).success());
     assert!(!alive(child), "the new copy was left running");
