@@ -257,6 +257,16 @@ fn restarts_under_load_lose_no_connection_and_no_answer() {
 fn own_binary(dir: &TempDir) -> PathBuf {
     let path = dir.join("fivetuple");
     std::fs::copy(bin(), &path).expect("copy the binary");
+    // Another test's thread may fork while the copy is open for writing;
+    // its child holds that descriptor until it execs, and exec of a file
+    // open for writing fails with ETXTBSY meanwhile. It passes in a moment.
+    let runs = poll_until(Duration::from_secs(10), || {
+        Command::new(&path)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(runs, "{} does not run", path.display());
     path
 }
 
