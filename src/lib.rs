@@ -49,6 +49,12 @@
 //! - [`workers`]: `serve --workers N`, the pool that binds several
 //!   reactors on one port (SO_REUSEPORT) and runs each on its own thread;
 //!   they share nothing but the board (`reactor/board.rs`).
+//! - [`activation`]: listening sockets made before the server started
+//!   (systemd's socket activation, `LISTEN_FDS`), checked and taken.
+//! - [`restart`]: SIGHUP starts a new copy of the binary with the same
+//!   listening sockets and waits until it is ready (`NOTIFY_SOCKET`);
+//!   then this one stops accepting, finishes its connections and exits.
+//! - [`privileges`]: `serve --user`: bind as root, then drop to a user.
 //! - [`live`]: watching the loop: the live page (`/_/`) and its event
 //!   stream (`/_/events`), metrics (`/_/metrics`), and `serve --trace`.
 //! - [`timer`]: deadlines (header, idle, send timeouts) kept in a lazy
@@ -70,9 +76,12 @@
 //! `src/cli/` for `connect` and `conns`) reads the command line, calls the
 //! library, and prints what it returns.
 
-// One exception, in client/plan.rs: a setsockopt that no safe wrapper offers.
+// Two exceptions: in client/plan.rs, a setsockopt that no safe wrapper
+// offers; in activation.rs, taking ownership of the descriptors that socket
+// activation passes by number.
 #![deny(unsafe_code)]
 
+pub mod activation;
 pub mod client;
 pub mod connection;
 pub mod error;
@@ -80,9 +89,11 @@ pub mod files;
 pub mod http;
 pub mod listener;
 pub mod live;
+pub mod privileges;
 pub mod procnet;
 pub mod proxy;
 pub mod reactor;
+pub mod restart;
 pub mod sink;
 pub mod sys;
 pub mod table;

@@ -215,8 +215,16 @@ fn binary_path() -> String {
 
 /// Descriptors the server keeps for itself when `--max-conns` is not given:
 /// the listener, epoll, the signal pipe, logs and served files. A quarter of
-/// the limit at most, so that a small limit still leaves room for clients.
+/// the limit at most, so that a small limit still leaves room for clients,
+/// but never less than [`FD_OWN`] (or half the limit).
 pub const FD_RESERVE: u64 = 64;
+
+/// What the server holds whatever its clients do, counted at about 15 with
+/// one worker: the standard streams, each reactor's epoll, signal pipe and
+/// listener, and the restart thread's epoll, signal pipe, wakers and
+/// copies of the listening sockets (see `crate::restart`); and room for a
+/// served file being opened.
+pub const FD_OWN: u64 = 24;
 
 /// The default `--max-conns`: the open-files limit (as [`raise_fd_limit`]
 /// left it; 1024, the usual soft limit, when it could not be read) less
@@ -225,7 +233,7 @@ pub const FD_RESERVE: u64 = 64;
 /// `EMFILE`.
 pub fn default_max_conns(fd_limit: Option<u64>) -> usize {
     let limit = fd_limit.unwrap_or(1024);
-    let reserve = FD_RESERVE.min(limit / 4);
+    let reserve = FD_RESERVE.min(limit / 4).max(FD_OWN.min(limit / 2));
     usize::try_from(limit.saturating_sub(reserve))
         .unwrap_or(usize::MAX)
         .max(1)
@@ -350,6 +358,11 @@ mod tests {
             default_max_conns(Some(100)),
             75,
             "a quarter of a small limit"
+        );
+        assert_eq!(
+            default_max_conns(Some(64)),
+            40,
+            "never less than the server's own descriptors"
         );
         assert_eq!(default_max_conns(Some(0)), 1);
     }

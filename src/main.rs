@@ -13,14 +13,16 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use fivetuple::activation::{self, Activation};
 use fivetuple::files::Site;
 use fivetuple::http::parse::{Limits, HEADER_SLOTS};
 use fivetuple::listener::{self, ListenOptions, ListenSpec};
 use fivetuple::reactor::{ServerConfig, Timeouts};
+use fivetuple::restart::{self, Handover, Lineage};
 use fivetuple::sink::{Output, Sink};
 use fivetuple::sys::seconds;
 use fivetuple::workers::Pool;
-use fivetuple::{http, Error, Result};
+use fivetuple::{http, privileges, Error, Result};
 
 mod cli;
 
@@ -49,8 +51,14 @@ enum Command {
 that binds), :8500 (every address: [::] taking IPv4 clients too, or 0.0.0.0 without IPv6). \
 The `listening on ADDR` line on stdout names the address bound.
 
-Exit code: 0 after a clean shutdown (SIGINT, SIGTERM), 1 when the server cannot start or run \
-(the port is taken or needs privileges, say), 2 for bad arguments.")]
+Sockets made before the server starts are used in place of --listen: socket activation \
+(LISTEN_FDS, LISTEN_PID; `systemd-socket-activate -l 127.0.0.1:8500 fivetuple serve`, or \
+contrib/fivetuple.socket). SIGHUP restarts without losing a connection: a new copy of the \
+binary, read again from disk, takes the same listening sockets, and this one finishes its \
+connections and exits (docs/restarts.md).
+
+Exit code: 0 after a clean shutdown (SIGINT, SIGTERM) or a restart, 1 when the server cannot \
+start or run (the port is taken or needs privileges, say), 2 for bad arguments.")]
 struct ServeArgs {
     /// Where to listen: ADDRESS:PORT, HOST:PORT or :PORT (see below); ports below 1024 need root.
     #[arg(short, long, default_value = "0.0.0.0:500", value_name = "ADDR:PORT")]
@@ -122,6 +130,17 @@ struct ServeArgs {
     /// Print each turn of the event loop: what woke it, what it did with each event.
     #[arg(long)]
     trace: bool,
+    /// After binding, give up root for good and run as this user (nobody,
+    /// say), before the first accept and before any file is served.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// With --user, the group to run as [default: the user's own group].
+    #[arg(long, value_name = "NAME", requires = "user")]
+    group: Option<String>,
+    /// Seconds the new copy started by SIGHUP gets to say it is ready;
+    /// after that it is stopped and this one goes on serving.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    restart_timeout: f64,
     /// Not an option: the port goes in --listen. Hidden, and kept only to
     /// say so, since `--port` is what many servers take.
     #[arg(long, hide = true, num_args = 0..=1, value_name = "PORT")]
@@ -132,6 +151,23 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return argument_error(&e),
+    };
+    // Before any thread starts (the sinks below start writer threads): the
+    // sockets passed by socket activation or by a restart, and where this
+    // process stands in a line of restarts. Both read and clear variables
+    // of the environment, which is safe only while one thread runs.
+    let activation = match &cli.command {
+        Command::Serve(_) => {
+            Lineage::take_from_env();
+            match activation::take() {
+                Ok(activation) => activation,
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "fivetuple: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            }
+        }
+        _ => Activation::default(),
     };
     let default_log = match cli.command {
         Command::Serve(_) => "info",
@@ -161,7 +197,7 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match &cli.command {
-        Command::Serve(args) => serve(args, stderr.clone()),
+        Command::Serve(args) => serve(args, stderr.clone(), activation),
         Command::Connect(args) => cli::connect::run(args),
         Command::Conns(args) => cli::conns::run(args),
     };
@@ -281,7 +317,7 @@ fn output(args: &ServeArgs, stderr: Option<Sink>, stdout: &Sink) -> Result<Outpu
     })
 }
 
-fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
+fn serve(args: &ServeArgs, stderr: Option<Sink>, activation: Activation) -> Result<ExitCode> {
     if let Some(port) = &args.port {
         let port = port.as_deref().unwrap_or("8500");
         return Err(Error::usage(format!(
@@ -290,6 +326,15 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
         )));
     }
     let shutdown_grace = seconds("shutdown-grace", args.shutdown_grace)?.unwrap_or_default();
+    let restart_timeout = seconds("restart-timeout", args.restart_timeout)?
+        .ok_or_else(|| Error::usage("--restart-timeout takes a number of seconds above 0"))?;
+    let Activation { inherited, notes } = activation;
+    for note in notes {
+        match inherited {
+            Some(_) => log::info!("{note}"),
+            None => log::warn!("{note}"),
+        }
+    }
     let timeouts = Timeouts {
         header: seconds("header-timeout", args.header_timeout)?,
         idle: seconds("idle-timeout", args.idle_timeout)?,
@@ -334,9 +379,47 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
         proxy_protocol: args.proxy_protocol,
         output,
     };
-    let reactor = bind_first(&spec, &candidates, config, args.workers, args.pin)?;
+    let inherited_sockets = inherited.is_some();
+    let reactor = match inherited {
+        Some(inherited) => Pool::bind_or_take(config, args.workers, args.pin, Some(inherited))?,
+        None => bind_first(&spec, &candidates, config, args.workers, args.pin)?,
+    };
+    // Bound: root is no longer needed, and goes before the first accept.
+    match &args.user {
+        Some(user) => {
+            let d = privileges::drop_to(user, args.group.as_deref())?;
+            log::info!(
+                "running as user {} ({}) and group {} ({}), no other groups; the listening \
+                 socket stays open, root cannot come back",
+                d.user,
+                d.uid,
+                d.group,
+                d.gid
+            );
+        }
+        None => {
+            if let Some(warning) = privileges::root_warning(args.dir.is_some()) {
+                log::warn!("{warning}");
+            }
+        }
+    }
+    let (sockets, takeovers) = reactor
+        .handover()
+        .map_err(|e| Error::io("copying the listening sockets for a restart", e))?;
+    restart::start(Handover {
+        sockets,
+        takeovers,
+        ready_timeout: restart_timeout,
+        grace: shutdown_grace,
+    })?;
     let addr = reactor.local_addr();
-    if reactor.workers() > 1 {
+    if reactor.workers() > 1 && inherited_sockets {
+        log::info!(
+            "{} workers on {addr}, sharing the sockets they were given (one accept queue \
+             per socket)",
+            reactor.workers()
+        );
+    } else if reactor.workers() > 1 {
         log::info!(
             "{} workers, each with its own listening socket on {addr} (SO_REUSEPORT)",
             reactor.workers()
@@ -357,7 +440,29 @@ fn serve(args: &ServeArgs, stderr: Option<Sink>) -> Result<ExitCode> {
         "fivetuple serving on {addr}, at most {max_conns} connections; try http://{}/_/conns",
         reachable(addr)
     );
+    if restart::generation() > 1 {
+        log::info!(
+            "generation {}: took the listening sockets over; SIGHUP restarts again",
+            restart::generation()
+        );
+    }
+    // To systemd (Type=notify), or to the previous copy, which then stops accepting.
+    restart::notify_ready();
     let summary = reactor.run()?;
+    // A new copy that a SIGTERM interrupted is stopped before this one exits.
+    restart::wait_until_settled(restart::SETTLE);
+    if let Some(pid) = summary.handed_over_to {
+        let finished = summary.open_at_handover - summary.cut_after_handover;
+        stdout.write(
+            format!(
+                "handed over to pid {pid}: finished {finished} of the {} open then; \
+                 {} still open (idle, or unfinished) when the grace ran out\n",
+                count(summary.open_at_handover, "connection"),
+                summary.cut_after_handover
+            )
+            .as_bytes(),
+        );
+    }
     // After the trace's last turn, through the same sink.
     stdout.write(
         format!(
@@ -483,7 +588,7 @@ mod tests {
     #[test]
     fn serve_port_names_listen() {
         for (args, port) in [(&["--port", "8500"][..], "8500"), (&["--port"], "8500")] {
-            let err = serve(&serve_args(args), None).unwrap_err();
+            let err = serve(&serve_args(args), None, Activation::default()).unwrap_err();
             assert_eq!(err.exit_code(), 2);
             assert!(
                 err.to_string().contains(&format!("--listen :{port}")),

@@ -104,6 +104,7 @@ use accept::ACCEPT_RETRY;
 pub use config::{ServerConfig, Summary};
 use readiness::{subject, Readiness};
 use reclaim::Reclaim;
+pub use sockets::Given;
 
 use board::{Board, Seat};
 use datagrams::Datagrams;
@@ -214,7 +215,13 @@ pub struct Reactor {
 impl Reactor {
     /// Binds the listening socket and registers it and the signal pipe.
     pub fn bind(config: ServerConfig) -> Result<Reactor> {
-        let (mut listener, local_addr, udp) = sockets::bind(&config)?;
+        Reactor::with_sockets(config, None)
+    }
+
+    /// Like [`Reactor::bind`], with sockets made before the server started
+    /// when `given` (see [`sockets::take_or_bind`]).
+    pub fn with_sockets(config: ServerConfig, given: Option<Given>) -> Result<Reactor> {
+        let (mut listener, local_addr, udp) = sockets::take_or_bind(&config, given)?;
         let (poll, shutdown) = Shutdown::install(SIGNALS, config.shutdown_grace)?;
         let registry = poll.registry();
         registry
@@ -274,6 +281,25 @@ impl Reactor {
         self.live.set_worker(index);
         self.seat = Some(Seat::new(index, board, self.started));
         Ok(())
+    }
+
+    /// Copies of the listening sockets (the listener, then the UDP socket
+    /// if any) for a restart to hand to the new copy; see [`crate::restart`].
+    pub fn sockets_to_pass(&self) -> std::io::Result<Vec<(std::os::fd::OwnedFd, &'static str)>> {
+        use std::os::fd::AsFd;
+        let mut sockets = Vec::new();
+        if let Some(listener) = &self.listener {
+            sockets.push((listener.as_fd().try_clone_to_owned()?, "tcp"));
+        }
+        if let Some(d) = &self.datagrams {
+            sockets.push((d.udp().socket().as_fd().try_clone_to_owned()?, "udp"));
+        }
+        Ok(sockets)
+    }
+
+    /// The line through which a restart says a new copy took over.
+    pub fn takeover(&self) -> crate::restart::Takeover {
+        self.shutdown.takeover()
     }
 
     /// Whether a UDP socket shares the listener's port number (`--udp`).
@@ -639,6 +665,9 @@ impl Reactor {
             self.live.udp_counted(stats);
         }
         if self.shutdown.grace_over(self.now) && !self.conns.is_empty() {
+            if self.stats.handed_over_to.is_some() {
+                self.stats.cut_after_handover += self.conns.len() as u64;
+            }
             warn!(
                 "shutdown grace of {:?} is over: closing {} connections",
                 self.shutdown.grace(),
@@ -691,7 +720,12 @@ impl Reactor {
         }
         match orders.stop {
             None => {}
-            Some(Stop::Gracefully(signal)) => self.stop_gracefully(signal),
+            Some(Stop::Gracefully(signal)) => self.stop_gracefully(&format!("signal {signal}")),
+            Some(Stop::HandedOver(pid)) => {
+                self.stats.handed_over_to = Some(pid);
+                self.stats.open_at_handover = self.conns.len() as u64;
+                self.stop_gracefully(&format!("handed over to pid {pid}"));
+            }
             Some(Stop::Now) => {
                 info!(
                     "second signal: closing {} connections now",
@@ -704,13 +738,13 @@ impl Reactor {
 
     /// Stops accepting, closes idle connections, lets the others finish the
     /// request they are in.
-    fn stop_gracefully(&mut self, signal: i32) {
+    fn stop_gracefully(&mut self, why: &str) {
         info!(
-            "signal {signal}: shutting down; {} connections open",
+            "{why}: shutting down; {} connections open",
             self.conns.len()
         );
         self.live.note(format_args!(
-            "signal {signal}: no more accepts; idle connections close, busy ones finish"
+            "{why}: no more accepts; idle connections close, busy ones finish"
         ));
         self.listener_ready = false;
         if let Some(mut listener) = self.listener.take() {
@@ -724,7 +758,14 @@ impl Reactor {
         // for a key closed now is dropped (see `freed_in_turn`).
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            if self.conns[key].on_shutdown() {
+            // In a handover no connection is closed here, not even an idle
+            // one: its client may be sending its next request this very
+            // moment, and a close would turn the restart into a reset for
+            // it. Each gets its next answer, marked `Connection: close`,
+            // and closes after it; what is still idle when the grace ends
+            // is closed then.
+            let handing_over = self.stats.handed_over_to.is_some();
+            if self.conns[key].on_shutdown() && !handing_over {
                 self.close(key, CloseReason::Shutdown);
             }
         }

@@ -244,7 +244,17 @@ impl Udp {
         socket
             .bind(&addr.into())
             .map_err(|e| Error::io("binding the UDP socket to the listener's port", e))?;
-        let socket = UdpSocket::from_std(socket.into());
+        Udp::from_socket(socket.into())
+    }
+
+    /// A UDP socket bound elsewhere (socket activation, or the previous
+    /// copy of the server in a restart), non-blocking.
+    pub fn from_socket(socket: std::net::UdpSocket) -> Result<Udp> {
+        let fail = |what: &'static str| move |e| Error::io(what, e);
+        socket
+            .set_nonblocking(true)
+            .map_err(fail("making the UDP socket non-blocking"))?;
+        let socket = UdpSocket::from_std(socket);
         let local = socket
             .local_addr()
             .map_err(fail("reading the UDP socket's address"))?;
@@ -260,6 +270,10 @@ impl Udp {
             total_credit: Credit::full(now),
             reply: Vec::with_capacity(LONGEST_ANSWER),
         })
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
     }
 
     pub fn socket_mut(&mut self) -> &mut UdpSocket {

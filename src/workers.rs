@@ -21,14 +21,29 @@
 //! can show every worker's table, and `/_/metrics` count for the whole
 //! server. This file is the pool above the reactors: it binds them, seats
 //! them on the board and runs each on a thread of its own.
+//!
+//! Sockets made before the server started (socket activation, or a
+//! restart: see [`crate::activation`]) are shared differently. systemd
+//! passes *one* listening socket, without SO_REUSEPORT, and a server that
+//! runs as an unprivileged user could not bind port 500 beside it anyway.
+//! So each worker gets a duplicate descriptor of that one socket: one
+//! accept queue, N epoll instances watching it. A new connection then
+//! wakes every worker (edge-triggered, each `Poll` gets the edge); one
+//! `accept` wins and the others find the queue empty. That is the
+//! thundering herd, bounded here by N, and the price of a queue that no
+//! restart can lose (docs/restarts.md measures both ways). A restart
+//! passes every worker's socket on, whichever way they were made, so the
+//! new copy takes over exactly the queues the old one had.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 
+use crate::activation::Inherited;
 use crate::error::{Error, Result};
 use crate::reactor::board::Board;
-use crate::reactor::{Reactor, ServerConfig, Summary};
+use crate::reactor::{Given, Reactor, ServerConfig, Summary};
+use crate::restart::{Sockets, Takeover};
 
 /// The reactors of `serve`, bound and ready to run: one, or one per worker.
 pub struct Pool {
@@ -42,11 +57,27 @@ impl Pool {
     /// SO_REUSEPORT on the address and real port the first one bound, a
     /// share of `max_conns`, and a seat on a shared [`Board`]. The UDP
     /// socket (`--udp`), if any, belongs to the first.
-    pub fn bind(mut config: ServerConfig, workers: usize, pin: bool) -> Result<Pool> {
+    pub fn bind(config: ServerConfig, workers: usize, pin: bool) -> Result<Pool> {
+        Pool::bind_or_take(config, workers, pin, None)
+    }
+
+    /// Like [`Pool::bind`], but with `inherited` sockets, when there are
+    /// some, in place of binding: worker `i` takes the `i`-th listener
+    /// given, or a duplicate of the first when fewer were given (see the
+    /// module comment); the first takes the UDP socket.
+    pub fn bind_or_take(
+        mut config: ServerConfig,
+        workers: usize,
+        pin: bool,
+        inherited: Option<Inherited>,
+    ) -> Result<Pool> {
         let workers = match workers {
             0 => thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        if let Some(inherited) = inherited {
+            return Pool::take(config, workers, pin, inherited);
+        }
         if workers == 1 {
             return Ok(Pool {
                 reactors: vec![Reactor::bind(config)?],
@@ -68,6 +99,85 @@ impl Pool {
             reactors.push(reactor);
         }
         Ok(Pool { reactors, pin })
+    }
+
+    fn take(
+        mut config: ServerConfig,
+        workers: usize,
+        pin: bool,
+        inherited: Inherited,
+    ) -> Result<Pool> {
+        let Inherited { tcp, udp, addr, .. } = inherited;
+        if tcp.len() > workers {
+            return Err(Error::usage(format!(
+                "{} listening sockets were passed, and --workers {workers} uses {workers}: \
+                 give --workers {} (one socket per worker)",
+                tcp.len(),
+                tcp.len()
+            )));
+        }
+        if udp.is_some() && !config.udp {
+            return Err(Error::usage(
+                "a UDP socket was passed (ListenDatagram=), but --udp is not given: \
+                 add --udp, or remove the socket",
+            ));
+        }
+        config.listen.addr = addr;
+        config.max_conns = (config.max_conns / workers).max(1);
+        let board = (workers > 1).then(|| Arc::new(Board::new(workers)));
+        let mut listeners = tcp.into_iter();
+        let mut udp = udp;
+        let mut first: Option<std::net::TcpListener> = None;
+        let mut reactors = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let listener = match listeners.next() {
+                Some(listener) => listener,
+                None => first
+                    .as_ref()
+                    .map(std::net::TcpListener::try_clone)
+                    .transpose()
+                    .map_err(|e| Error::io("duplicating the inherited listener", e))?
+                    .ok_or_else(|| Error::usage("no listening socket was passed"))?,
+            };
+            if index == 0 {
+                first = Some(
+                    listener
+                        .try_clone()
+                        .map_err(|e| Error::io("duplicating the inherited listener", e))?,
+                );
+            }
+            let given = Given {
+                listener,
+                udp: udp.take(),
+            };
+            let mut reactor = Reactor::with_sockets(config.clone(), Some(given))?;
+            if let Some(board) = &board {
+                reactor.join_board(index, board.clone())?;
+            }
+            // The UDP socket (given or bound) is the first worker's.
+            config.udp = false;
+            reactors.push(reactor);
+        }
+        Ok(Pool { reactors, pin })
+    }
+
+    /// Copies of every listening socket, in the order a restart passes
+    /// them on (each worker's listener, then the UDP socket), and a line
+    /// to each reactor to tell it that the new copy took over.
+    pub fn handover(&self) -> std::io::Result<(Sockets, Vec<Takeover>)> {
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for reactor in &self.reactors {
+            for (fd, kind) in reactor.sockets_to_pass()? {
+                match kind {
+                    "udp" => udp.push((fd, kind)),
+                    _ => tcp.push((fd, kind)),
+                }
+            }
+        }
+        tcp.extend(udp);
+        let takeovers = self.reactors.iter().map(Reactor::takeover).collect();
+        Ok((tcp, takeovers))
     }
 
     /// The address every worker listens on, with the real port.
@@ -116,6 +226,9 @@ impl Pool {
                 Ok(Ok(summary)) => {
                     total.accepted += summary.accepted;
                     total.served += summary.served;
+                    total.handed_over_to = total.handed_over_to.or(summary.handed_over_to);
+                    total.open_at_handover += summary.open_at_handover;
+                    total.cut_after_handover += summary.cut_after_handover;
                 }
                 Ok(Err(e)) => failed = failed.or(Some(e)),
                 Err(_) => {

@@ -150,6 +150,12 @@ pub trait Host {
         None
     }
 
+    /// Which copy of the server this is: 1, and one more at each restart
+    /// (SIGHUP hands the listening sockets to a new copy).
+    fn generation(&self) -> u32 {
+        1
+    }
+
     /// Appends the server's metrics in the Prometheus text format; false if
     /// this host keeps none (the route then answers 404).
     fn write_metrics(&self, _out: &mut Vec<u8>) -> bool {

@@ -294,10 +294,13 @@ pub fn respond(route: &Route, answer: &Answer, ctx: &Ctx<'_>, out: &mut Vec<u8>)
                 ),
                 None => format!("tcp {} <- {}, token {}\n", p.local, p.remote, p.token),
             };
+            // Which copy of the server answered, in a header: the body's
+            // one line is what `fivetuple connect` reads.
+            let generation = ctx.host.generation().to_string();
             ok(
                 out,
                 "text/plain; charset=utf-8",
-                &[NO_STORE],
+                &[NO_STORE, ("Fivetuple-Generation", &generation)],
                 text.as_bytes(),
             )
         }

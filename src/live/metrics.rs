@@ -421,6 +421,24 @@ pub fn render(m: &Metrics, g: &Gauges, out: &mut Vec<u8>) {
             start.as_secs_f64(),
         ),
         (
+            "fivetuple_generation",
+            "gauge",
+            "Which copy of the server this is: 1, one more at each restart (SIGHUP).",
+            f64::from(crate::restart::generation()),
+        ),
+        (
+            "fivetuple_restarts_total",
+            "counter",
+            "Restarts that led to this process (its generation less one).",
+            f64::from(crate::restart::generation() - 1),
+        ),
+        (
+            "fivetuple_restarts_failed_total",
+            "counter",
+            "Restarts this process tried that failed (the new copy did not start, exited or was not ready in time).",
+            crate::restart::failed_restarts() as f64,
+        ),
+        (
             "fivetuple_connections_open",
             "gauge",
             "Connections held now, event streams included.",

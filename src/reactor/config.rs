@@ -32,4 +32,11 @@ pub struct ServerConfig {
 pub struct Summary {
     pub accepted: u64,
     pub served: u64,
+    /// The pid of the new copy that took the listening sockets over
+    /// (SIGHUP), if one did.
+    pub handed_over_to: Option<u32>,
+    /// Connections open when it did: this process finished them.
+    pub open_at_handover: u64,
+    /// Of those, the ones still open when the grace ran out, closed unfinished.
+    pub cut_after_handover: u64,
 }

@@ -97,6 +97,10 @@ impl Host for SlabView<'_> {
         self.seat.map(|s| s.index)
     }
 
+    fn generation(&self) -> u32 {
+        crate::restart::generation()
+    }
+
     /// This worker's live table, and every other worker's latest posted one.
     fn write_all_workers(&self, me: usize, format: Format, rows: usize, out: &mut Vec<u8>) {
         let Some(seat) = self.seat else {

@@ -10,6 +10,14 @@
 //! what is left. A second stop signal closes everything at once. SIGUSR1
 //! asks for the connection table in the log.
 //!
+//! A restart ends this process the same way, without a signal of its own:
+//! when the new copy started by SIGHUP says it is ready, the restart
+//! thread (see [`crate::restart`]) tells each reactor through its
+//! [`Takeover`] line, which wakes the loop under the signal pipe's token.
+//! The reactor then stops accepting and finishes its connections within
+//! the same grace ([`Stop::HandedOver`]); the new copy accepts from the
+//! same listening socket meanwhile.
+//!
 //! [`Shutdown`] is the whole of that as a small state of its own, as
 //! mini-redis gives shutdown its own type: the loop asks it for its alarm
 //! (the end of the grace) and whether the grace is over, and tells it what
@@ -21,7 +29,8 @@ use mio::Token;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::restart::Takeover;
 use crate::sys;
 
 /// What the signals that arrived ask the reactor to do.
@@ -41,6 +50,9 @@ pub enum Stop {
     Gracefully(i32),
     /// A second one: close everything now.
     Now,
+    /// A new copy of the server (its pid) took over the listening sockets
+    /// (SIGHUP): stop as for the first stop signal.
+    HandedOver(u32),
 }
 
 /// The signal pipe and where the server is in stopping.
@@ -49,16 +61,21 @@ pub struct Shutdown {
     grace: Duration,
     /// When the shutdown began; connections get `grace` from here.
     since: Option<Instant>,
+    /// The line through which the restart thread says a new copy took over.
+    takeover: Takeover,
 }
 
 impl Shutdown {
     /// A new `Poll` with the pipe for SIGINT, SIGTERM and SIGUSR1 in it under `token`.
     pub fn install(token: Token, grace: Duration) -> Result<(mio::Poll, Shutdown)> {
         let (poll, signals) = sys::poll_with_signals(&[SIGINT, SIGTERM, SIGUSR1], token)?;
+        let takeover = Takeover::new(poll.registry(), token)
+            .map_err(|e| Error::io("creating the restart's waker", e))?;
         let shutdown = Shutdown {
             signals,
             grace,
             since: None,
+            takeover,
         };
         Ok((poll, shutdown))
     }
@@ -76,7 +93,16 @@ impl Shutdown {
                 self.since = Some(now);
             }
         }
+        if let (Some(pid), None) = (self.takeover.successor(), self.since) {
+            orders.stop = Some(Stop::HandedOver(pid));
+            self.since = Some(now);
+        }
         orders
+    }
+
+    /// The line the restart thread uses to say a new copy took over.
+    pub fn takeover(&self) -> Takeover {
+        self.takeover.clone()
     }
 
     /// Whether the server is stopping: no new connections, and answers say

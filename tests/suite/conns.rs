@@ -381,12 +381,28 @@ fn the_table_matches_the_real_netstat() {
     cmd.args(["serve", "--listen", listen, "--udp"]);
     let server = Server::spawn(cmd, &[]);
     let port = server.port();
-    let _clients: Vec<TcpStream> = (0..2)
+    let clients: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
     let udp_client = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp_client.connect(("127.0.0.1", port)).unwrap();
     wait_accepted(&server, 2);
+    // This test's own ports: a row is this test's when both its addresses
+    // end in one of them (or are a wildcard). Other programs' sockets may
+    // carry the server's port number too (a client elsewhere whose
+    // ephemeral port it happens to be), and come and go between readings.
+    let mine: Vec<String> = std::iter::once(port)
+        .chain(clients.iter().map(|c| c.local_addr().unwrap().port()))
+        .chain(std::iter::once(udp_client.local_addr().unwrap().port()))
+        .map(|p| format!(":{p}"))
+        .collect();
+    let ours_only = |line: &str| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() > 4
+            && cols[3..5]
+                .iter()
+                .all(|a| a.ends_with(":*") || mine.iter().any(|p| a.ends_with(p.as_str())))
+    };
 
     let needle = format!(":{port} ");
     // Each with the rows it should find: the TCP listener, the server's two
@@ -415,7 +431,7 @@ fn the_table_matches_the_real_netstat() {
         let rows = |t: &str| -> Vec<Vec<String>> {
             let mut rows: Vec<Vec<String>> = t
                 .lines()
-                .filter(|l| l.contains(&needle))
+                .filter(|l| l.contains(&needle) && ours_only(l))
                 .filter(|l| !tcp_only || l.starts_with("tcp"))
                 // Another test's client may have had this number as its
                 // ephemeral port, and its TIME_WAIT may come or go between

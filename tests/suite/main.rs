@@ -25,6 +25,7 @@ mod common;
 #[path = "../privilege/mod.rs"]
 mod privilege;
 
+mod activation;
 mod agree;
 mod bounded;
 mod browser;
@@ -37,6 +38,7 @@ mod lingering;
 mod live;
 mod output;
 mod proxy;
+mod restart;
 mod saturation;
 mod serve;
 mod trace;
