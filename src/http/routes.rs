@@ -106,9 +106,14 @@ fn event_stream(out: &mut Vec<u8>, answer: &Answer, ctx: &Ctx<'_>) -> Reply {
         Some(w) => format!(",\"worker\":{w}"),
         None => String::new(),
     };
+    // The server's generation: one more at each restart (SIGHUP), so a
+    // page that reconnects after a restart says it is talking to the new copy.
     let hello = format!(
-        "retry: 2000\nevent: hello\ndata: {{\"token\":{},\"local\":\"{}\",\"remote\":\"{}\"{worker}}}\n\n",
-        p.token, p.local, p.remote
+        "retry: 2000\nevent: hello\ndata: {{\"token\":{},\"local\":\"{}\",\"remote\":\"{}\"{worker},\"generation\":{}}}\n\n",
+        p.token,
+        p.local,
+        p.remote,
+        ctx.host.generation()
     );
     out.extend_from_slice(hello.as_bytes());
     Reply {

@@ -210,6 +210,26 @@ fn restarts_under_load_lose_no_connection_and_no_answer() {
         });
         figures.push((fd_count(pid), rss_kib(pid)));
     }
+    // The live page's stream names the copy it comes from.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /_/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: hello\ndata:")
+        || !seen.ends_with(b"\n\n")
+    {
+        let n = stream.read(&mut buf).expect("the event stream's hello");
+        assert!(n > 0, "the stream ended before its hello");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("\"generation\":6"), "{seen}");
+    drop(stream);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
