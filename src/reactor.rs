@@ -5,6 +5,8 @@
 //!  ├─ poll: Poll                one epoll instance, one thread
 //!  ├─ listener                  Token(LISTENER)  0.0.0.0:500        LISTEN
 //!  ├─ shutdown                  Token(SIGNALS)   SIGINT, SIGTERM, SIGUSR1
+//!  ├─ datagrams                 Token(UDP)       0.0.0.0:500 (udp)  --udp
+//!  ├─ seat                      Token(WAKER)     the workers' board --workers N
 //!  ├─ timers: Timers            every connection's next deadline
 //!  └─ conns: Slab<Connection>   Token(key) = slab key
 //!       [0] 127.0.0.1:500 <- 127.0.0.1:54240   ESTABLISHED
@@ -36,16 +38,18 @@
 //! the loop serves it and then acts on the [`Verdict`] it returns, in one
 //! place, `act`: close it with a reason, let it linger, give it another
 //! turn, or wait. Nothing else closes a connection that is being served.
-//! The owners beside the loop live in their own files: [`shutdown`] (the
-//! signals and the grace), [`board`] (the workers' board and the cadence
-//! of this worker's posts), [`datagrams`] (the UDP socket), [`sockets`]
-//! (where the sockets come from) and [`host`] (the server as the protocol
-//! sees it, for `/_/conns` and `/_/metrics`).
+//! The owners beside the loop live in their own files: `accept.rs` (the
+//! budget and the cap), `reclaim.rs` (who makes room when the server is
+//! full), `shutdown.rs` (the signals and the grace), `board.rs` (the
+//! workers' board and the cadence of this worker's posts), [`datagrams`]
+//! (the UDP socket), `sockets.rs` (where the sockets come from: bound, or
+//! given), `answer.rs` (lending the protocol a context) and `host.rs` (the
+//! server as the protocol sees it, for `/_/conns` and `/_/metrics`).
 //!
 //! Two rules hold the loop together when clients are faster than the
 //! server. **Every step does bounded work per turn**: at most
 //! [`ACCEPTS_PER_TURN`] accepts, one buffer of input and
-//! [`http::TURN_OUTPUT`] of output per connection, and one `sendfile` of
+//! [`crate::http::TURN_OUTPUT`] of output per connection, and one `sendfile` of
 //! [`crate::connection::FILE_PER_TURN`] for a file body; whatever is left goes on
 //! the ready list, because edge-triggered epoll will not announce it again.
 //! So a backlog that never empties, a client that never stops sending, or a
@@ -219,7 +223,7 @@ impl Reactor {
     }
 
     /// Like [`Reactor::bind`], with sockets made before the server started
-    /// when `given` (see [`sockets::take_or_bind`]).
+    /// when `given` (see `sockets::take_or_bind`).
     pub fn with_sockets(config: ServerConfig, given: Option<Given>) -> Result<Reactor> {
         let (mut listener, local_addr, udp) = sockets::take_or_bind(&config, given)?;
         let (poll, shutdown) = Shutdown::install(SIGNALS, config.shutdown_grace)?;

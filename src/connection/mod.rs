@@ -609,7 +609,7 @@ impl Connection {
 
     /// After a turn of serving: what the reactor should do next. A
     /// connection that owes nothing more finishes (see
-    /// [`finish`](Connection::finish)); one with work that no event will
+    /// `finish`); one with work that no event will
     /// announce takes another turn; the rest wait.
     #[inline]
     pub fn after_serving(&mut self, buf: &mut [u8], now: Instant) -> Verdict {

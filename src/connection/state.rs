@@ -24,8 +24,8 @@
 //! - **Writing.** Answers, in order, each perhaps with a file body; or the
 //!   event stream's events, as they happen; or nothing more (`Shut`).
 //!
-//! Both change only through [`Connection::set_reading`] and
-//! [`Connection::set_writing`](super::Connection), which log every change
+//! Both change only through the connection's `set_reading` and
+//! `set_writing`, which log every change
 //! at trace level (`RUST_LOG=fivetuple=trace`), as smoltcp's `set_state`
 //! does. Everything else the reactor or the table wants to know (what the
 //! connection waits for, its next step, the table's Phase column) is
