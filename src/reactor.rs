@@ -41,7 +41,7 @@
 //! The owners beside the loop live in their own files: `accept.rs` (the
 //! budget and the cap), `reclaim.rs` (who makes room when the server is
 //! full), `shutdown.rs` (the signals and the grace), `board.rs` (the
-//! workers' board and the cadence of this worker's posts), [`datagrams`]
+//! workers' board and the cadence of this worker's posts), `datagrams.rs`
 //! (the UDP socket), `sockets.rs` (where the sockets come from: bound, or
 //! given), `answer.rs` (lending the protocol a context) and `host.rs` (the
 //! server as the protocol sees it, for `/_/conns` and `/_/metrics`).
