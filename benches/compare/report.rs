@@ -15,7 +15,9 @@ use crate::targets::Verdict;
 pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
     let mut p = String::new();
     p.push_str(INTRO);
-    p.push_str("\n![requests per second, relative to the floor](bench/throughput.svg)\n\n");
+    p.push('\n');
+    p.push_str(&crate::summary::in_short(results));
+    p.push_str("![requests per second, relative to the floor](bench/throughput.svg)\n\n");
     p.push_str("![server CPU per request](bench/cpu.svg)\n\n");
     p.push_str(&findings(results));
     p.push_str(&machine(results));
@@ -27,6 +29,8 @@ pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
     p.push_str(&instructions_tables(results));
     p.push_str(&memory_table(results));
     p.push_str(&crate::scaling::section(results));
+    p.push_str(&crate::server_bound::section(results));
+    p.push_str(&crate::server_bound_workers::section(results));
     let _ = writeln!(p, "## Targets\n");
     for v in verdicts {
         let _ = writeln!(p, "{}", v.line());
@@ -705,4 +709,67 @@ fn memory_table(results: &Results) -> String {
     }
     r.push('\n');
     r
+}
+
+/// `page` with `section` in place of the section that starts with
+/// `heading`, or, if it has none, before its targets (at the end if it has
+/// none of those either): a step run alone updates its own part of
+/// docs/benchmarks.md and leaves the rest as the last whole run wrote it.
+pub fn splice(page: &str, heading: &str, section: &str) -> String {
+    let at_heading = |heading: &str| {
+        page.match_indices(heading)
+            .map(|(i, _)| i)
+            .find(|&i| i == 0 || page[..i].ends_with('\n'))
+    };
+    let (start, end) = match at_heading(heading) {
+        Some(start) => {
+            let rest = &page[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(page.len(), |i| start + heading.len() + i + 1);
+            (start, end)
+        }
+        None => {
+            let at = at_heading("## Targets").unwrap_or(page.len());
+            (at, at)
+        }
+    };
+    let mut out = String::with_capacity(page.len() + section.len());
+    out.push_str(&page[..start]);
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
+    }
+    out.push_str(section);
+    out.push_str(&page[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_replaces_its_old_self_or_goes_before_the_targets() {
+        const HEADING: &str = "## Scaling across cores";
+        let new = format!("{HEADING}\n\nnew figures\n\n");
+        let page = "# Benchmarks\n\n## Memory\n\nm\n\n## Targets\n\n- t\n";
+        let once = splice(page, HEADING, &new);
+        assert_eq!(
+            once,
+            format!("# Benchmarks\n\n## Memory\n\nm\n\n{new}## Targets\n\n- t\n")
+        );
+        let newer = format!("{HEADING}\n\nnewer figures\n\n");
+        let twice = splice(&once, HEADING, &newer);
+        assert_eq!(twice, once.replace(&new, &newer));
+        assert_eq!(splice("", HEADING, &new), new);
+        assert_eq!(splice("# B\n", HEADING, &new), format!("# B\n\n{new}"));
+        // Another section goes after it, before the targets, and leaves it be.
+        let other = "## Server-bound\n\nfigures\n\n";
+        let both = splice(&twice, "## Server-bound", other);
+        assert_eq!(
+            both,
+            twice.replace("## Targets", &format!("{other}## Targets"))
+        );
+        assert_eq!(splice(&both, HEADING, &newer), both);
+    }
 }
