@@ -63,6 +63,7 @@
 //! Files: `plan.rs` (subjects, scenarios, cores), `server.rs` (starting
 //! them), `probe.rs` (wrk and `/proc`), `steps.rs`, `scaling.rs` (the
 //! scaling step and its section), `cpu_quota.rs` (CPU groups),
+//! `core_filler.rs` (the capped servers' core kept busy),
 //! `server_bound.rs` and `server_bound_workers.rs` (the steps under a
 //! quota, and their sections), `profile.rs` (reading callgrind's
 //! profile), `results.rs` (the typed figures), `targets.rs` (the targets,
@@ -70,6 +71,7 @@
 //! and `chart.rs`.
 
 mod chart;
+mod core_filler;
 mod cpu_quota;
 mod plan;
 mod probe;

@@ -47,6 +47,9 @@ pub struct Capped {
     /// The share of the quota's periods in which the server used all of
     /// its quota and was held until the next.
     pub throttled: f64,
+    /// Cores' worth the idle-priority filler used on the server's core
+    /// (`core_filler.rs`): what the server left of the core.
+    pub filled: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -141,6 +144,7 @@ impl Measured {
             allowed: m(|r| r.capped.map_or(0.0, |c| c.allowed)),
             used: m(|r| r.capped.map_or(0.0, |c| c.used)),
             throttled: m(|r| r.capped.map_or(0.0, |c| c.throttled)),
+            filled: m(|r| r.capped.map_or(0.0, |c| c.filled)),
         });
         let median = Run {
             requests: m(|r| r.requests as f64) as u64,

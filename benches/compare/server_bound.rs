@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use crate::core_filler::CoreFiller;
 use crate::cpu_quota::{Cap, Controller, Groups, Quota};
 use crate::plan::{
     all_scenarios, Content, Scenario, ScenarioId, Skipped, Subject, SubjectId, ROUNDS, RUN_SECS,
@@ -213,16 +214,45 @@ fn one_scenario(
         caps.push(groups.cap_processes(&server.pids(), quota)?);
     }
     let addrs: Vec<SocketAddr> = servers.iter().map(|(_, s)| s.addr).collect();
+    let subjects: Vec<SubjectId> = servers.iter().map(|(s, _)| s.id).collect();
+    let label = format!("server-bound: {}", scenario.name);
     let mut lowered = 0;
-    let warmup_client_busy = loop {
+    let (measured, warmup_client_busy) = loop {
+        // The share for every server, a step lower: `None` at the floor.
+        let lower = |share: f64| {
+            Quota::of_share(share * LOWER_BY).filter(|_| share * LOWER_BY >= MIN_SHARE)
+        };
         let busiest = warm_up(bench, &addrs, scenario);
-        let lower = Quota::of_share(share * LOWER_BY).filter(|_| share * LOWER_BY >= MIN_SHARE);
-        match lower {
-            Some(next) if busiest >= CLIENT_HEADROOM => {
+        let too_busy = if busiest >= CLIENT_HEADROOM {
+            Some(format!("wrk {:.0} % busy in a warm-up", busiest * 100.0))
+        } else {
+            None
+        };
+        let measured = match too_busy {
+            Some(_) => None,
+            None => Some(
+                steps::in_turns_with(bench, &subjects, scenario, &label, |i| {
+                    let (subject, server) = &servers[i];
+                    timed_capped(bench, subject, server, scenario, &caps[i])
+                })
+                .0,
+            ),
+        };
+        let saturated: Vec<&str> = measured
+            .iter()
+            .flatten()
+            .filter(|m| m.median.bound() == Bound::Client)
+            .map(|m| m.subject.name())
+            .collect();
+        let why = too_busy.or_else(|| {
+            (!saturated.is_empty())
+                .then(|| format!("wrk saturated in the rounds of {}", saturated.join(", ")))
+        });
+        match (why, lower(share)) {
+            (Some(why), Some(next)) => {
                 bench.log(format_args!(
-                    "server-bound: {:<48} wrk {:.0} % busy at {}: lowering to {}",
+                    "server-bound: {:<48} {why} at {}: lowering to {}",
                     scenario.name,
-                    busiest * 100.0,
                     quota.describe(),
                     next.describe()
                 ));
@@ -233,15 +263,23 @@ fn one_scenario(
                 }
                 lowered += 1;
             }
-            _ => break busiest,
+            // Clear, or as low as the share goes: the runs say which
+            // side was saturated.
+            _ => {
+                let measured = match measured {
+                    Some(m) => m,
+                    None => {
+                        steps::in_turns_with(bench, &subjects, scenario, &label, |i| {
+                            let (subject, server) = &servers[i];
+                            timed_capped(bench, subject, server, scenario, &caps[i])
+                        })
+                        .0
+                    }
+                };
+                break (measured, busiest);
+            }
         }
     };
-    let subjects: Vec<SubjectId> = servers.iter().map(|(s, _)| s.id).collect();
-    let label = format!("server-bound: {}", scenario.name);
-    let (measured, _) = steps::in_turns_with(bench, &subjects, scenario, &label, |i| {
-        let (subject, server) = &servers[i];
-        timed_capped(bench, subject, server, scenario, &caps[i])
-    });
     for m in &measured {
         let run = &m.median;
         bench.log(format_args!(
@@ -290,7 +328,9 @@ pub fn warm_up(bench: &Bench, addrs: &[SocketAddr], scenario: &Scenario) -> f64 
 
 /// One timed run (`steps::timed`) of a capped server, with the quota's
 /// figures: the server's busy time becomes its CPU over what the quota
-/// allowed, and the run notes how often the quota ran out.
+/// allowed, and the run notes how often the quota ran out. The server's
+/// core is kept busy meanwhile by a filler at idle priority
+/// (`core_filler.rs`).
 pub fn timed_capped(
     bench: &Bench,
     subject: &Subject,
@@ -298,15 +338,20 @@ pub fn timed_capped(
     scenario: &Scenario,
     cap: &Cap,
 ) -> Run {
+    let filler = CoreFiller::start(subject.cpus[0]);
     let before = cap.throttling();
     let mut run = steps::timed(bench, subject, server, scenario);
     let throttled = cap.throttling().share_since(before);
+    let filled = filler.stop();
     let used = run.server_busy * subject.cpus.len() as f64;
     run.server_busy = used / cap.allowed();
+    // The filler is this driver's, not other load.
+    run.other_load = (run.other_load - filled).max(0.0);
     run.capped = Some(Capped {
         allowed: cap.allowed(),
         used,
         throttled,
+        filled,
     });
     run
 }
@@ -333,7 +378,11 @@ pub fn section(results: &Results) -> String {
          **These figures are simulated by a CPU quota.** A server held to a third of a core is \
          not a server on a core a third as fast: it runs in bursts of its quota, so its batches \
          grow and a request costs it a little less than uncapped, and whatever arrives while it is \
-         held waits out the rest of the period, which shows in p99. The comparison between \
+         held waits out the rest of the period, which shows in p99. While a server is held, a thread of \
+         this driver at the kernel's idle priority keeps its core busy (`core_filler.rs`), so \
+         that each period does not begin on a core that has gone to sleep (which cost a small \
+         quota a quarter of its requests here); any server thread preempts it at once, and its \
+         CPU is not counted as other load. The comparison between \
          servers is fair (the same quota, the same client); the absolute figures belong to this \
          quota on this machine.\n\n\
          Columns: **CPU** is the cores' worth the server used (its CPU time over the run's wall \
@@ -402,7 +451,7 @@ pub fn section(results: &Results) -> String {
                 run.server_busy * 100.0,
                 capped.throttled * 100.0,
                 run.client_busy * 100.0,
-                bound_cell(run),
+                bound_cell(run, &m.rounds),
                 versus(SubjectId::Floor),
                 versus(SubjectId::Tokio),
                 versus(SubjectId::Nginx),
@@ -418,17 +467,25 @@ pub fn section(results: &Results) -> String {
     p
 }
 
-/// "server", or wrk's saturation spelt out.
-pub fn bound_cell(run: &Run) -> String {
-    let bound = match run.bound() {
+/// "server", or wrk's saturation spelt out, for a median; and how many
+/// of its rounds wrk saturated, where some did but the median is not.
+pub fn bound_cell(run: &Run, rounds: &[Run]) -> String {
+    let mut cell = match run.bound() {
         Bound::Client => "**wrk: not server-bound**".to_string(),
         b => b.name().to_string(),
     };
-    if run.disturbed() {
-        format!("{bound}, disturbed")
-    } else {
-        bound
+    let by_wrk = rounds.iter().filter(|r| r.bound() == Bound::Client).count();
+    if by_wrk > 0 && run.bound() != Bound::Client {
+        let _ = write!(
+            cell,
+            " (wrk saturated in {by_wrk} of {} rounds)",
+            rounds.len()
+        );
     }
+    if run.disturbed() {
+        cell.push_str(", disturbed");
+    }
+    cell
 }
 
 /// A few sentences on what the figures say.

@@ -512,7 +512,8 @@ pub fn section(results: &Results) -> String {
          to the same share of a core, as if it had a slow core to itself; the server's other \
          threads (fivetuple's idle main thread and log writers, tokio's accept loop on its main \
          thread) in one more such group; the whole server held to N shares. All of it on core \
-         {}, wrk unthrottled on core {}. `fivetuple serve --workers N` (threads `worker-I`) \
+         {}, kept busy while the server is held by a filler at idle priority, as in the section \
+         above; wrk unthrottled on core {}. `fivetuple serve --workers N` (threads `worker-I`) \
          against the tokio version's multi-thread runtime with N worker threads (**tokio-mt**, \
          threads `tokio-rt-worker`), for N = 1, 2, 4 and 8 as far as the quota allows, \
          {ROUNDS} rounds of {RUN_SECS} s per count, the servers taking turns; the step took \
@@ -525,6 +526,11 @@ pub fn section(results: &Results) -> String {
          the ceiling and all quotas together hold at most {:.0} % of the core, for the largest \
          count (8, 4, 2) whose share still makes a quota of at least 1 ms per period of at most \
          {} ms.\n\n\
+         Columns as in the section above: **CPU** the cores' worth the whole server used, \
+         **of quota** that over its N shares, **held** the share of the periods of all its groups \
+         (each worker's, the other threads', the whole server's) in which a group used up its \
+         quota; **speed-up** is requests/s over the same server's with one worker, \
+         **efficiency** the speed-up over N.\n\n\
          **What this shows, and what it cannot.** With every worker held to the same share and \
          the client faster than all of them, the speed-up is the server's own: whether a \
          worker's work per request stays the same as workers are added (nothing shared on the \
@@ -536,7 +542,13 @@ pub fn section(results: &Results) -> String {
          tables, epoll's), no cache line moves between cores, and no memory bandwidth is \
          shared; instead each switch on the one core leaves the next thread colder caches than \
          a core of its own would. Those effects need a many-core machine (Scaling across cores, \
-         above).\n\n",
+         above). And the quota itself shapes the work: the load is the same at every count, so \
+         each of N workers has 1/N of it, and a worker held for most of each period meets, when \
+         it runs, everything that arrived meanwhile. How well that batch goes depends on its size \
+         (on this machine one worker answered fewer requests per CPU second with 256 keep-alive \
+         connections than with 128, while in churn fewer new connections per batch cost more \
+         each), so a speed-up here can come out above N for keep-alive and below it for churn \
+         for reasons a real core, never held, would show less.\n\n",
         wb.controller,
         cores.server,
         cores.client.first().copied().unwrap_or(cores.server),
@@ -619,7 +631,7 @@ pub fn section(results: &Results) -> String {
                     run.server_busy * 100.0,
                     capped.throttled * 100.0,
                     run.client_busy * 100.0,
-                    bound_cell(run),
+                    bound_cell(run, &point.rounds),
                 );
             }
         }
