@@ -13,7 +13,6 @@
 //! - Descriptors: the entries of `/proc/PID/fd`, counted every few
 //!   milliseconds by a thread while the load runs.
 //! - Sleeps: the server's voluntary context switches, `/proc/PID/task/*/status`.
-//! - The machine's load average, `/proc/loadavg`, around the server-bound steps.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -235,16 +234,6 @@ pub fn sleeps(pid: u32) -> u64 {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .sum()
-}
-
-/// The 1-minute load average (/proc/loadavg): how many threads, on
-/// average, were running or waiting to run. Above about one on this
-/// machine's two cores, something else is competing with the benchmark.
-pub fn load_average() -> f64 {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Resident memory of a process, in bytes.

@@ -754,7 +754,7 @@ mod tests {
     use crate::cpu_quota::Quota;
     use crate::plan::{Cores, Machine};
     use crate::results::{Capped, Latency, Measured};
-    use crate::server_bound::{BoundScenario, LoadAverage, ServerBound, HEADING as BOUND};
+    use crate::server_bound::{BoundScenario, ServerBound, HEADING as BOUND};
     use crate::targets::{check, check_bound, Figure};
     use ScenarioId::KeepAlive50;
     use SubjectId::{Floor, Mio, Nginx, Tokio};
@@ -828,10 +828,6 @@ mod tests {
                     bound(Floor, 38_000.0, 0.4),
                 ],
             }],
-            load: LoadAverage {
-                before: 0.2,
-                after: 0.3,
-            },
             seconds: 60.0,
         });
         let page = page(&results, &check(&results));

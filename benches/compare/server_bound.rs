@@ -32,8 +32,8 @@ use serde::Serialize;
 use crate::core_filler::CoreFiller;
 use crate::cpu_quota::{Cap, Controller, Groups, Quota};
 use crate::plan::{
-    all_scenarios, Content, Scenario, ScenarioId, Skipped, Subject, SubjectId, ROUNDS, RUN_SECS,
-    SATURATED, WARMUP_SECS,
+    all_scenarios, Content, Scenario, ScenarioId, Skipped, Subject, SubjectId, DISTURBED, ROUNDS,
+    RUN_SECS, SATURATED, WARMUP_SECS,
 };
 use crate::probe::{self, CpuTime};
 use crate::results::{median, Bound, Capped, Measured, Results, Run};
@@ -60,35 +60,73 @@ const LOWER_BY: f64 = 0.6;
 /// The share is not lowered below this; the runs then say which side was
 /// saturated.
 const MIN_SHARE: f64 = 0.05;
-/// A 1-minute load average above this means that other programs compete
-/// for the two cores, and the section says that its figures are not to be
-/// trusted.
-pub const LOADED: f64 = 1.0;
 /// The section's heading, by which `report::splice` finds it in a page.
 pub const HEADING: &str = "## Server-bound: each server under a CPU quota";
 
-/// The 1-minute load average when a step started and when it ended.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct LoadAverage {
-    pub before: f64,
-    pub after: f64,
+/// Other programs' CPU during a step's timed runs, from the runs
+/// themselves (`Run::other_load`: what the cores did beyond the server,
+/// wrk and the filler). The load average would count this benchmark's
+/// own wrk, servers and filler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Noise {
+    /// Cores' worth others used, median and most, over the rounds kept.
+    pub median: f64,
+    pub max: f64,
+    pub rounds: usize,
+    /// Runs run again because others disturbed them.
+    pub repeated: usize,
+    /// Medians with no undisturbed round.
+    pub disturbed_medians: usize,
 }
 
-impl LoadAverage {
-    pub fn loaded(&self) -> bool {
-        self.before > LOADED || self.after > LOADED
+impl Noise {
+    /// From each median's (run, rounds, runs repeated).
+    pub fn of<'a>(measured: impl Iterator<Item = (&'a Run, &'a [Run], usize)>) -> Noise {
+        let mut others = Vec::new();
+        let mut noise = Noise::default();
+        for (median, rounds, repeated) in measured {
+            others.extend(rounds.iter().map(|r| r.other_load));
+            noise.repeated += repeated;
+            noise.disturbed_medians += usize::from(median.disturbed());
+        }
+        noise.rounds = others.len();
+        noise.median = crate::results::median(others.iter().copied());
+        noise.max = others.iter().copied().fold(0.0, f64::max);
+        noise
     }
 
-    /// A sentence for a section, if the machine was busy with other work.
-    pub fn warning(&self) -> Option<String> {
-        self.loaded().then(|| {
-            format!(
-                "**Taken under load.** The 1-minute load average was {:.2} when this step \
-                 started and {:.2} when it ended: other programs were competing for the cores, \
-                 and these figures are not to be trusted. Run the step again on a quiet machine.\n\n",
-                self.before, self.after
-            )
-        })
+    /// Others took enough to distrust the figures: a median with only
+    /// disturbed rounds, or others busy through most runs.
+    pub fn loaded(&self) -> bool {
+        self.disturbed_medians > 0 || self.median > DISTURBED / 2.0
+    }
+
+    /// The section's paragraph on it, with a warning where it is loaded.
+    pub fn paragraph(&self) -> String {
+        let mut p = String::new();
+        if self.loaded() {
+            let _ = write!(
+                p,
+                "**Taken under load.** Other programs were competing for the cores while this \
+                 step ran ({} median{} had no undisturbed round): these figures are not to be \
+                 trusted. Run the step again on a quiet machine. ",
+                self.disturbed_medians,
+                if self.disturbed_medians == 1 { "" } else { "s" },
+            );
+        }
+        let _ = write!(
+            p,
+            "**Noise.** Other programs used a median {:.2} cores' worth of CPU during the {} \
+             rounds kept, {:.2} at most; {} run{} disturbed by more than {DISTURBED} cores of it \
+             {} run again.\n\n",
+            self.median,
+            self.rounds,
+            self.max,
+            self.repeated,
+            if self.repeated == 1 { "" } else { "s" },
+            if self.repeated == 1 { "was" } else { "were" },
+        );
+        p
     }
 }
 
@@ -110,7 +148,6 @@ pub struct ServerBound {
     /// "cgroup v1 at /sys/fs/cgroup/cpu".
     pub controller: String,
     pub scenarios: Vec<BoundScenario>,
-    pub load: LoadAverage,
     pub seconds: f64,
 }
 
@@ -128,6 +165,15 @@ impl ServerBound {
 
     pub fn run(&self, id: ScenarioId, subject: SubjectId) -> Option<&Run> {
         self.measured(id, subject).map(|m| &m.median)
+    }
+
+    pub fn noise(&self) -> Noise {
+        Noise::of(
+            self.scenarios
+                .iter()
+                .flat_map(|s| &s.measured)
+                .map(|m| (&m.median, &m.rounds[..], m.repeated)),
+        )
     }
 }
 
@@ -155,13 +201,6 @@ pub fn run(bench: &Bench, results: &mut Results) {
             return;
         }
     };
-    let before = probe::load_average();
-    if before > LOADED {
-        bench.log(format_args!(
-            "server-bound: the 1-minute load average is {before:.2}: other programs are running, \
-             and the figures will be marked as taken under load"
-        ));
-    }
     let started = std::time::Instant::now();
     let mut scenarios = Vec::new();
     for scenario in all_scenarios() {
@@ -183,10 +222,6 @@ pub fn run(bench: &Bench, results: &mut Results) {
     results.server_bound = Some(ServerBound {
         controller: controller.describe(),
         scenarios,
-        load: LoadAverage {
-            before,
-            after: probe::load_average(),
-        },
         seconds: started.elapsed().as_secs_f64(),
     });
 }
@@ -391,8 +426,12 @@ pub fn section(results: &Results) -> String {
          wrk's CPU over its core. **Bound by**: *server* where the server was at its quota (at \
          least {:.0} %) and wrk was not saturated; *wrk* where wrk's core was {:.0} % busy or \
          more: **not a server-bound figure**, whatever the server did; *neither* otherwise. \
-         **Spread** is (highest − lowest) / median requests/s over the rounds kept. The ratios \
-         are requests/s over the floor's, the tokio version's and nginx's in the same scenario.\n\n",
+         **Spread** is (highest − lowest) / median requests/s over the rounds kept. **Server + \
+         wrk** is the CPU per request of each side, in µs: for large files on loopback the \
+         kernel charges the copying of the bytes to whichever side's call set it going (Static \
+         files, above), so a server that leaves more of it to wrk answers more under the same \
+         quota, and the sum is the figure that compares servers there. The ratios are \
+         requests/s over the floor's, the tokio version's and nginx's in the same scenario.\n\n",
         sb.controller,
         cores.server,
         if cores.client.len() == 1 {
@@ -405,13 +444,11 @@ pub fn section(results: &Results) -> String {
         SATURATED * 100.0,
         SATURATED * 100.0,
     );
-    if let Some(w) = sb.load.warning() {
-        p.push_str(&w);
-    }
+    p.push_str(&sb.noise().paragraph());
     p.push_str(&findings(sb));
     p.push_str(
-        "| scenario | quota | server | requests/s | spread | p50 | p99 | CPU | of quota | held | wrk busy | bound by | ÷ floor | ÷ tokio | ÷ nginx |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+        "| scenario | quota | server | requests/s | spread | p50 | p99 | CPU | of quota | held | wrk busy | bound by | server + wrk | ÷ floor | ÷ tokio | ÷ nginx |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
     );
     for s in &sb.scenarios {
         for (k, m) in s.measured.iter().enumerate() {
@@ -430,9 +467,19 @@ pub fn section(results: &Results) -> String {
                     .filter(|o| o.rps > 0.0)
                     .map_or("–".to_string(), |o| format!("{:.2}×", run.rps / o.rps))
             };
+            let threads = cores
+                .wrk_threads()
+                .min(s.scenario.scenario().connections as usize)
+                .max(1) as f64;
+            let per_request = |cores: f64| cores / run.rps.max(1e-9) * 1e6;
+            let both = format!(
+                "{:.1} + {:.1}",
+                per_request(capped.used),
+                per_request(run.client_busy * threads)
+            );
             let _ = writeln!(
                 p,
-                "| {} | {} | {} | {:.0}{} | {:.0} % | {p50} | {p99} | {:.2} | {:.0} % | {:.0} % | {:.0} % | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0}{} | {:.0} % | {p50} | {p99} | {:.2} | {:.0} % | {:.0} % | {:.0} % | {} | {both} | {} | {} | {} |",
                 if k == 0 { s.scenario.name() } else { "" },
                 if k == 0 {
                     format!("{}/{} µs", s.quota.quota_us, s.quota.period_us)

@@ -212,7 +212,7 @@ fn under_quota(results: &Results) -> Option<String> {
     if let Some(churn) = each(Churn) {
         let _ = write!(line, "; in churn {churn}");
     }
-    if sb.load.loaded() {
+    if sb.noise().loaded() {
         line.push_str(" (taken under load: not to be trusted)");
     }
     line.push('.');

@@ -464,9 +464,14 @@ impl QuotaScalingVerdict {
             (_, _, Some(why)) => format!("**no verdict** ({why})"),
             _ => "**not measured**".to_string(),
         };
+        // The load as the workers' step runs it (its churn keeps more
+        // connections open than the single-core scenario's).
+        let load = crate::server_bound_workers::LOADS
+            .iter()
+            .find(|l| l.id == t.scenario)
+            .map_or(t.scenario.name(), |l| l.name);
         format!(
-            "- {}: {} workers' requests per second over one worker's {limit}: {verdict}",
-            t.scenario.name(),
+            "- {load}: {} workers' requests per second over one worker's {limit}: {verdict}",
             t.workers
         )
     }
