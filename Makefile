@@ -13,7 +13,7 @@ TEST_OUTPUT := $(TARGET_DIR)/tmp/test-output.txt
 # ~/.local (no root needed, on the PATH of most desktop systems) for others.
 PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
 
-.PHONY: build built cargo run install uninstall test test-tools lint fmt doc bench bench-scaling fuzz soak clean profiling demo-hosts
+.PHONY: build built cargo run install uninstall test test-tools lint fmt doc bench bench-scaling bench-server-bound fuzz soak clean profiling demo-hosts
 
 build: cargo
 	$(CARGO) build --release
@@ -144,8 +144,9 @@ soak:
 	FIVETUPLE_SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 # The mio reactor against the floor (a minimal mio server), the tokio version
-# and nginx (wrk, /proc, strace), static files against nginx, then the
-# protocol micro-benchmarks. Writes target/bench/ and docs/benchmarks.md.
+# and nginx (wrk, /proc, strace), static files against nginx, the same
+# servers held to a CPU quota (server-bound, as root), then the protocol
+# micro-benchmarks. Writes target/bench/ and docs/benchmarks.md.
 # BENCH_ONLY=step,...: some steps alone (benches/compare/main.rs), e.g.
 # BENCH_ONLY=files for the static-file scenarios (target/bench/ only).
 bench:
@@ -157,6 +158,18 @@ bench:
 	@if [ -z "$$BENCH_ONLY" ]; then \
 	  $(CARGO) bench --bench protocol -- --warm-up-time 1 --measurement-time 3; \
 	fi
+
+# The server-bound steps alone (benches/compare/server_bound.rs and
+# server_bound_workers.rs): every single-core scenario with each server
+# held to a share of its core by Linux's CPU controller, and --workers N
+# with each worker thread held to a share, so that wrk is the faster side.
+# Needs root (the CPU groups); without it the steps say so and skip.
+# About eight minutes; puts their sections into docs/benchmarks.md.
+bench-server-bound:
+	command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx)
+	$(CARGO) build --release --bin fivetuple --example tokio_server --example floor_server --example bench_compare
+	BENCH_ONLY=server-bound,server-bound-workers ./target/release/examples/bench_compare
 
 # The scaling step alone (benches/compare/scaling.rs): `serve --workers N`
 # against tokio's multi-thread runtime for N = 1, 2, 4, 8, as far as the

@@ -36,27 +36,43 @@
 //! 5. `steps::memory`: 15,000 idle connections;
 //! 6. `scaling::run`: `serve --workers N` against tokio's multi-thread
 //!    runtime, for N = 1, 2, 4 and 8 as far as the cores go (`scaling.rs`);
-//! 7. `outputs`: `target/bench/results.json`, `report.md` and the charts,
+//! 7. `server_bound::run`: every single-core scenario again, each server
+//!    held to a share of its core by Linux's CPU controller so that wrk
+//!    is the faster side (`server_bound.rs`, `cpu_quota.rs`);
+//! 8. `server_bound_workers::run`: `serve --workers N` against tokio-mt
+//!    with each worker thread held to a share of a core, N = 1, 2, 4, 8 as
+//!    far as the quota allows (`server_bound_workers.rs`);
+//! 9. `outputs`: `target/bench/results.json`, `report.md` and the charts,
 //!    copied to `docs/benchmarks.md` and `docs/bench/`.
 //!
 //! **Some steps alone.** `BENCH_ONLY` names the steps to run, separated
 //! by commas: `throughput`, `files` (the throughput step's static-file
 //! scenarios alone, about two minutes), `syscalls`, `instructions`,
-//! `memory`, `scaling`. Such a run writes `target/bench/results.json`, and
-//! `report.md` when it measured throughput; the scaling step also writes
-//! `target/bench/scaling.md` and puts that section into
-//! `docs/benchmarks.md` in place of the one there. The rest of that page,
-//! and the charts, stay as the last whole run wrote them.
-//! `make bench-scaling` is `BENCH_ONLY=scaling`; on a machine with a kit
-//! packed by `make-kit` and no cargo, `make bench-scaling KIT=1`.
+//! `memory`, `scaling`, `server-bound`, `server-bound-workers`. Such a run
+//! writes `target/bench/results.json`, and `report.md` when it measured
+//! throughput; the scaling and server-bound steps also write their
+//! sections (`target/bench/scaling.md`, `server-bound.md`,
+//! `server-bound-workers.md`) and put each into `docs/benchmarks.md` in
+//! place of the one there. The rest of that page, and the charts, stay as
+//! the last whole run wrote them. `make bench-scaling` is
+//! `BENCH_ONLY=scaling`; on a machine with a kit packed by `make-kit` and
+//! no cargo, `make bench-scaling KIT=1`. `make bench-server-bound` is
+//! `BENCH_ONLY=server-bound,server-bound-workers` (root, for the CPU
+//! controller; about eight minutes).
 //!
 //! Files: `plan.rs` (subjects, scenarios, cores), `server.rs` (starting
 //! them), `probe.rs` (wrk and `/proc`), `steps.rs`, `scaling.rs` (the
-//! scaling step and its section), `profile.rs` (reading callgrind's
+//! scaling step and its section), `cpu_quota.rs` (CPU groups),
+//! `core_filler.rs` (the capped servers' core kept busy),
+//! `server_bound.rs` and `server_bound_workers.rs` (the steps under a
+//! quota, and their sections), `profile.rs` (reading callgrind's
 //! profile), `results.rs` (the typed figures), `targets.rs` (the targets,
-//! as a table), `report.rs` (the page) and `chart.rs`.
+//! as a table), `report.rs` (the page), `summary.rs` (its "In short")
+//! and `chart.rs`.
 
 mod chart;
+mod core_filler;
+mod cpu_quota;
 mod plan;
 mod probe;
 mod profile;
@@ -64,7 +80,10 @@ mod report;
 mod results;
 mod scaling;
 mod server;
+mod server_bound;
+mod server_bound_workers;
 mod steps;
+mod summary;
 mod targets;
 
 use std::fmt;
@@ -120,6 +139,12 @@ fn main() {
     if bench.only.runs("scaling") {
         scaling::run(&bench, &mut results);
     }
+    if bench.only.runs("server-bound") {
+        server_bound::run(&bench, &mut results);
+    }
+    if bench.only.runs("server-bound-workers") {
+        server_bound_workers::run(&bench, &mut results);
+    }
     results.seconds = bench.started.elapsed().as_secs_f64();
     if bench.only.everything() {
         outputs(&bench, &results);
@@ -133,13 +158,15 @@ fn main() {
 pub struct Only(Option<Vec<String>>);
 
 impl Only {
-    const STEPS: [&'static str; 6] = [
+    const STEPS: [&'static str; 8] = [
         "throughput",
         "files",
         "syscalls",
         "instructions",
         "memory",
         "scaling",
+        "server-bound",
+        "server-bound-workers",
     ];
 
     fn from_env() -> Only {
@@ -172,9 +199,10 @@ impl Only {
     }
 }
 
-/// After some steps alone: the JSON, and the scaling section (if it ran)
-/// on its own and in place in docs/benchmarks.md. The rest of that page
-/// and the charts need every step; they stay as they are.
+/// After some steps alone: the JSON, and the sections of the steps that
+/// ran (scaling, server-bound) on their own and in place in
+/// docs/benchmarks.md. The rest of that page and the charts need every
+/// step; they stay as they are.
 fn partial_outputs(bench: &Bench, results: &Results) {
     let out = &bench.out_dir;
     fs::write(
@@ -189,14 +217,38 @@ fn partial_outputs(bench: &Bench, results: &Results) {
         println!("{page}");
         wrote.push("target/bench/report.md".into());
     }
-    if results.scaling.is_some() {
-        let section = scaling::section(results);
-        fs::write(out.join("scaling.md"), &section).expect("scaling.md");
+    let sections = [
+        (
+            results.scaling.is_some(),
+            scaling::HEADING,
+            "scaling.md",
+            scaling::section(results),
+        ),
+        (
+            results.server_bound.is_some(),
+            server_bound::HEADING,
+            "server-bound.md",
+            server_bound::section(results),
+        ),
+        (
+            results.workers_bound.is_some(),
+            server_bound_workers::HEADING,
+            "server-bound-workers.md",
+            server_bound_workers::section(results),
+        ),
+    ];
+    for (ran, heading, file, section) in sections {
+        if !ran {
+            continue;
+        }
+        fs::write(out.join(file), &section).expect("a section's file");
         let page = bench.root.join("docs/benchmarks.md");
         let old = fs::read_to_string(&page).unwrap_or_default();
-        fs::write(&page, scaling::splice(&old, &section)).expect("docs/benchmarks.md");
+        fs::write(&page, report::splice(&old, heading, &section)).expect("docs/benchmarks.md");
         println!("{section}");
-        wrote.push("target/bench/scaling.md, its section in docs/benchmarks.md".into());
+        wrote.push(format!(
+            "target/bench/{file}, its section in docs/benchmarks.md"
+        ));
     }
     bench.log(format_args!("wrote {}", wrote.join("; ")));
 }

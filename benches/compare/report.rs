@@ -15,7 +15,9 @@ use crate::targets::Verdict;
 pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
     let mut p = String::new();
     p.push_str(INTRO);
-    p.push_str("\n![requests per second, relative to the floor](bench/throughput.svg)\n\n");
+    p.push('\n');
+    p.push_str(&crate::summary::in_short(results));
+    p.push_str("![requests per second, relative to the floor](bench/throughput.svg)\n\n");
     p.push_str("![server CPU per request](bench/cpu.svg)\n\n");
     p.push_str(&findings(results));
     p.push_str(&machine(results));
@@ -27,6 +29,8 @@ pub fn page(results: &Results, verdicts: &[Verdict]) -> String {
     p.push_str(&instructions_tables(results));
     p.push_str(&memory_table(results));
     p.push_str(&crate::scaling::section(results));
+    p.push_str(&crate::server_bound::section(results));
+    p.push_str(&crate::server_bound_workers::section(results));
     let _ = writeln!(p, "## Targets\n");
     for v in verdicts {
         let _ = writeln!(p, "{}", v.line());
@@ -58,6 +62,10 @@ Three of them also serve files: fivetuple (`serve --dir`), the tokio version (`-
 nginx (`root`, `sendfile on`) answer `GET` for a file of 4 KiB, 64 KiB and 1 MiB (see Static \
 files below); the floor serves no files and is left out of those scenarios, and so is \
 tokio-mt, to keep the run short.\n\n\
+On a machine with few cores wrk is often the bottleneck, so two sections run the same \
+servers again held to a share of their core by Linux's CPU controller, the client then the \
+faster side: \"Server-bound: each server under a CPU quota\" and \"Scaling over workers under \
+a CPU quota\". Their figures are simulated by the quota, and say so.\n\n\
 How the figures are taken is explained at the top of `benches/compare/main.rs`; the targets \
 are the table in `benches/compare/targets.rs`.\n";
 
@@ -705,4 +713,176 @@ fn memory_table(results: &Results) -> String {
     }
     r.push('\n');
     r
+}
+
+/// `page` with `section` in place of the section that starts with
+/// `heading`, or, if it has none, before its targets (at the end if it has
+/// none of those either): a step run alone updates its own part of
+/// docs/benchmarks.md and leaves the rest as the last whole run wrote it.
+pub fn splice(page: &str, heading: &str, section: &str) -> String {
+    let at_heading = |heading: &str| {
+        page.match_indices(heading)
+            .map(|(i, _)| i)
+            .find(|&i| i == 0 || page[..i].ends_with('\n'))
+    };
+    let (start, end) = match at_heading(heading) {
+        Some(start) => {
+            let rest = &page[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(page.len(), |i| start + heading.len() + i + 1);
+            (start, end)
+        }
+        None => {
+            let at = at_heading("## Targets").unwrap_or(page.len());
+            (at, at)
+        }
+    };
+    let mut out = String::with_capacity(page.len() + section.len());
+    out.push_str(&page[..start]);
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
+    }
+    out.push_str(section);
+    out.push_str(&page[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu_quota::Quota;
+    use crate::plan::{Cores, Machine};
+    use crate::results::{Capped, Latency, Measured};
+    use crate::server_bound::{BoundScenario, ServerBound, HEADING as BOUND};
+    use crate::targets::{check, check_bound, Figure};
+    use ScenarioId::KeepAlive50;
+    use SubjectId::{Floor, Mio, Nginx, Tokio};
+
+    fn run(rps: f64) -> Run {
+        Run {
+            requests: (rps * 3.0) as u64,
+            rps,
+            latency: Some(Latency {
+                p50_us: 100.0,
+                p99_us: 900.0,
+            }),
+            user_us: 1.0,
+            sys_us: 5.0,
+            server_busy: 0.8,
+            client_busy: 0.99,
+            ..Run::default()
+        }
+    }
+
+    /// A run under a quota, with wrk `client` busy.
+    fn capped(rps: f64, client: f64) -> Run {
+        Run {
+            server_busy: 1.0,
+            client_busy: client,
+            capped: Some(Capped {
+                allowed: 1.0 / 3.0,
+                used: 1.0 / 3.0,
+                throttled: 0.9,
+                filled: 0.6,
+            }),
+            ..run(rps)
+        }
+    }
+
+    #[test]
+    fn a_page_renders_from_some_figures_and_wrk_bound_runs_get_no_verdict() {
+        let mut results = Results::new(
+            Machine {
+                cores: 2,
+                cpu: "a CPU".into(),
+                kernel: "6.0".into(),
+                date: "today".into(),
+            },
+            Cores {
+                allowed: vec![0, 1],
+                server: 0,
+                client: vec![1],
+            },
+            vec![Mio, Tokio, Floor, Nginx],
+        );
+        for s in [Mio, Tokio, Floor, Nginx] {
+            results
+                .throughput
+                .push(Measured::new(KeepAlive50, s, vec![run(100_000.0)], 0));
+        }
+        let bound = |s, rps, client| Measured::new(KeepAlive50, s, vec![capped(rps, client)], 0);
+        results.server_bound = Some(ServerBound {
+            controller: "cgroup v1 at /sys/fs/cgroup/cpu".into(),
+            scenarios: vec![BoundScenario {
+                scenario: KeepAlive50,
+                quota: Quota {
+                    quota_us: 2000,
+                    period_us: 6000,
+                },
+                lowered: 0,
+                warmup_client_busy: 0.4,
+                measured: vec![
+                    bound(Mio, 40_000.0, 0.4),
+                    bound(Tokio, 30_000.0, 0.95),
+                    bound(Floor, 38_000.0, 0.4),
+                ],
+            }],
+            seconds: 60.0,
+        });
+        let page = page(&results, &check(&results));
+        assert!(page.contains("## In short"));
+        assert!(page.contains(BOUND));
+        assert!(
+            page.contains("**wrk: not server-bound**"),
+            "tokio's row says so"
+        );
+        assert!(!page.contains("Taken under load"));
+
+        let verdicts = check_bound(&results);
+        let find = |versus| {
+            verdicts
+                .iter()
+                .find(|v| {
+                    matches!(v.target.figure, Figure::BoundThroughput)
+                        && v.target.scenario == Some(KeepAlive50)
+                        && v.target.versus == Some(versus)
+                })
+                .expect("a target")
+        };
+        let floor = find(Floor);
+        assert_eq!(floor.met, Some(true));
+        assert!((floor.value.unwrap() - 40.0 / 38.0).abs() < 1e-9);
+        // wrk saturated in tokio's run: no ratio, and the line says why.
+        let tokio = find(Tokio);
+        assert_eq!((tokio.value, tokio.met), (None, None));
+        assert!(tokio.line().contains("not a server-bound figure"));
+        // nginx did not run under the quota: not measured.
+        assert!(find(Nginx).line().contains("not measured"));
+    }
+
+    #[test]
+    fn a_section_replaces_its_old_self_or_goes_before_the_targets() {
+        const HEADING: &str = "## Scaling across cores";
+        let new = format!("{HEADING}\n\nnew figures\n\n");
+        let page = "# Benchmarks\n\n## Memory\n\nm\n\n## Targets\n\n- t\n";
+        let once = splice(page, HEADING, &new);
+        assert_eq!(
+            once,
+            format!("# Benchmarks\n\n## Memory\n\nm\n\n{new}## Targets\n\n- t\n")
+        );
+        let newer = format!("{HEADING}\n\nnewer figures\n\n");
+        let twice = splice(&once, HEADING, &newer);
+        assert_eq!(twice, once.replace(&new, &newer));
+        assert_eq!(splice("", HEADING, &new), new);
+        assert_eq!(splice("# B\n", HEADING, &new), format!("# B\n\n{new}"));
+        // Another section goes after it, before the targets, and leaves it be.
+        let other = "## Server-bound\n\nfigures\n\n";
+        let both = splice(&twice, "## Server-bound", other);
+        assert_eq!(
+            both,
+            twice.replace("## Targets", &format!("{other}## Targets"))
+        );
+        assert_eq!(splice(&both, HEADING, &newer), both);
+    }
 }

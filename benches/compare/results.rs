@@ -32,6 +32,24 @@ pub struct Run {
     pub fd_peak: usize,
     /// wrk's socket errors and non-2xx answers.
     pub errors: u64,
+    /// Where the server ran under a CPU quota (the server-bound steps);
+    /// there `server_busy` is its CPU time over what the quota allowed.
+    pub capped: Option<Capped>,
+}
+
+/// A run under a CPU quota (`cpu_quota.rs`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Capped {
+    /// Cores' worth of CPU the quota allowed the server.
+    pub allowed: f64,
+    /// Cores' worth the server used: its CPU time over the run's wall time.
+    pub used: f64,
+    /// The share of the quota's periods in which the server used all of
+    /// its quota and was held until the next.
+    pub throttled: f64,
+    /// Cores' worth the idle-priority filler used on the server's core
+    /// (`core_filler.rs`): what the server left of the core.
+    pub filled: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -50,8 +68,19 @@ impl Run {
         self.user_us + self.sys_us
     }
 
-    /// Which side ran out of CPU first.
+    /// Which side ran out of CPU first. Under a CPU quota the client is
+    /// asked first: a run in which wrk's cores were saturated is not a
+    /// server-bound figure, however busy the server was.
     pub fn bound(&self) -> Bound {
+        if self.capped.is_some() {
+            return if self.client_busy >= SATURATED {
+                Bound::Client
+            } else if self.server_busy >= SATURATED {
+                Bound::Server
+            } else {
+                Bound::Neither
+            };
+        }
         if self.server_busy >= SATURATED {
             Bound::Server
         } else if self.client_busy >= SATURATED {
@@ -111,6 +140,12 @@ impl Measured {
             p50_us: m(|r| r.latency.map_or(0.0, |l| l.p50_us)),
             p99_us: m(|r| r.latency.map_or(0.0, |l| l.p99_us)),
         });
+        let capped = used.iter().all(|r| r.capped.is_some()).then(|| Capped {
+            allowed: m(|r| r.capped.map_or(0.0, |c| c.allowed)),
+            used: m(|r| r.capped.map_or(0.0, |c| c.used)),
+            throttled: m(|r| r.capped.map_or(0.0, |c| c.throttled)),
+            filled: m(|r| r.capped.map_or(0.0, |c| c.filled)),
+        });
         let median = Run {
             requests: m(|r| r.requests as f64) as u64,
             rps: m(|r| r.rps),
@@ -123,6 +158,7 @@ impl Measured {
             sleeps_per_request: m(|r| r.sleeps_per_request),
             fd_peak: used.iter().map(|r| r.fd_peak).max().unwrap_or(0),
             errors: used.iter().map(|r| r.errors).sum(),
+            capped,
         };
         Measured {
             scenario,
@@ -133,11 +169,16 @@ impl Measured {
         }
     }
 
-    /// How far the undisturbed rounds' requests/s spread: (highest −
-    /// lowest) / median.
+    /// How far the requests/s of the rounds the median was taken over
+    /// spread: (highest − lowest) / median.
     pub fn spread(&self) -> f64 {
-        let calm = self.rounds.iter().filter(|r| !r.disturbed());
-        let rps = calm.map(|r| r.rps);
+        let calm: Vec<&Run> = self.rounds.iter().filter(|r| !r.disturbed()).collect();
+        let used = if calm.is_empty() {
+            self.rounds.iter().collect()
+        } else {
+            calm
+        };
+        let rps = used.iter().map(|r| r.rps);
         let hi = rps.clone().fold(f64::MIN, f64::max);
         let lo = rps.fold(f64::MAX, f64::min);
         if self.median.rps > 0.0 && hi >= lo {
@@ -190,6 +231,10 @@ pub struct Results {
     pub memory: Vec<Held>,
     /// The scaling step's figures (`scaling.rs`), if it ran.
     pub scaling: Option<crate::scaling::Scaling>,
+    /// The server-bound step's figures (`server_bound.rs`), if it ran.
+    pub server_bound: Option<crate::server_bound::ServerBound>,
+    /// The workers under a CPU quota (`server_bound_workers.rs`), if they ran.
+    pub workers_bound: Option<crate::server_bound_workers::WorkersBound>,
     pub skipped: Vec<Skipped>,
     /// Seconds spent waiting for other load to pass before running a
     /// disturbed run again.
@@ -210,6 +255,8 @@ impl Results {
             instructions: Vec::new(),
             memory: Vec::new(),
             scaling: None,
+            server_bound: None,
+            workers_bound: None,
             skipped: Vec::new(),
             waited_seconds: 0.0,
             seconds: 0.0,

@@ -55,8 +55,8 @@ pub const WORKERS: [usize; 4] = [1, 2, 4, 8];
 pub const CONNECTIONS_PER_WORKER: u32 = 64;
 /// Connections at least, whatever the count: the one-core scenario's 256.
 pub const MIN_CONNECTIONS: u32 = 256;
-/// The section's heading, by which `splice` finds it in a page.
-const HEADING: &str = "## Scaling across cores";
+/// The section's heading, by which `report::splice` finds it in a page.
+pub const HEADING: &str = "## Scaling across cores";
 
 /// wrk's connections for `workers` workers.
 pub fn connections(workers: usize) -> u32 {
@@ -610,37 +610,6 @@ fn findings(s: &Scaling) -> String {
     p
 }
 
-/// `page` with `section` in place of its scaling section, or, if it has
-/// none, before its targets (at the end if it has none of those either).
-pub fn splice(page: &str, section: &str) -> String {
-    let at_heading = |heading: &str| {
-        page.match_indices(heading)
-            .map(|(i, _)| i)
-            .find(|&i| i == 0 || page[..i].ends_with('\n'))
-    };
-    let (start, end) = match at_heading(HEADING) {
-        Some(start) => {
-            let rest = &page[start + HEADING.len()..];
-            let end = rest
-                .find("\n## ")
-                .map_or(page.len(), |i| start + HEADING.len() + i + 1);
-            (start, end)
-        }
-        None => {
-            let at = at_heading("## Targets").unwrap_or(page.len());
-            (at, at)
-        }
-    };
-    let mut out = String::with_capacity(page.len() + section.len());
-    out.push_str(&page[..start]);
-    if !out.is_empty() && !out.ends_with("\n\n") {
-        out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
-    }
-    out.push_str(section);
-    out.push_str(&page[end..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,21 +663,5 @@ mod tests {
         assert!(skipped.is_empty());
         assert_eq!(layouts[3].connections, 512);
         assert_eq!(layouts[3].client.len(), 24);
-    }
-
-    #[test]
-    fn the_section_replaces_its_old_self_or_goes_before_the_targets() {
-        let new = format!("{HEADING}\n\nnew figures\n\n");
-        let page = "# Benchmarks\n\n## Memory\n\nm\n\n## Targets\n\n- t\n";
-        let once = splice(page, &new);
-        assert_eq!(
-            once,
-            format!("# Benchmarks\n\n## Memory\n\nm\n\n{new}## Targets\n\n- t\n")
-        );
-        let newer = format!("{HEADING}\n\nnewer figures\n\n");
-        let twice = splice(&once, &newer);
-        assert_eq!(twice, once.replace(&new, &newer));
-        assert_eq!(splice("", &new), new);
-        assert_eq!(splice("# B\n", &new), format!("# B\n\n{new}"));
     }
 }

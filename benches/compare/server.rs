@@ -135,6 +135,14 @@ impl Server {
         self.serving
     }
 
+    /// Every process of the server: the one that serves, and nginx's
+    /// master, which only watches it (a CPU quota holds both).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id(), self.serving];
+        pids.dedup();
+        pids
+    }
+
     /// Sends SIGTERM and waits for the server to exit (valgrind writes its
     /// counts on the way out).
     pub fn terminate(mut self) {

@@ -91,44 +91,77 @@ pub fn in_turns(
     scenario: &Scenario,
     label: &str,
 ) -> (Vec<Measured>, Duration) {
+    let subjects: Vec<SubjectId> = servers.iter().map(|(s, _)| s.id).collect();
+    in_turns_with(bench, &subjects, scenario, label, |i| {
+        let (subject, server) = &servers[i];
+        timed(bench, subject, server, scenario)
+    })
+}
+
+/// [`in_turns`] with the timed run of subject `i` left to `timed_run`
+/// (the server-bound steps add the CPU quota's figures to each run).
+pub fn in_turns_with(
+    bench: &Bench,
+    subjects: &[SubjectId],
+    scenario: &Scenario,
+    label: &str,
+    mut timed_run: impl FnMut(usize) -> Run,
+) -> (Vec<Measured>, Duration) {
     let mut retries_left = RETRIES;
     let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
-    let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
-    let mut repeated = vec![0; servers.len()];
+    let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); subjects.len()];
+    let mut repeated = vec![0; subjects.len()];
     for round in 0..ROUNDS {
-        for k in 0..servers.len() {
-            let i = (round + k) % servers.len();
-            let (subject, server) = &servers[i];
-            let mut run = timed(bench, subject, server, scenario);
+        for k in 0..subjects.len() {
+            let i = (round + k) % subjects.len();
+            let mut run = timed_run(i);
             while run.disturbed() && retries_left > 0 {
                 bench.log(format_args!(
                     "{label:<48} {:<9} disturbed: others used {:.2} cores; running it again",
-                    subject.id.name(),
+                    subjects[i].name(),
                     run.other_load
                 ));
                 wait_for_quiet(bench, &mut wait_left);
                 retries_left -= 1;
                 repeated[i] += 1;
-                run = timed(bench, subject, server, scenario);
+                run = timed_run(i);
             }
             rounds[i].push(run);
         }
     }
-    let measured = servers
+    let measured = subjects
         .iter()
         .zip(rounds)
         .zip(repeated)
-        .map(|(((subject, _), rounds), repeated)| {
-            Measured::new(scenario.id, subject.id, rounds, repeated)
-        })
+        .map(|((&subject, rounds), repeated)| Measured::new(scenario.id, subject, rounds, repeated))
         .collect();
     (measured, Duration::from_secs(QUIET_WAIT_SECS) - wait_left)
+}
+
+/// One timed run, run again while other load disturbs it (within the
+/// budgets of [`RETRIES`] and [`QUIET_WAIT_SECS`]): for a figure that
+/// decides how later runs are set up, such as the client's ceiling.
+pub fn one_undisturbed(bench: &Bench, label: &str, mut timed_run: impl FnMut() -> Run) -> Run {
+    let mut wait_left = Duration::from_secs(QUIET_WAIT_SECS);
+    let mut run = timed_run();
+    for _ in 0..RETRIES {
+        if !run.disturbed() {
+            break;
+        }
+        bench.log(format_args!(
+            "{label} disturbed: others used {:.2} cores; running it again",
+            run.other_load
+        ));
+        wait_for_quiet(bench, &mut wait_left);
+        run = timed_run();
+    }
+    run
 }
 
 /// The mio reactor, the tokio version and the floor must send the same
 /// bytes for `/_/hello` (but for the date), or the comparison compares
 /// different work. (nginx sends its own headers.)
-fn check_same_answer(servers: &[(&Subject, Server)]) {
+pub fn check_same_answer(servers: &[(&Subject, Server)]) {
     let undated = |addr| {
         let (_, answer) = request(addr).expect("an answer to GET /_/hello");
         let text = String::from_utf8(answer).unwrap_or_default();
@@ -162,7 +195,7 @@ fn check_same_answer(servers: &[(&Subject, Server)]) {
 /// Every server must send the file's exact bytes, or the scenario would
 /// time error pages (a 403 from nginx that may not read the directory, a
 /// 404 from a wrong root).
-fn check_serves_file(servers: &[(&Subject, Server)], name: &str, size: usize) {
+pub fn check_serves_file(servers: &[(&Subject, Server)], name: &str, size: usize) {
     let want = Site::bytes(size);
     for (subject, server) in servers {
         let got = get(server.addr, &format!("/{name}"));
@@ -262,6 +295,7 @@ pub fn timed(bench: &Bench, subject: &Subject, server: &Server, scenario: &Scena
         sleeps_per_request: sleeps as f64 / requests,
         fd_peak,
         errors: w.errors,
+        capped: None,
     }
 }
 
