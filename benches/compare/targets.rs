@@ -162,10 +162,10 @@ pub const TARGETS: &[Target] = &[
     // may cost on top of reading, parsing and writing.
     against(Cpu, KeepAlive50, Floor, AtMost(1.05)),
     against(UserCpu, KeepAlive50, Floor, AtMost(1.3)),
-    against(Instructions, KeepAlive50, Floor, AtMost(1.3)),
+    against(Instructions, KeepAlive50, Floor, AtMost(2.0)),
     against(Cpu, Pipelined16, Floor, AtMost(1.05)),
     against(UserCpu, Pipelined16, Floor, AtMost(1.3)),
-    against(Instructions, Pipelined16, Floor, AtMost(1.3)),
+    against(Instructions, Pipelined16, Floor, AtMost(2.0)),
     // Static files at or above nginx with `sendfile on`: no more CPU per
     // request, and at least its requests per second, for each size.
     against(Cpu, File4k, Nginx, AtMost(1.0)),
