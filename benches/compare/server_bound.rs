@@ -188,41 +188,79 @@ pub fn open_groups(bench: &Bench, step: &str) -> Result<(Controller, Groups), St
     Ok((controller, groups))
 }
 
-/// Runs the step, or notes in one line why it cannot.
-pub fn run(bench: &Bench, results: &mut Results) {
-    let (controller, mut groups) = match open_groups(bench, "server-bound") {
+/// What a capped step measured: its items in order, the controller, and
+/// how long it took.
+pub struct StepRun<T> {
+    pub controller: String,
+    pub items: Vec<T>,
+    pub seconds: f64,
+}
+
+/// Runs `one` for each scenario with this run's CPU groups, the way both
+/// capped steps do: if no group can be made, one line says why and the
+/// step is skipped (`None`); if one scenario cannot be capped, the step
+/// stops there and says so, keeping what it measured.
+pub fn each_capped<T>(
+    bench: &Bench,
+    results: &mut Results,
+    step: &str,
+    what: &str,
+    scenarios: impl IntoIterator<Item = &'static Scenario>,
+    mut one: impl FnMut(&Bench, &mut Groups, &'static Scenario) -> std::io::Result<T>,
+) -> Option<StepRun<T>> {
+    let (controller, mut groups) = match open_groups(bench, step) {
         Ok(opened) => opened,
         Err(why) => {
-            bench.log(format_args!("server-bound: skipped: {why}"));
+            bench.log(format_args!("{step}: skipped: {why}"));
             results.skipped.push(Skipped {
-                what: "the server-bound step (servers under a CPU quota)".into(),
+                what: what.into(),
                 why,
             });
-            return;
+            return None;
         }
     };
     let started = std::time::Instant::now();
-    let mut scenarios = Vec::new();
-    for scenario in all_scenarios() {
-        match one_scenario(bench, &mut groups, scenario) {
-            Ok(s) => scenarios.push(s),
+    let mut items = Vec::new();
+    for scenario in scenarios {
+        match one(bench, &mut groups, scenario) {
+            Ok(item) => items.push(item),
             Err(e) => {
                 bench.log(format_args!(
-                    "server-bound: {}: cannot cap the servers ({e}); step stopped",
+                    "{step}: {}: cannot cap the servers ({e}); step stopped",
                     scenario.name
                 ));
                 results.skipped.push(Skipped {
-                    what: format!("server-bound, {} and after", scenario.name),
+                    what: format!("{what}, {} and after", scenario.name),
                     why: format!("a CPU group could not be set up: {e}"),
                 });
                 break;
             }
         }
     }
-    results.server_bound = Some(ServerBound {
+    Some(StepRun {
         controller: controller.describe(),
-        scenarios,
+        items,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs the step, or notes in one line why it cannot.
+pub fn run(bench: &Bench, results: &mut Results) {
+    let what = "the server-bound step (servers under a CPU quota)";
+    let Some(done) = each_capped(
+        bench,
+        results,
+        "server-bound",
+        what,
+        all_scenarios(),
+        one_scenario,
+    ) else {
+        return;
+    };
+    results.server_bound = Some(ServerBound {
+        controller: done.controller,
+        scenarios: done.items,
+        seconds: done.seconds,
     });
 }
 

@@ -55,7 +55,7 @@ use crate::plan::{
 use crate::probe;
 use crate::results::{Bound, Measured, Results, Run};
 use crate::server::Server;
-use crate::server_bound::{bound_cell, open_groups, timed_capped, warm_up, Noise, CLIENT_HEADROOM};
+use crate::server_bound::{bound_cell, each_capped, timed_capped, warm_up, Noise, CLIENT_HEADROOM};
 use crate::steps;
 use crate::targets::check_quota_scaling;
 use crate::Bench;
@@ -196,39 +196,15 @@ impl WorkersBound {
 
 /// Runs the step, or notes in one line why it cannot.
 pub fn run(bench: &Bench, results: &mut Results) {
-    let (controller, mut groups) = match open_groups(bench, "server-bound workers") {
-        Ok(opened) => opened,
-        Err(why) => {
-            bench.log(format_args!("server-bound workers: skipped: {why}"));
-            results.skipped.push(Skipped {
-                what: "workers under a CPU quota".into(),
-                why,
-            });
-            return;
-        }
+    let what = "workers under a CPU quota";
+    let step = "server-bound workers";
+    let Some(done) = each_capped(bench, results, step, what, &LOADS, one_load) else {
+        return;
     };
-    let started = Instant::now();
-    let mut loads = Vec::new();
-    for scenario in &LOADS {
-        match one_load(bench, &mut groups, scenario) {
-            Ok(load) => loads.push(load),
-            Err(e) => {
-                bench.log(format_args!(
-                    "server-bound workers: {}: cannot cap the servers ({e}); step stopped",
-                    scenario.name
-                ));
-                results.skipped.push(Skipped {
-                    what: format!("workers under a CPU quota, {} and after", scenario.name),
-                    why: format!("a CPU group could not be set up: {e}"),
-                });
-                break;
-            }
-        }
-    }
     results.workers_bound = Some(WorkersBound {
-        controller: controller.describe(),
-        loads,
-        seconds: started.elapsed().as_secs_f64(),
+        controller: done.controller,
+        loads: done.items,
+        seconds: done.seconds,
     });
 }
 
